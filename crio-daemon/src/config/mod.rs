@@ -1,0 +1,211 @@
+//! CRI-O compatible configuration: `crio.conf` plus `crio.conf.d/` drop-ins, with CRI-O's table and
+//! key names, embedded defaults so the daemon starts with no file at all, and command-line
+//! overrides applied last. Loading and validation live in `load`; this file holds the schema.
+
+mod duration;
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::{GoDuration, ParseDurationError};
+pub use load::{ConfigError, LoadOptions, Loaded, Overrides, load};
+
+/// Default location of the main file, as CRI-O has it.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/crio/crio.conf";
+/// Default drop-in directory, applied in lexical order after the main file.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/crio/crio.conf.d";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub crio: Crio,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Crio {
+    /// Image and layer store. Not CRI-O's containers/storage path: our store has its own format
+    /// and must never be mixed with a podman or CRI-O store on the same node.
+    pub root: PathBuf,
+    /// Volatile state (mount points, sockets) that does not survive a reboot.
+    pub runroot: PathBuf,
+    /// Pod and container state that survives daemon restarts.
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub api: Api,
+    pub runtime: Runtime,
+    pub image: Image,
+    pub network: Network,
+    pub metrics: Metrics,
+}
+
+impl Default for Crio {
+    fn default() -> Self {
+        Self {
+            root: "/var/lib/crio/storage".into(),
+            runroot: "/run/crio/storage".into(),
+            state_dir: "/var/lib/crio/state".into(),
+            log_dir: "/var/log/crio/pods".into(),
+            api: Api::default(),
+            runtime: Runtime::default(),
+            image: Image::default(),
+            network: Network::default(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Api {
+    pub listen: PathBuf,
+    pub stream_address: String,
+    pub stream_port: String,
+    pub grpc_max_send_msg_size: usize,
+    pub grpc_max_recv_msg_size: usize,
+}
+
+/// CRI-O's limit for both directions: large ListContainers answers on dense nodes need it.
+pub const DEFAULT_GRPC_MSG_SIZE: usize = 80 * 1024 * 1024;
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            listen: "/var/run/crio/crio.sock".into(),
+            stream_address: "127.0.0.1".into(),
+            stream_port: "0".into(),
+            grpc_max_send_msg_size: DEFAULT_GRPC_MSG_SIZE,
+            grpc_max_recv_msg_size: DEFAULT_GRPC_MSG_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Runtime {
+    pub default_runtime: String,
+    pub cgroup_manager: String,
+    pub log_level: String,
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        let mut runtimes = BTreeMap::new();
+        runtimes.insert(
+            "runc".to_string(),
+            RuntimeHandler { runtime_path: "/usr/sbin/runc".into(), runtime_root: "/run/runc".into(), ..Default::default() },
+        );
+        runtimes.insert(
+            "crun".to_string(),
+            RuntimeHandler { runtime_path: "/usr/bin/crun".into(), runtime_root: "/run/crun".into(), ..Default::default() },
+        );
+        Self {
+            // runc, not CRI-O's crun: crun 1.8 refuses hybrid cgroup hosts, runc runs everywhere.
+            default_runtime: "runc".into(),
+            cgroup_manager: "cgroupfs".into(),
+            log_level: "info".into(),
+            runtimes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RuntimeHandler {
+    pub runtime_path: PathBuf,
+    pub runtime_type: String,
+    pub runtime_root: PathBuf,
+    pub allowed_annotations: Vec<String>,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        Self {
+            runtime_path: PathBuf::new(),
+            runtime_type: "oci".into(),
+            runtime_root: PathBuf::new(),
+            allowed_annotations: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Image {
+    pub default_transport: String,
+    pub global_auth_file: PathBuf,
+    pub pause_image: String,
+    pub pinned_images: Vec<String>,
+    pub signature_policy: PathBuf,
+    pub insecure_registries: Vec<String>,
+    /// `0s` disables the timeout, as in CRI-O.
+    pub pull_progress_timeout: GoDuration,
+    /// registries.conf v2; its `.d` directory sits beside it unless set.
+    pub registries_conf: PathBuf,
+    pub registries_conf_dir: PathBuf,
+    /// Per-registry TLS material, `<dir>/<host[:port]>/ca.crt`, as containers/image reads it.
+    pub registries_certs_dir: PathBuf,
+    /// Layers downloaded at once for one pull.
+    pub max_parallel_downloads: usize,
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Self {
+            default_transport: "docker://".into(),
+            global_auth_file: PathBuf::new(),
+            pause_image: "registry.k8s.io/pause:3.10".into(),
+            pinned_images: Vec::new(),
+            signature_policy: PathBuf::new(),
+            insecure_registries: Vec::new(),
+            pull_progress_timeout: GoDuration::ZERO,
+            registries_conf: "/etc/containers/registries.conf".into(),
+            registries_conf_dir: "/etc/containers/registries.conf.d".into(),
+            registries_certs_dir: "/etc/containers/certs.d".into(),
+            max_parallel_downloads: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Network {
+    pub cni_default_network: String,
+    pub network_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            cni_default_network: String::new(),
+            network_dir: "/etc/cni/net.d".into(),
+            // Debian's containernetworking-plugins install to /usr/lib/cni.
+            plugin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Metrics {
+    pub enable_metrics: bool,
+    pub metrics_host: String,
+    pub metrics_port: u16,
+    pub metrics_socket: PathBuf,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enable_metrics: false,
+            metrics_host: "127.0.0.1".into(),
+            metrics_port: 9090,
+            metrics_socket: PathBuf::new(),
+        }
+    }
+}

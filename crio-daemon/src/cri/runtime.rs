@@ -1,0 +1,168 @@
+//! RuntimeService: Version, Status and RuntimeConfig. Pod and container RPCs answer
+//! UNIMPLEMENTED until the lifecycle work lands; the kubelet treats that as "not supported".
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::Services;
+
+pub const RUNTIME_NAME: &str = "crio";
+/// The kubelet's CRI version handshake value.
+const KUBELET_API_VERSION: &str = "0.1.0";
+
+pub struct Runtime {
+    services: Services,
+}
+
+impl Runtime {
+    pub fn new(services: Services) -> Self {
+        Self { services }
+    }
+
+    fn runtime_condition(&self) -> cri::RuntimeCondition {
+        let rt = &self.services.config.crio.runtime;
+        let handler = &rt.runtimes[&rt.default_runtime];
+        let ready = is_executable(&handler.runtime_path);
+        cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: ready,
+            reason: if ready { String::new() } else { "RuntimeNotReady".into() },
+            message: if ready {
+                String::new()
+            } else {
+                format!("default runtime {} at {} is not an executable file", rt.default_runtime, handler.runtime_path.display())
+            },
+        }
+    }
+
+    fn network_condition(&self) -> cri::RuntimeCondition {
+        let dir = &self.services.config.crio.network.network_dir;
+        let ready = has_cni_config(dir);
+        cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: ready,
+            reason: if ready { String::new() } else { "NetworkPluginNotReady".into() },
+            message: if ready { String::new() } else { format!("no CNI configuration file in {}", dir.display()) },
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn has_cni_config(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "conf" || x == "conflist" || x == "json"))
+    })
+}
+
+fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!("{rpc} is not implemented by this runtime yet")))
+}
+
+/// The RuntimeService impl: the RPCs written out below, plus pod and container RPCs that answer
+/// UNIMPLEMENTED for now. One macro around the whole impl so `async_trait` sees every method.
+macro_rules! runtime_service {
+    ({ $($body:tt)* } $($name:ident($req:ident) -> $resp:ident;)*) => {
+        #[tonic::async_trait]
+        impl RuntimeService for Runtime {
+            $($body)*
+            $(
+                async fn $name(&self, _request: Request<cri::$req>) -> Result<Response<cri::$resp>, Status> {
+                    unimplemented(stringify!($req).trim_end_matches("Request"))
+                }
+            )*
+        }
+    };
+}
+
+runtime_service! {
+{
+    #[instrument(skip_all)]
+    async fn version(&self, _request: Request<cri::VersionRequest>) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: KUBELET_API_VERSION.into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn status(&self, request: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
+        let conditions = vec![self.runtime_condition(), self.network_condition()];
+        let mut info = HashMap::new();
+        if request.get_ref().verbose {
+            let config = serde_json::to_string(&*self.services.config).map_err(|e| super::status(tonic::Code::Internal, &e))?;
+            info.insert("config".to_string(), config);
+        }
+        let runtime_handlers = self
+            .services
+            .config
+            .crio
+            .runtime
+            .runtimes
+            .keys()
+            .map(|name| cri::RuntimeHandler {
+                name: name.clone(),
+                features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+            })
+            .collect();
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers,
+            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: false }),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn runtime_config(&self, _request: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = match self.services.config.crio.runtime.cgroup_manager.as_str() {
+            "systemd" => cri::CgroupDriver::Systemd,
+            _ => cri::CgroupDriver::Cgroupfs,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse { linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) }))
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _request: Request<cri::GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+}
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
+        create_container(CreateContainerRequest) -> CreateContainerResponse;
+        start_container(StartContainerRequest) -> StartContainerResponse;
+        stop_container(StopContainerRequest) -> StopContainerResponse;
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
+        list_containers(ListContainersRequest) -> ListContainersResponse;
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
+        exec(ExecRequest) -> ExecResponse;
+        attach(AttachRequest) -> AttachResponse;
+        port_forward(PortForwardRequest) -> PortForwardResponse;
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
+}

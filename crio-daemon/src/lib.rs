@@ -1,0 +1,32 @@
+//! `crio`: a CRI runtime for latency-sensitive Kubernetes nodes.
+//!
+//! `config` reads CRI-O style configuration; `cri` is the gRPC edge (the only module that sees
+//! protobuf types); `image` pulls and resolves images into `storage`; `http` is the status API
+//! on the same socket; `server` binds the socket and serves both.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod cri;
+pub mod http;
+pub mod image;
+pub mod server;
+pub mod storage;
+
+use std::error::Error;
+use std::fmt::Write as _;
+
+/// An error and its sources as one line, `outer: inner: root`. Messages never print their own
+/// source, so this is where the chain is shown, once, at the edge.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        // `#[error(transparent)]` wrappers repeat their inner message.
+        if !out.ends_with(&text) {
+            let _ = write!(out, ": {text}");
+        }
+        cur = s.source();
+    }
+    out
+}

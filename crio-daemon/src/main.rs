@@ -1,0 +1,115 @@
+//! `crio`: the daemon. Reads configuration, opens the store, serves CRI on the socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crio::config::{self, LoadOptions};
+use crio::cri::{self, Services};
+use crio::image::ImageService;
+use crio::storage::Store;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "crio", version, about = "A CRI runtime for latency-sensitive Kubernetes nodes")]
+struct Cli {
+    /// Main configuration file (default /etc/crio/crio.conf; optional unless given).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Drop-in directory applied after the main file (default /etc/crio/crio.conf.d).
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
+    /// Image and layer store.
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Volatile state.
+    #[arg(long, global = true)]
+    runroot: Option<PathBuf>,
+    /// CRI socket path.
+    #[arg(long, global = true)]
+    listen: Option<PathBuf>,
+    /// trace, debug, info, warn, error.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the effective configuration as TOML.
+    Config,
+    /// Print version information.
+    Version,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let opts = LoadOptions {
+        config_file: cli.config.clone(),
+        config_dir: cli.config_dir.clone(),
+        overrides: config::Overrides { root: cli.root, runroot: cli.runroot, listen: cli.listen, log_level: cli.log_level },
+    };
+    let loaded = match config::load(&opts) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("crio: {}", crio::error_chain(&e));
+            std::process::exit(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Config) => {
+            for (file, key) in &loaded.unknown_keys {
+                eprintln!("warning: unknown key {key} in {}", file.display());
+            }
+            print!("{}", toml::to_string(&loaded.config)?);
+            return Ok(());
+        }
+        Some(Command::Version) => {
+            println!("crio {}\nCRI API v1", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        None => {}
+    }
+    let level = match loaded.config.crio.runtime.log_level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_string(),
+        "fatal" | "panic" => "error".to_string(),
+        other => other.to_string(),
+    };
+    let filter = EnvFilter::try_from_env("CRIO_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    for (file, key) in &loaded.unknown_keys {
+        tracing::warn!(file = %file.display(), key, "unknown configuration key ignored");
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(loaded))
+}
+
+async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
+    let config = Arc::new(loaded.config);
+    let c = &config.crio;
+    tracing::info!(files = ?loaded.files, root = %c.root.display(), listen = %c.api.listen.display(), "starting crio");
+    let (root, runroot) = (c.root.clone(), c.runroot.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open(&root, &runroot))
+        .await?
+        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))
+        .context("opening the image store")?;
+    let images = ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    let services = Services { config: config.clone(), images: Arc::new(images) };
+    let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone()));
+    let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    tracing::info!(socket = %c.api.listen.display(), "serving CRI");
+    crio::server::serve(listener, router, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

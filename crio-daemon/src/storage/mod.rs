@@ -1,0 +1,264 @@
+//! The image and layer store under `root`:
+//!
+//! ```text
+//! layers/<diff-id hex>/diff        one unpacked layer, shared by every image that has it
+//! layers/<diff-id hex>/layer.json  its record, written before the directory is renamed in
+//! l/<short id> -> ../layers/<hex>/diff   short names for mount(2) on older kernels
+//! images/<id>/{manifest,config}.json
+//! index.json                       images and container root filesystems: the truth on restart
+//! containers/<id>/{upper,work}     a container's writable layer
+//! tmp/                             downloads and layers being unpacked; emptied on start
+//! ```
+//! Every commit is a rename or an atomic rewrite, so a daemon killed at any point leaves either
+//! the old state or the new one, and `open` clears what a dead pull left half-done.
+//! Methods block: callers run them on the blocking pool.
+
+mod atomic;
+mod containers;
+mod layers;
+pub mod overlay;
+pub mod unpack;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::digest::Digest;
+pub use atomic::{write_atomic, write_json};
+pub use layers::{LayerLease, LayerRecord, diff_dir, short_link};
+pub use unpack::LayerStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O failed on {path}")]
+    Io { path: PathBuf, #[source] source: io::Error },
+    #[error("corrupt store record {path}")]
+    Corrupt { path: PathBuf, #[source] source: serde_json::Error },
+    #[error("image {id} not found in the store")]
+    ImageNotFound { id: String },
+    #[error("image {id} is in use by container(s) {containers:?}")]
+    ImageInUse { id: String, containers: Vec<String> },
+    #[error("layer {diff_id} needed by image {image} is not in the store")]
+    LayerMissing { image: String, diff_id: Digest },
+    #[error("container root filesystem {id} already exists")]
+    ContainerExists { id: String },
+    #[error("container root filesystem {id} not found")]
+    ContainerNotFound { id: String },
+    #[error(transparent)]
+    Unpack(#[from] unpack::UnpackError),
+    #[error(transparent)]
+    Overlay(#[from] overlay::OverlayError),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    /// The config digest's hex, as CRI-O and containerd name images.
+    pub id: String,
+    pub config_digest: Digest,
+    pub manifest_digest: Digest,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Diff ids, base layer first.
+    pub layers: Vec<Digest>,
+    pub size: u64,
+    /// The config's `User`, for ImageStatus's uid/username.
+    pub user: String,
+    pub pulled_at_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Index {
+    pub images: BTreeMap<String, ImageRecord>,
+    pub containers: BTreeMap<String, ContainerRecord>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    runroot: PathBuf,
+    /// Readers take a snapshot; writers copy, persist, then swap, so reads never wait on fsync.
+    index: RwLock<Arc<Index>>,
+    /// Serializes index writers.
+    writer: Mutex<()>,
+    layers: RwLock<BTreeMap<Digest, LayerRecord>>,
+    layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    leases: Mutex<HashMap<Digest, usize>>,
+}
+
+impl Store {
+    pub fn open(root: &Path, runroot: &Path) -> Result<Self, StoreError> {
+        for dir in ["layers", "l", "images", "containers", "tmp"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        fs::create_dir_all(runroot).map_err(io_err(runroot))?;
+        // What a dead pull left: partial downloads and half-unpacked layers.
+        let tmp = root.join("tmp");
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        let index_path = root.join("index.json");
+        let index: Index = match fs::read(&index_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: index_path.clone(), source })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Index::default(),
+            Err(source) => return Err(StoreError::Io { path: index_path, source }),
+        };
+        let layers = layers::load_all(root)?;
+        let store = Self {
+            root: root.into(),
+            runroot: runroot.into(),
+            index: RwLock::new(Arc::new(index)),
+            writer: Mutex::new(()),
+            layers: RwLock::new(layers),
+            layer_locks: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        };
+        store.collect_garbage()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn snapshot(&self) -> Arc<Index> {
+        self.index.read().expect("index lock poisoned").clone()
+    }
+
+    /// A private directory under `tmp/` for a download or an unpack in progress.
+    pub fn temp_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+        let tmp = self.root.join("tmp");
+        tempfile::tempdir_in(&tmp).map_err(io_err(&tmp))
+    }
+
+    pub fn image_config(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        let p = self.root.join("images").join(id).join("config.json");
+        fs::read(&p).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => StoreError::ImageNotFound { id: id.into() },
+            _ => StoreError::Io { path: p.clone(), source },
+        })
+    }
+
+    /// Records a pulled image. Its layers must be committed already. Tags it takes are removed
+    /// from any other image (a tag names one image); tags and digests it had are kept.
+    pub fn commit_image(&self, mut record: ImageRecord, manifest: &[u8], config: &[u8]) -> Result<ImageRecord, StoreError> {
+        {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            if let Some(missing) = record.layers.iter().find(|d| !layers.contains_key(*d)) {
+                return Err(StoreError::LayerMissing { image: record.id.clone(), diff_id: missing.clone() });
+            }
+        }
+        let dir = self.root.join("images").join(&record.id);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        for (name, bytes) in [("manifest.json", manifest), ("config.json", config)] {
+            let p = dir.join(name);
+            write_atomic(&p, bytes).map_err(io_err(&p))?;
+        }
+        self.update(|index| {
+            for other in index.images.values_mut().filter(|i| i.id != record.id) {
+                other.repo_tags.retain(|t| !record.repo_tags.contains(t));
+            }
+            if let Some(old) = index.images.get(&record.id) {
+                record.repo_tags = union(&old.repo_tags, &record.repo_tags);
+                record.repo_digests = union(&old.repo_digests, &record.repo_digests);
+                record.pulled_at_unix = old.pulled_at_unix;
+            }
+            index.images.insert(record.id.clone(), record.clone());
+            Ok(())
+        })?;
+        Ok(record)
+    }
+
+    /// Removes one tag; the image itself stays.
+    pub fn untag(&self, id: &str, tag: &str) -> Result<(), StoreError> {
+        self.update(|index| {
+            let image = index.images.get_mut(id).ok_or_else(|| StoreError::ImageNotFound { id: id.into() })?;
+            image.repo_tags.retain(|t| t != tag);
+            Ok(())
+        })
+    }
+
+    /// Removes an image and every layer no other image needs. Refused while a container uses it.
+    pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
+        self.update(|index| {
+            let users: Vec<String> = index.containers.values().filter(|c| c.image_id == id).map(|c| c.id.clone()).collect();
+            if !users.is_empty() {
+                return Err(StoreError::ImageInUse { id: id.into(), containers: users });
+            }
+            index.images.remove(id).ok_or_else(|| StoreError::ImageNotFound { id: id.into() })?;
+            Ok(())
+        })?;
+        self.collect_garbage()
+    }
+
+    /// (bytes, inodes) the image layers take.
+    pub fn layers_usage(&self) -> (u64, u64) {
+        let layers = self.layers.read().expect("layers lock poisoned");
+        layers.values().fold((0, 0), |(b, i), l| (b + l.stats.disk_bytes, i + l.stats.inodes))
+    }
+
+    pub fn layer(&self, diff_id: &Digest) -> Option<LayerRecord> {
+        self.layers.read().expect("layers lock poisoned").get(diff_id).cloned()
+    }
+
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layers.read().expect("layers lock poisoned").contains_key(diff_id)
+    }
+
+    /// Copy-on-write update of the index, persisted before readers see it.
+    fn update(&self, change: impl FnOnce(&mut Index) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().expect("index writer lock poisoned");
+        let mut next = (*self.snapshot()).clone();
+        change(&mut next)?;
+        let p = self.root.join("index.json");
+        write_json(&p, &next).map_err(io_err(&p))?;
+        *self.index.write().expect("index lock poisoned") = Arc::new(next);
+        Ok(())
+    }
+
+    /// Deletes image directories no record names and layers no image uses.
+    fn collect_garbage(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().expect("index writer lock poisoned");
+        let index = self.snapshot();
+        let images_dir = self.root.join("images");
+        for entry in fs::read_dir(&images_dir).map_err(io_err(&images_dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !index.images.contains_key(&name) {
+                let p = entry.path();
+                fs::remove_dir_all(&p).map_err(io_err(&p))?;
+            }
+        }
+        let leased = self.leased();
+        let mut used: BTreeSet<&Digest> = index.images.values().flat_map(|i| &i.layers).collect();
+        used.extend(leased.keys());
+        let mut layers = self.layers.write().expect("layers lock poisoned");
+        let unused: Vec<Digest> = layers.keys().filter(|d| !used.contains(d)).cloned().collect();
+        for d in unused {
+            layers::remove(&self.root, &d)?;
+            layers.remove(&d);
+        }
+        Ok(())
+    }
+}
+
+/// `a` then what `b` adds, in order, without duplicates.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = a.to_vec();
+    out.extend(b.iter().filter(|x| !a.contains(x)).cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+use super::*;
+use crate::image::digest::Digest;
+
+fn record(id_seed: &[u8], layers: Vec<Digest>, tags: &[&str]) -> ImageRecord {
+    let config_digest = Digest::of(id_seed);
+    ImageRecord {
+        id: config_digest.hex().to_string(),
+        config_digest,
+        manifest_digest: Digest::of(b"manifest"),
+        repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+        repo_digests: vec![],
+        layers,
+        size: 1,
+        user: String::new(),
+        pulled_at_unix: 0,
+    }
+}
+
+fn add_layer(store: &Store, content: &[u8]) -> Digest {
+    let d = Digest::of(content);
+    let staging = store.temp_dir().unwrap().keep();
+    fs::create_dir(staging.join("diff")).unwrap();
+    fs::write(staging.join("diff/file"), content).unwrap();
+    let stats = LayerStats { tar_size: 10, disk_bytes: content.len() as u64, inodes: 1, skipped_devices: 0 };
+    store.commit_layer(&staging, LayerRecord { diff_id: d.clone(), compressed_digest: d.clone(), stats }).unwrap();
+    d
+}
+
+#[test]
+fn tags_move_and_layers_are_shared_and_collected() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("root"), &t.path().join("run")).unwrap();
+    let base = add_layer(&store, b"base");
+    let top = add_layer(&store, b"top");
+    let a = store.commit_image(record(b"a", vec![base.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
+    let b = store.commit_image(record(b"b", vec![base.clone(), top.clone()], &["r/x:1", "r/x:2"]), b"{}", b"{}").unwrap();
+    let snap = store.snapshot();
+    assert!(snap.images[&a.id].repo_tags.is_empty(), "tag moved to the newer image");
+    assert_eq!(snap.images[&b.id].repo_tags, ["r/x:1", "r/x:2"]);
+    store.remove_image(&b.id).unwrap();
+    assert!(store.has_layer(&base), "still used by a");
+    assert!(!store.has_layer(&top));
+    assert!(!diff_dir(store.root(), &top).exists());
+    assert_eq!(store.layers_usage(), (4, 1));
+}
+
+#[test]
+fn reopen_recovers_index_and_clears_debris() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let id;
+    {
+        let store = Store::open(&root, &t.path().join("run")).unwrap();
+        let l = add_layer(&store, b"l");
+        id = store.commit_image(record(b"a", vec![l], &["r/x:1"]), b"{}", b"{\"x\":1}").unwrap().id;
+        // A layer committed by a pull that died before its image was recorded.
+        add_layer(&store, b"orphan");
+        fs::create_dir_all(root.join("tmp/partial")).unwrap();
+        fs::create_dir_all(root.join("layers/deadbeef")).unwrap();
+    }
+    let store = Store::open(&root, &t.path().join("run")).unwrap();
+    assert_eq!(store.snapshot().images[&id].repo_tags, ["r/x:1"]);
+    assert_eq!(store.image_config(&id).unwrap(), b"{\"x\":1}");
+    assert!(!store.has_layer(&Digest::of(b"orphan")));
+    assert!(!root.join("tmp/partial").exists());
+    assert!(!root.join("layers/deadbeef").exists());
+}
+
+#[test]
+fn leased_layers_survive_collection() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&t.path().join("root"), &t.path().join("run")).unwrap());
+    let l = add_layer(&store, b"pulling");
+    let lease = store.lease_layers(std::slice::from_ref(&l));
+    let other = store.commit_image(record(b"o", vec![], &[]), b"{}", b"{}").unwrap();
+    store.remove_image(&other.id).unwrap();
+    assert!(store.has_layer(&l));
+    drop(lease);
+    let another = store.commit_image(record(b"p", vec![], &[]), b"{}", b"{}").unwrap();
+    store.remove_image(&another.id).unwrap();
+    assert!(!store.has_layer(&l));
+}
+
+#[test]
+fn missing_layer_refuses_commit() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("root"), &t.path().join("run")).unwrap();
+    let err = store.commit_image(record(b"a", vec![Digest::of(b"nope")], &[]), b"{}", b"{}").unwrap_err();
+    assert!(matches!(err, StoreError::LayerMissing { .. }));
+    assert!(store.snapshot().images.is_empty());
+}
+
+#[test]
+fn image_in_use_cannot_be_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("root"), &t.path().join("run")).unwrap();
+    let img = store.commit_image(record(b"a", vec![], &[]), b"{}", b"{}").unwrap();
+    // Record only: mounting needs root and is covered by the integration tests.
+    store
+        .update(|i| {
+            i.containers.insert("c1".into(), ContainerRecord { id: "c1".into(), image_id: img.id.clone() });
+            Ok(())
+        })
+        .unwrap();
+    assert!(matches!(store.remove_image(&img.id), Err(StoreError::ImageInUse { .. })));
+}
