@@ -78,7 +78,8 @@ fn main() -> anyhow::Result<()> {
         other => other.to_string(),
     };
     let filter = EnvFilter::try_from_env("CRIO_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     for (file, key) in &loaded.unknown_keys {
         tracing::warn!(file = %file.display(), key, "unknown configuration key ignored");
     }

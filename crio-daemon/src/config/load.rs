@@ -92,7 +92,8 @@ pub(super) fn from_sources(
     files: &[(PathBuf, String)],
     overrides: &Overrides,
 ) -> Result<(Config, Vec<(PathBuf, String)>), ConfigError> {
-    let mut merged = Table::new();
+    // Files apply on top of the defaults, so a drop-in that adds a runtime keeps the built-in ones.
+    let mut merged = Table::try_from(Config::default()).expect("defaults serialize to TOML");
     let mut origins = BTreeMap::new();
     let mut unknown_keys = Vec::new();
     for (path, text) in files {
@@ -135,6 +136,11 @@ fn merge(into: &mut Table, from: Table, origins: &mut BTreeMap<String, PathBuf>,
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match (into.get_mut(&key), value) {
             (Some(Value::Table(existing)), Value::Table(table)) => merge(existing, table, origins, file, &path),
+            (None, Value::Table(table)) => {
+                let mut fresh = Table::new();
+                merge(&mut fresh, table, origins, file, &path);
+                into.insert(key, Value::Table(fresh));
+            }
             (_, value) => {
                 origins.insert(path, file.to_path_buf());
                 into.insert(key, value);
@@ -228,7 +234,7 @@ mod tests {
         let files = [src("a.conf", "[crio.runtime]\nconmon = \"/usr/bin/conmon\"\n[crio.nri]\nenable_nri = true\n")];
         let (_, unknown) = from_sources(&files, &Overrides::default()).unwrap();
         let keys: Vec<_> = unknown.iter().map(|(p, k)| format!("{}:{k}", p.display())).collect();
-        assert_eq!(keys, ["a.conf:crio.runtime.conmon", "a.conf:crio.nri"]);
+        assert_eq!(keys, ["a.conf:crio.nri", "a.conf:crio.runtime.conmon"]);
     }
 
     #[test]

@@ -325,6 +325,7 @@ fn resolve(root: &Path, parts: &[OsString], create: bool) -> Result<PathBuf, Res
                 fs::create_dir(&path).map_err(|e| ResolveError::Io(path.clone(), e))?;
                 done.push(comp);
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ResolveError::Hostile("link target is not in the layer")),
             Err(e) => return Err(ResolveError::Io(path, e)),
         }
         if done.len() > MAX_DEPTH {

@@ -1,0 +1,228 @@
+//! The real `crio` binary on a private root, runroot, socket and configuration.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Default)]
+pub struct DaemonConfig {
+    /// registries.conf contents.
+    pub registries_conf: String,
+    /// policy.json contents; None gives an accept-anything policy file.
+    pub policy: Option<String>,
+    /// auth.json contents.
+    pub auth_json: Option<String>,
+    /// (host:port, CA certificate) pairs for certs.d.
+    pub certs: Vec<(String, PathBuf)>,
+    /// Extra TOML for a drop-in.
+    pub extra: String,
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl DaemonConfig {
+    /// Trusts `reg`: insecure when it speaks plain HTTP, its CA in certs.d when it speaks TLS.
+    pub fn trusting(reg: &super::Registry) -> Self {
+        let mut c = DaemonConfig::default();
+        c.trust(reg);
+        c
+    }
+
+    pub fn trust(&mut self, reg: &super::Registry) {
+        match &reg.ca_cert {
+            Some(ca) => self.certs.push((reg.addr.clone(), ca.clone())),
+            None => self.registries_conf.push_str(&format!("\n[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.addr)),
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn start(cfg: DaemonConfig) -> Daemon {
+        let dir = tempfile::tempdir().expect("daemon temp dir");
+        let d = dir.path();
+        let conf_d = d.join("crio.conf.d");
+        fs::create_dir_all(&conf_d).unwrap();
+        fs::write(d.join("registries.conf"), &cfg.registries_conf).unwrap();
+        fs::write(d.join("policy.json"), cfg.policy.as_deref().unwrap_or(r#"{"default":[{"type":"insecureAcceptAnything"}]}"#)).unwrap();
+        let auth = d.join("auth.json");
+        if let Some(a) = &cfg.auth_json {
+            fs::write(&auth, a).unwrap();
+        }
+        let certs = d.join("certs.d");
+        for (host, ca) in &cfg.certs {
+            fs::create_dir_all(certs.join(host)).unwrap();
+            fs::copy(ca, certs.join(host).join("ca.crt")).unwrap();
+        }
+        let conf = format!(
+            "[crio.image]\nregistries_conf = \"{}\"\nregistries_conf_dir = \"{}\"\nsignature_policy = \"{}\"\nglobal_auth_file = \"{}\"\nregistries_certs_dir = \"{}\"\n{}",
+            d.join("registries.conf").display(),
+            d.join("registries.conf.d").display(),
+            d.join("policy.json").display(),
+            auth.display(),
+            certs.display(),
+            cfg.extra
+        );
+        fs::write(conf_d.join("10-test.conf"), conf).unwrap();
+        let socket = d.join("crio.sock");
+        let mut daemon = Daemon { socket, child: None, dir };
+        daemon.spawn().await;
+        daemon
+    }
+
+    fn config_args(&self) -> Vec<String> {
+        let d = self.dir.path();
+        let p = |s: &str| d.join(s).display().to_string();
+        vec![
+            "--config".into(),
+            p("crio.conf"),
+            "--config-dir".into(),
+            p("crio.conf.d"),
+            "--root".into(),
+            p("root"),
+            "--runroot".into(),
+            p("run"),
+            "--listen".into(),
+            p("crio.sock"),
+        ]
+    }
+
+    async fn spawn(&mut self) {
+        let d = self.dir.path();
+        if !d.join("crio.conf").exists() {
+            fs::write(d.join("crio.conf"), "").unwrap();
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(d.join("crio.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_crio"))
+            .args(self.config_args())
+            .env("CRIO_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting crio");
+        self.child = Some(child);
+        for _ in 0..400 {
+            if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("crio exited with {status} during start:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("crio did not listen within 10s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("crio.log")).unwrap_or_default()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = rustix::process::Pid::from_child(&c);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        for _ in 0..400 {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let path = self.socket.clone();
+        Endpoint::try_from("http://[::1]:0")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .expect("connecting to crio")
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    pub async fn pull(&self, image: &str) -> Result<String, tonic::Status> {
+        self.pull_with(image, None).await
+    }
+
+    pub async fn pull_with(&self, image: &str, auth: Option<cri::AuthConfig>) -> Result<String, tonic::Status> {
+        let req = cri::PullImageRequest { image: Some(spec(image)), auth, sandbox_config: None };
+        Ok(self.images().await.pull_image(req).await?.into_inner().image_ref)
+    }
+
+    pub async fn status(&self, image: &str) -> Option<cri::Image> {
+        let req = cri::ImageStatusRequest { image: Some(spec(image)), verbose: false };
+        self.images().await.image_status(req).await.expect("ImageStatus").into_inner().image
+    }
+
+    pub async fn list(&self) -> Vec<cri::Image> {
+        self.images().await.list_images(cri::ListImagesRequest { filter: None }).await.expect("ListImages").into_inner().images
+    }
+
+    pub async fn remove(&self, image: &str) -> Result<(), tonic::Status> {
+        self.images().await.remove_image(cri::RemoveImageRequest { image: Some(spec(image)) }).await.map(|_| ())
+    }
+}
+
+pub fn spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec { image: image.into(), ..Default::default() }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Detaches every mount below `dir`, deepest first, so the temp dir can be removed.
+pub fn unmount_under(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| Path::new(m).starts_with(dir)).collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = rustix::mount::unmount(t, rustix::mount::UnmountFlags::DETACH);
+    }
+}

@@ -1,0 +1,28 @@
+//! Test harness: a real registry (Debian's docker-registry) on 127.0.0.1, images built from
+//! busybox-static and pushed through the distribution API, and the real `crio` binary on a
+//! private socket and root. Every piece cleans up in Drop, so a failing test leaves nothing.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+pub mod daemon;
+pub mod image;
+pub mod registry;
+
+pub use daemon::Daemon;
+pub use image::{ImageBuilder, Layer};
+pub use registry::Registry;
+
+/// A free 127.0.0.1 port (the OS picks; the tiny race with the next binder is acceptable here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port").local_addr().unwrap().port()
+}
+
+/// Waits until something accepts on `addr`.
+pub fn wait_for_port(addr: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("nothing listening on {addr} after 5s");
+}

@@ -1,0 +1,120 @@
+//! A docker-registry process with its own storage directory, plain HTTP or HTTPS with a
+//! self-signed CA, optionally with htpasswd basic auth.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+
+#[derive(Default, Clone)]
+pub struct RegistryOptions {
+    pub tls: bool,
+    pub basic_auth: Option<(String, String)>,
+}
+
+pub struct Registry {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub ca_cert: Option<PathBuf>,
+    pub creds: Option<(String, String)>,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        Self::start_with(RegistryOptions::default())
+    }
+
+    pub fn start_with(opts: RegistryOptions) -> Self {
+        let dir = tempfile::tempdir().expect("registry temp dir");
+        let port = super::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut ca_cert = None;
+        if opts.tls {
+            let (cert, key) = self_signed(dir.path());
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            ca_cert = Some(cert);
+        }
+        if let Some((user, pass)) = &opts.basic_auth {
+            let hash = bcrypt::hash(pass, 5).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", htpasswd.display()));
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let log = dir.path().join("registry.log");
+        let log_file = fs::File::create(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            // The access log (one line per request) goes to stdout.
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting docker-registry (apt-get install docker-registry)");
+        super::wait_for_port(&addr);
+        Registry { addr, dir, ca_cert, creds: opts.basic_auth, child, log }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.ca_cert.is_some() { "https" } else { "http" }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&fs::read(ca).unwrap()).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    pub fn auth_header(&self) -> Option<String> {
+        self.creds.as_ref().map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+    }
+
+    /// The registry's request log, to count what a pull fetched.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Overwrites a stored blob in place, to make the registry serve corrupt content.
+    pub fn corrupt_blob(&self, digest_hex: &str) {
+        let p = self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&digest_hex[..2]).join(digest_hex).join("data");
+        let mut bytes = fs::read(&p).expect("blob in registry storage");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&p, bytes).unwrap();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA-less self-signed certificate for 127.0.0.1, made with the openssl CLI.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl");
+    assert!(status.success(), "openssl failed");
+    (cert, key)
+}
