@@ -107,20 +107,23 @@ impl Session {
     ) -> Result<Arc<Self>, RegistryError> {
         let client = clients.get(registry, insecure)?;
         let host = if registry == DOCKER_HUB { "registry-1.docker.io" } else { registry };
-        let mut base = format!("https://{host}");
-        let ping = client.get(format!("{base}/v2/")).timeout(CONNECT_TIMEOUT).send().await;
-        if let Err(e) = ping {
-            if !insecure {
-                return Err(RegistryError::Unreachable { registry: registry.into(), source: e });
+        let wait = stall_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let ping = |base: String| {
+            let req = client.get(format!("{base}/v2/")).send();
+            async move {
+                match tokio::time::timeout(wait, req).await {
+                    Err(_) => Err(RegistryError::Stalled { registry: registry.into(), what: "the API version check".into(), timeout: wait }),
+                    Ok(Err(source)) => Err(RegistryError::Unreachable { registry: registry.into(), source }),
+                    Ok(Ok(_)) => Ok(base),
+                }
             }
-            base = format!("http://{host}");
-            client
-                .get(format!("{base}/v2/"))
-                .timeout(CONNECT_TIMEOUT)
-                .send()
-                .await
-                .map_err(|source| RegistryError::Unreachable { registry: registry.into(), source })?;
-        }
+        };
+        let base = match ping(format!("https://{host}")).await {
+            Ok(base) => base,
+            // An insecure registry may speak plain HTTP; a stalled one gets no second chance.
+            Err(RegistryError::Unreachable { .. }) if insecure => ping(format!("http://{host}")).await?,
+            Err(e) => return Err(e),
+        };
         let token = match &creds {
             Some(Credentials::Bearer(t)) => Some(t.clone()),
             _ => None,

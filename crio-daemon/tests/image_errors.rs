@@ -1,0 +1,109 @@
+//! Bad input and failures: each gets a precise status, a message naming the object and cause,
+//! and leaves the store as it was.
+
+mod common;
+
+use common::daemon::DaemonConfig;
+use common::{Daemon, ImageBuilder, Layer, Registry};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_repository_and_tag_are_not_found() {
+    let reg = Registry::start();
+    reg.push("known", "1", &ImageBuilder::new().layer(Layer::builder().file("a", b"a").build())).await;
+    let d = Daemon::start(DaemonConfig::trusting(&reg)).await;
+    for name in [format!("{}/known:2", reg.addr), format!("{}/unknown:1", reg.addr)] {
+        let err = d.pull(&name).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{name}: {err:?}");
+        assert!(err.message().contains(&reg.addr), "names the registry: {}", err.message());
+    }
+    assert!(d.list().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_down_is_unavailable_naming_it() {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let cfg = DaemonConfig { registries_conf: format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"), ..Default::default() };
+    let d = Daemon::start(cfg).await;
+    let err = d.pull(&format!("{addr}/x:1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&addr), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_blob_is_refused_and_nothing_is_stored() {
+    let reg = Registry::start();
+    let pushed = reg.push("corrupt", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    reg.corrupt_blob(pushed.layer_digests[0].trim_start_matches("sha256:"));
+    let d = Daemon::start(DaemonConfig::trusting(&reg)).await;
+    let err = d.pull(&format!("{}/corrupt:1", reg.addr)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains(&pushed.layer_digests[0]), "names the blob: {}", err.message());
+    assert!(d.list().await.is_empty());
+    assert_eq!(std::fs::read_dir(d.root().join("layers")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(d.root().join("tmp")).unwrap().count(), 0, "download removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_registry_names_the_rule() {
+    let reg = Registry::start();
+    reg.push("app", "1", &ImageBuilder::new().layer(Layer::builder().file("a", b"a").build())).await;
+    let mut cfg = DaemonConfig::default();
+    cfg.registries_conf = format!("[[registry]]\nprefix = \"{}/app\"\nlocation = \"{}/app\"\nblocked = true\n", reg.addr, reg.addr);
+    let d = Daemon::start(cfg).await;
+    let err = d.pull(&format!("{}/app:1", reg.addr)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("blocked") && err.message().contains(&format!("{}/app", reg.addr)), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_reject_and_unsupported_signatures() {
+    let reg = Registry::start();
+    let img = ImageBuilder::new().layer(Layer::builder().file("a", b"a").build());
+    reg.push("denied", "1", &img).await;
+    reg.push("signed", "1", &img).await;
+    reg.push("open", "1", &img).await;
+    let mut cfg = DaemonConfig::trusting(&reg);
+    cfg.policy = Some(format!(
+        r#"{{"default": [{{"type": "insecureAcceptAnything"}}],
+            "transports": {{"docker": {{
+                "{a}/denied": [{{"type": "reject"}}],
+                "{a}/signed": [{{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/key.gpg"}}]
+            }}}}}}"#,
+        a = reg.addr
+    ));
+    let d = Daemon::start(cfg).await;
+    let err = d.pull(&format!("{}/denied:1", reg.addr)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("reject") && err.message().contains("policy.json"), "{}", err.message());
+    let err = d.pull(&format!("{}/signed:1", reg.addr)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("signedBy"), "{}", err.message());
+    d.pull(&format!("{}/open:1", reg.addr)).await.expect("default scope accepts");
+    assert_eq!(d.list().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_registry_is_cancelled_by_progress_timeout() {
+    // A peer that accepts connections and never answers: the pull must give up, not hang.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().take(4) {
+            held.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(8));
+    });
+    let cfg = DaemonConfig {
+        registries_conf: format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"),
+        extra: "pull_progress_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start(cfg).await;
+    let err = d.pull(&format!("{addr}/x:1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains(&addr), "{}", err.message());
+    drop(d);
+    drop(hold);
+}
