@@ -97,10 +97,14 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
         .context("opening the image store")?;
     let images = ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     let services = Services { config: config.clone(), images: Arc::new(images) };
-    let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone()));
+    let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone())).fallback(crio::http::fallback);
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");
     crio::server::serve(listener, router, shutdown_signal()).await;
+    // A clean stop leaves no socket for clients to mistake for a live daemon.
+    if let Err(e) = std::fs::remove_file(&c.api.listen) {
+        tracing::warn!(socket = %c.api.listen.display(), error = %e, "could not remove the socket");
+    }
     tracing::info!("stopped");
     Ok(())
 }

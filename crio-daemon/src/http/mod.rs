@@ -48,3 +48,13 @@ pub fn router(config: Arc<Config>) -> Router {
             }),
         )
 }
+
+/// Unknown paths: gRPC clients get UNIMPLEMENTED as gRPC expects, everyone else a plain 404.
+pub async fn fallback(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let status = tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));
+        return status.into_http::<axum::body::Body>().into_response();
+    }
+    (StatusCode::NOT_FOUND, format!("no such endpoint {}\n", request.uri().path())).into_response()
+}

@@ -54,7 +54,8 @@ fn mount_new_api(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path)
         .map_err(|e| ("move_mount", e))
 }
 
-fn mount_legacy(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path) -> Result<(), OverlayError> {
+/// mount(2) with short links; used where `lowerdir+` is missing (public so tests can exercise it on new kernels).
+pub fn mount_legacy(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path) -> Result<(), OverlayError> {
     let lower: Vec<String> = lowers.iter().map(|l| l.short.display().to_string()).collect();
     let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
     if options.len() > LEGACY_OPTIONS_MAX {
