@@ -24,7 +24,11 @@ pub enum ServerError {
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("failed to set up socket {path}")]
-    Socket { path: PathBuf, #[source] source: io::Error },
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Binds `path`, replacing a stale socket left by a dead daemon.

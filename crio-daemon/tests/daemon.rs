@@ -66,7 +66,12 @@ async fn stale_socket_is_replaced_and_live_one_is_not_stolen() {
     // A second daemon on the same socket must refuse, leaving the first one serving.
     let out = Command::new(CRIO)
         .args(["--listen", d.socket.to_str().unwrap(), "--root", d.dir.path().join("root2").to_str().unwrap()])
-        .args(["--runroot", d.dir.path().join("run2").to_str().unwrap(), "--config-dir", d.dir.path().join("crio.conf.d").to_str().unwrap()])
+        .args([
+            "--runroot",
+            d.dir.path().join("run2").to_str().unwrap(),
+            "--config-dir",
+            d.dir.path().join("crio.conf.d").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -48,9 +48,8 @@ async fn corrupt_blob_is_refused_and_nothing_is_stored() {
 async fn blocked_registry_names_the_rule() {
     let reg = Registry::start();
     reg.push("app", "1", &ImageBuilder::new().layer(Layer::builder().file("a", b"a").build())).await;
-    let mut cfg = DaemonConfig::default();
-    cfg.registries_conf = format!("[[registry]]\nprefix = \"{}/app\"\nlocation = \"{}/app\"\nblocked = true\n", reg.addr, reg.addr);
-    let d = Daemon::start(cfg).await;
+    let registries_conf = format!("[[registry]]\nprefix = \"{}/app\"\nlocation = \"{}/app\"\nblocked = true\n", reg.addr, reg.addr);
+    let d = Daemon::start(DaemonConfig { registries_conf, ..Default::default() }).await;
     let err = d.pull(&format!("{}/app:1", reg.addr)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("blocked") && err.message().contains(&format!("{}/app", reg.addr)), "{}", err.message());

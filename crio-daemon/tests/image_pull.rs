@@ -25,7 +25,7 @@ async fn pull_list_status_remove_round_trip() {
     assert_eq!(id, pushed.id());
     let st = d.status(&name).await.expect("image present after pull");
     assert_eq!(st.id, pushed.id());
-    assert_eq!(st.repo_tags, [name.clone()]);
+    assert_eq!(st.repo_tags, std::slice::from_ref(&name));
     assert_eq!(st.repo_digests, [format!("{}/team/app@{}", reg.addr, pushed.manifest_digest)]);
     assert_eq!(st.uid, Some(cri::Int64Value { value: 1000 }));
     let tar_sizes: u64 = img.layers.iter().map(|l| l.tar.len() as u64).sum();
@@ -33,7 +33,12 @@ async fn pull_list_status_remove_round_trip() {
     assert!(!st.pinned);
 
     // The same image by id, id prefix, digest reference and `sha256:` id.
-    for alias in [pushed.id(), pushed.id()[..12].to_string(), format!("{}/team/app@{}", reg.addr, pushed.manifest_digest), pushed.config_digest.clone()] {
+    for alias in [
+        pushed.id(),
+        pushed.id()[..12].to_string(),
+        format!("{}/team/app@{}", reg.addr, pushed.manifest_digest),
+        pushed.config_digest.clone(),
+    ] {
         assert_eq!(d.status(&alias).await.map(|i| i.id), Some(pushed.id()), "lookup by {alias}");
     }
     let list = d.list().await;
@@ -110,7 +115,16 @@ async fn shared_layers_are_stored_once_and_tags_move() {
     // Retag app:1 to b's manifest: the tag moves, a keeps its digest reference.
     let manifest = reqwest::get(format!("http://{}/v2/app/manifests/2", reg.addr)).await;
     drop(manifest);
-    let b_manifest = reg.client().get(format!("http://{}/v2/app/manifests/{}", reg.addr, b.manifest_digest)).header("Accept", common::image::OCI_MANIFEST).send().await.unwrap().bytes().await.unwrap();
+    let b_manifest = reg
+        .client()
+        .get(format!("http://{}/v2/app/manifests/{}", reg.addr, b.manifest_digest))
+        .header("Accept", common::image::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     reg.push_manifest("app", "1", common::image::OCI_MANIFEST, &b_manifest).await;
     d.pull(&format!("{}/app:1", reg.addr)).await.unwrap();
     let a_st = d.status(&a.id()).await.unwrap();

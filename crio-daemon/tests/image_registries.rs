@@ -47,13 +47,12 @@ async fn short_names_resolve_through_search_registries_and_aliases() {
 async fn mirror_serves_the_pull_and_the_name_stays_canonical() {
     let mirror = Registry::start();
     let pushed = mirror.push("team/app", "1", &tiny(b"mirrored")).await;
-    let mut cfg = DaemonConfig::default();
     // The canonical registry does not exist; only the mirror can serve it.
-    cfg.registries_conf = format!(
+    let registries_conf = format!(
         "[[registry]]\nprefix = \"canonical.invalid/team\"\nlocation = \"canonical.invalid/team\"\n[[registry.mirror]]\nlocation = \"{}/team\"\ninsecure = true\n",
         mirror.addr
     );
-    let d = Daemon::start(cfg).await;
+    let d = Daemon::start(DaemonConfig { registries_conf, ..Default::default() }).await;
     assert_eq!(d.pull("canonical.invalid/team/app:1").await.expect("pull via mirror"), pushed.id());
     let st = d.status("canonical.invalid/team/app:1").await.unwrap();
     assert_eq!(st.repo_tags, ["canonical.invalid/team/app:1"]);

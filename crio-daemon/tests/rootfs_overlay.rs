@@ -51,7 +51,8 @@ async fn whiteouts_and_opaque_dirs_hide_lower_content() {
     assert_eq!(data, ["new"], "opaque dir hides lower entries");
     // Writes land in the container's upper layer, never in the shared image layers.
     fs::write(root.join("etc/keep"), b"changed").unwrap();
-    let base_keep = fs::read_dir(d.root().join("layers")).unwrap().map(|e| e.unwrap().path().join("diff/etc/keep")).find(|p| p.exists()).unwrap();
+    let base_keep =
+        fs::read_dir(d.root().join("layers")).unwrap().map(|e| e.unwrap().path().join("diff/etc/keep")).find(|p| p.exists()).unwrap();
     assert_eq!(fs::read(base_keep).unwrap(), b"keep");
 
     assert!(matches!(store.remove_image(&id), Err(StoreError::ImageInUse { .. })), "image in use cannot be removed");
@@ -67,7 +68,8 @@ async fn long_layer_chains_mount() {
     let reg = Registry::start();
     let mut img = ImageBuilder::new();
     for i in 0..120 {
-        img = img.layer(Layer::builder().file(&format!("layer{i}"), format!("{i}").as_bytes()).file("top", format!("{i}").as_bytes()).build());
+        img = img
+            .layer(Layer::builder().file(&format!("layer{i}"), format!("{i}").as_bytes()).file("top", format!("{i}").as_bytes()).build());
     }
     reg.push("chain", "1", &img).await;
     let (d, store, id) = pulled(&reg, "chain:1").await;

@@ -1,1 +1,34 @@
-fn main() {}
+//! Workflows: `cargo xtask run|test|lint|bench`. Never needed for a plain build.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn exec(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(program).args(args).status().with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => exec("cargo", &[&["run", "--release", "--bin", "crio", "--"], rest.as_slice()].concat()),
+        Some("test") => {
+            exec("bash", &[".ci/deps"])?;
+            exec("cargo", &[&["test", "--workspace"], rest.as_slice()].concat())
+        }
+        Some("lint") => {
+            exec("cargo", &["fmt", "--all", "--check"])?;
+            exec("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        }
+        Some("bench") => {
+            exec("bash", &[".ci/deps"])?;
+            exec("cargo", &[&["bench", "-p", "crio-daemon", "--bench", "images"], rest.as_slice()].concat())
+        }
+        _ => bail!("usage: cargo xtask <run|test|lint|bench> [args...]"),
+    }
+}

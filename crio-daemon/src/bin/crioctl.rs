@@ -76,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Version => {
             let v = rt.version(cri::VersionRequest::default()).await?.into_inner();
-            println!("Version:  {}\nRuntimeName:  {}\nRuntimeVersion:  {}\nRuntimeApiVersion:  {}", v.version, v.runtime_name, v.runtime_version, v.runtime_api_version);
+            println!(
+                "Version:  {}\nRuntimeName:  {}\nRuntimeVersion:  {}\nRuntimeApiVersion:  {}",
+                v.version, v.runtime_name, v.runtime_version, v.runtime_api_version
+            );
         }
         Command::Info { verbose } => {
             let s = rt.status(cri::StatusRequest { verbose }).await?.into_inner();
@@ -98,7 +101,10 @@ async fn main() -> anyhow::Result<()> {
                 let tags: Vec<(String, String)> = if i.repo_tags.is_empty() {
                     vec![("<none>".into(), "<none>".into())]
                 } else {
-                    i.repo_tags.iter().map(|t| t.rsplit_once(':').map(|(a, b)| (a.into(), b.into())).unwrap_or((t.clone(), String::new()))).collect()
+                    i.repo_tags
+                        .iter()
+                        .map(|t| t.rsplit_once(':').map(|(a, b)| (a.into(), b.into())).unwrap_or((t.clone(), String::new())))
+                        .collect()
                 };
                 for (repo, tag) in tags {
                     println!("{:<50} {:<20} {:<15} {:>10}", repo, tag, &i.id[..i.id.len().min(13)], human(i.size));

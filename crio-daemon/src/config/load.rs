@@ -14,11 +14,23 @@ use super::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("failed to read config file {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to read config directory {path}")]
-    ReadDir { path: PathBuf, #[source] source: io::Error },
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid TOML in {path}")]
-    Parse { path: PathBuf, #[source] source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("invalid config in {origin}: {source}")]
     Type { origin: String, source: toml::de::Error },
     #[error("invalid value {value:?} for {key} in {origin}: allowed {allowed}")]
@@ -88,10 +100,7 @@ fn drop_ins(dir: &Path, required: bool) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// Merges already-read sources and validates the result. Split from `load` for hermetic tests.
-pub(super) fn from_sources(
-    files: &[(PathBuf, String)],
-    overrides: &Overrides,
-) -> Result<(Config, Vec<(PathBuf, String)>), ConfigError> {
+pub(super) fn from_sources(files: &[(PathBuf, String)], overrides: &Overrides) -> Result<(Config, Vec<(PathBuf, String)>), ConfigError> {
     // Files apply on top of the defaults, so a drop-in that adds a runtime keeps the built-in ones.
     let mut merged = Table::try_from(Config::default()).expect("defaults serialize to TOML");
     let mut origins = BTreeMap::new();
@@ -106,9 +115,8 @@ pub(super) fn from_sources(
         .map_err(|source| ConfigError::Type { origin: path.display().to_string(), source })?;
         merge(&mut merged, table, &mut origins, path, "");
     }
-    let mut config: Config = Value::Table(merged)
-        .try_into()
-        .map_err(|source| ConfigError::Type { origin: "merged configuration".into(), source })?;
+    let mut config: Config =
+        Value::Table(merged).try_into().map_err(|source| ConfigError::Type { origin: "merged configuration".into(), source })?;
     let c = &mut config.crio;
     let mut flag = |key: &str, flag: &str| origins.insert(key.into(), PathBuf::from(flag));
     if let Some(v) = &overrides.root {

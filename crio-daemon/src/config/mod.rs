@@ -124,12 +124,7 @@ pub struct RuntimeHandler {
 
 impl Default for RuntimeHandler {
     fn default() -> Self {
-        Self {
-            runtime_path: PathBuf::new(),
-            runtime_type: "oci".into(),
-            runtime_root: PathBuf::new(),
-            allowed_annotations: Vec::new(),
-        }
+        Self { runtime_path: PathBuf::new(), runtime_type: "oci".into(), runtime_root: PathBuf::new(), allowed_annotations: Vec::new() }
     }
 }
 
@@ -201,11 +196,6 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            enable_metrics: false,
-            metrics_host: "127.0.0.1".into(),
-            metrics_port: 9090,
-            metrics_socket: PathBuf::new(),
-        }
+        Self { enable_metrics: false, metrics_host: "127.0.0.1".into(), metrics_port: 9090, metrics_socket: PathBuf::new() }
     }
 }

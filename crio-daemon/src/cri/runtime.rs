@@ -59,9 +59,8 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn has_cni_config(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "conf" || x == "conflist" || x == "json"))
-    })
+    std::fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "conf" || x == "conflist" || x == "json")))
 }
 
 fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {

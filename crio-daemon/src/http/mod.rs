@@ -36,17 +36,15 @@ pub fn info(config: &Config) -> Info {
 /// Routes to merge with the gRPC ones.
 pub fn router(config: Arc<Config>) -> Router {
     let for_info = config.clone();
-    Router::new()
-        .route("/info", get(move || async move { axum::Json(info(&for_info)) }))
-        .route(
-            "/config",
-            get(move || async move {
-                match toml::to_string(&*config) {
-                    Ok(text) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-                }
-            }),
-        )
+    Router::new().route("/info", get(move || async move { axum::Json(info(&for_info)) })).route(
+        "/config",
+        get(move || async move {
+            match toml::to_string(&*config) {
+                Ok(text) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            }
+        }),
+    )
 }
 
 /// Unknown paths: gRPC clients get UNIMPLEMENTED as gRPC expects, everyone else a plain 404.

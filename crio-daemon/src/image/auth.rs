@@ -13,16 +13,27 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("failed to read auth file {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid auth file {path}")]
-    Parse { path: PathBuf, #[source] source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("invalid credentials for {key:?} in {origin}: the auth field must be base64 of \"user:password\"")]
     BadAuth { key: String, origin: String },
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A registry token used as is (`Authorization: Bearer`).
     Bearer(String),
     /// An OAuth2 refresh token exchanged at the token endpoint.

@@ -27,13 +27,27 @@ pub enum ImageError {
     #[error("image {name:?} not found")]
     NotFound { name: String },
     #[error("image config {digest} is invalid")]
-    Config { digest: String, #[source] source: serde_json::Error },
+    Config {
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("image {reference}: manifest has {layers} layers but its config lists {diff_ids} diff ids")]
     LayerCount { reference: String, layers: usize, diff_ids: usize },
     #[error("failed to unpack layer {digest} of {reference}")]
-    Unpack { reference: String, digest: String, #[source] source: StoreError },
+    Unpack {
+        reference: String,
+        digest: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("image {name:?} could not be pulled from any of {tried:?}")]
-    AllFailed { name: String, tried: Vec<String>, #[source] last: Box<ImageError> },
+    AllFailed {
+        name: String,
+        tried: Vec<String>,
+        #[source]
+        last: Box<ImageError>,
+    },
     #[error("a background image task failed")]
     Task(#[source] tokio::task::JoinError),
 }

@@ -29,10 +29,10 @@ pub fn find<'a>(index: &'a Index, registries: &Registries, name: &str) -> Result
                 if let Some(record) = index.images.values().find(|i| i.repo_digests.contains(&want)) {
                     return Ok(Some(Found { record, by_tag: None }));
                 }
-            } else if let Some(tag) = candidate.tagged() {
-                if let Some(record) = index.images.values().find(|i| i.repo_tags.contains(&tag)) {
-                    return Ok(Some(Found { record, by_tag: Some(tag) }));
-                }
+            } else if let Some(tag) = candidate.tagged()
+                && let Some(record) = index.images.values().find(|i| i.repo_tags.contains(&tag))
+            {
+                return Ok(Some(Found { record, by_tag: Some(tag) }));
             }
         }
     }

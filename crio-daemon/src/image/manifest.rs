@@ -16,7 +16,11 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {digest} is not valid JSON of a known kind")]
-    Parse { digest: Digest, #[source] source: serde_json::Error },
+    Parse {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("manifest {digest} has media type {media_type:?}, which is not supported (Docker schema 2 and OCI are)")]
     Unsupported { digest: Digest, media_type: String },
     #[error("index {digest} has no image for {os}/{arch}")]
@@ -113,10 +117,8 @@ pub fn host_platform() -> (&'static str, &'static str, Option<&'static str>) {
 /// The entry for this host: matching os and architecture, the host's variant preferred.
 pub fn select_platform<'a>(entries: &'a [Descriptor], digest: &Digest) -> Result<&'a Descriptor, ManifestError> {
     let (os, arch, variant) = host_platform();
-    let matching: Vec<&Descriptor> = entries
-        .iter()
-        .filter(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
-        .collect();
+    let matching: Vec<&Descriptor> =
+        entries.iter().filter(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch)).collect();
     matching
         .iter()
         .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_deref()) == variant)

@@ -16,12 +16,22 @@ use super::reference::Reference;
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("failed to read signature policy {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid signature policy {path}")]
-    Parse { path: PathBuf, #[source] source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("image {reference} rejected by signature policy {path} (scope {scope:?}: reject)")]
     Rejected { reference: String, path: String, scope: String },
-    #[error("signature policy {path} requires {kind} for {reference} (scope {scope:?}); signature verification is not implemented, so the pull is refused")]
+    #[error(
+        "signature policy {path} requires {kind} for {reference} (scope {scope:?}); signature verification is not implemented, so the pull is refused"
+    )]
     Unsupported { reference: String, path: String, scope: String, kind: String },
 }
 

@@ -137,8 +137,8 @@ impl ImageService {
             return Err(e.into());
         };
         let config_bytes = session.blob_bytes(&m.config.digest, m.config.size).await?;
-        let config: ConfigDoc = serde_json::from_slice(&config_bytes)
-            .map_err(|source| ImageError::Config { digest: m.config.digest.to_string(), source })?;
+        let config: ConfigDoc =
+            serde_json::from_slice(&config_bytes).map_err(|source| ImageError::Config { digest: m.config.digest.to_string(), source })?;
         let diff_ids = config.rootfs.diff_ids;
         if diff_ids.len() != m.layers.len() {
             return Err(ImageError::LayerCount { reference: canonical.to_string(), layers: m.layers.len(), diff_ids: diff_ids.len() });
@@ -170,12 +170,20 @@ impl ImageService {
         Ok(PullOutcome { id: record.id, reference: canonical.to_string() })
     }
 
-    async fn fetch_layers(&self, canonical: &Reference, session: &Arc<Session>, layers: &[Descriptor], diff_ids: &[Digest]) -> Result<(), ImageError> {
+    async fn fetch_layers(
+        &self,
+        canonical: &Reference,
+        session: &Arc<Session>,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+    ) -> Result<(), ImageError> {
         let missing: u64 = layers.iter().zip(diff_ids).filter(|(_, d)| !self.store.has_layer(d)).map(|(l, _)| l.size).sum();
         let progress = Arc::new(AtomicU64::new(0));
-        let _reporter = (missing > 0).then(|| ProgressReporter::start(canonical.to_string(), missing, progress.clone(), self.stall_timeout));
+        let _reporter =
+            (missing > 0).then(|| ProgressReporter::start(canonical.to_string(), missing, progress.clone(), self.stall_timeout));
         let permits = Arc::new(Semaphore::new(self.max_parallel));
-        let jobs = layers.iter().zip(diff_ids).map(|(desc, diff_id)| self.fetch_layer(canonical, session, desc, diff_id, &permits, &progress));
+        let jobs =
+            layers.iter().zip(diff_ids).map(|(desc, diff_id)| self.fetch_layer(canonical, session, desc, diff_id, &permits, &progress));
         futures::future::try_join_all(jobs).await?;
         Ok(())
     }

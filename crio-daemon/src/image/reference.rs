@@ -95,20 +95,20 @@ impl ImageName {
             Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
             _ => (rest, None),
         };
-        if let Some(t) = tag {
-            if !valid_tag(t) {
-                return Err(invalid("malformed tag (want [A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"));
-            }
+        if let Some(t) = tag
+            && !valid_tag(t)
+        {
+            return Err(invalid("malformed tag (want [A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"));
         }
         let tag = tag.map(str::to_string);
         let (registry, path) = match name.split_once('/') {
             Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => (Some(first), path),
             _ => (None, name),
         };
-        if let Some(r) = registry {
-            if !valid_registry(r) {
-                return Err(invalid("malformed registry host"));
-            }
+        if let Some(r) = registry
+            && !valid_registry(r)
+        {
+            return Err(invalid("malformed registry host"));
         }
         if path.split('/').any(|c| !valid_path_component(c)) {
             return Err(invalid("repository must be lowercase [a-z0-9] components separated by '/', '.', '_', '__' or '-'"));
@@ -140,10 +140,10 @@ fn valid_registry(r: &str) -> bool {
         Some((h, p)) if !h.ends_with(']') || r.starts_with('[') => (h, Some(p)),
         _ => (r, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return false;
     }
     if host.starts_with('[') {
         return host.ends_with(']') && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();

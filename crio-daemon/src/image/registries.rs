@@ -15,12 +15,22 @@ use super::reference::{DOCKER_HUB, ImageName, Reference};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistriesError {
     #[error("failed to read registries configuration {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid registries configuration {path}")]
-    Parse { path: PathBuf, #[source] source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("invalid registries configuration {path}: {why}")]
     Invalid { path: PathBuf, why: String },
-    #[error("short name {name:?} is ambiguous: short-name-mode is enforcing and it could be any of {candidates:?}; use a fully qualified name or add an alias")]
+    #[error(
+        "short name {name:?} is ambiguous: short-name-mode is enforcing and it could be any of {candidates:?}; use a fully qualified name or add an alias"
+    )]
     Ambiguous { name: String, candidates: Vec<String> },
     #[error("short name {name:?} cannot be resolved: no alias for it and no unqualified-search-registries configured")]
     NoSearchRegistries { name: String },
@@ -173,10 +183,10 @@ impl Registries {
             r.digest = digest.clone();
             r.with_tag_default()
         };
-        if let Some(target) = self.aliases.get(path) {
-            if let Ok(ImageName::Qualified(r)) = ImageName::parse(target) {
-                return Ok(vec![with(r)]);
-            }
+        if let Some(target) = self.aliases.get(path)
+            && let Ok(ImageName::Qualified(r)) = ImageName::parse(target)
+        {
+            return Ok(vec![with(r)]);
         }
         if self.search.is_empty() {
             return Err(RegistriesError::NoSearchRegistries { name: path.clone() });
@@ -195,7 +205,11 @@ impl Registries {
     pub fn endpoints(&self, reference: &Reference) -> Result<Vec<Endpoint>, RegistriesError> {
         let name = reference.name();
         let Some(entry) = self.matching(&name) else {
-            return Ok(vec![Endpoint { reference: reference.clone(), insecure: self.is_extra_insecure(&reference.registry), mirror: false }]);
+            return Ok(vec![Endpoint {
+                reference: reference.clone(),
+                insecure: self.is_extra_insecure(&reference.registry),
+                mirror: false,
+            }]);
         };
         if entry.blocked {
             return Err(RegistriesError::Blocked { registry: reference.registry.clone(), prefix: entry.prefix.clone() });
@@ -243,11 +257,8 @@ fn drop_ins(dir: &Path) -> Result<Vec<PathBuf>, RegistriesError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(RegistriesError::Read { path: dir.into(), source }),
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "conf")).collect();
     paths.sort();
     Ok(paths)
 }
@@ -324,7 +335,8 @@ insecure = true
 
     #[test]
     fn digest_only_mirrors_skip_tags() {
-        let r = regs("[[registry]]\nlocation = \"example.com\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m.example\"\n");
+        let r =
+            regs("[[registry]]\nlocation = \"example.com\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m.example\"\n");
         assert_eq!(r.endpoints(&qualified("example.com/a:1")).unwrap().len(), 1);
         let d = format!("example.com/a@sha256:{}", "0".repeat(64));
         assert_eq!(r.endpoints(&qualified(&d)).unwrap().len(), 2);

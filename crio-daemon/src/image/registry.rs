@@ -28,7 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("registry {registry} is unreachable")]
-    Unreachable { registry: String, #[source] source: reqwest::Error },
+    Unreachable {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("registry {registry} refused the credentials for {repository} (HTTP {status})")]
     Unauthorized { registry: String, repository: String, status: u16 },
     #[error("{what} not found in registry {registry}")]
@@ -36,7 +40,12 @@ pub enum RegistryError {
     #[error("registry {registry} answered HTTP {status} for {what}: {body}")]
     Status { registry: String, what: String, status: u16, body: String },
     #[error("registry {registry} failed while sending {what}")]
-    Transfer { registry: String, what: String, #[source] source: reqwest::Error },
+    Transfer {
+        registry: String,
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{what} from {registry} has digest {actual}, expected {expected}")]
     DigestMismatch { registry: String, what: String, expected: String, actual: String },
     #[error("{what} from {registry} is {actual} bytes, expected {expected}")]
@@ -44,11 +53,23 @@ pub enum RegistryError {
     #[error("{what} from {registry} made no progress for {timeout:?}; pull cancelled")]
     Stalled { registry: String, what: String, timeout: Duration },
     #[error("failed to write {path}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid TLS material {path}")]
-    Tls { path: PathBuf, #[source] source: reqwest::Error },
+    Tls {
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("failed to set up an HTTP client for {registry}")]
-    Client { registry: String, #[source] source: reqwest::Error },
+    Client {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 /// Shared HTTP clients, one per (host, insecure) because trust roots are per host.
@@ -112,7 +133,9 @@ impl Session {
             let req = client.get(format!("{base}/v2/")).send();
             async move {
                 match tokio::time::timeout(wait, req).await {
-                    Err(_) => Err(RegistryError::Stalled { registry: registry.into(), what: "the API version check".into(), timeout: wait }),
+                    Err(_) => {
+                        Err(RegistryError::Stalled { registry: registry.into(), what: "the API version check".into(), timeout: wait })
+                    }
                     Ok(Err(source)) => Err(RegistryError::Unreachable { registry: registry.into(), source }),
                     Ok(Ok(_)) => Ok(base),
                 }
@@ -153,11 +176,12 @@ impl Session {
         let bytes = self.read_limited(resp, MAX_MANIFEST, &what).await?;
         let digest = Digest::of(&bytes);
         // By digest, the content must hash to it; by tag, the registry's own claim must agree.
-        let expected = if reference.starts_with("sha256:") { Some(reference.to_string()) } else { header_digest.filter(|d| d.starts_with("sha256:")) };
-        if let Some(expected) = expected {
-            if expected != digest.to_string() {
-                return Err(self.mismatch(&what, expected, digest.to_string()));
-            }
+        let expected =
+            if reference.starts_with("sha256:") { Some(reference.to_string()) } else { header_digest.filter(|d| d.starts_with("sha256:")) };
+        if let Some(expected) = expected
+            && expected != digest.to_string()
+        {
+            return Err(self.mismatch(&what, expected, digest.to_string()));
         }
         Ok((bytes, content_type, digest))
     }
@@ -220,9 +244,11 @@ impl Session {
         what: &str,
     ) -> Result<Option<bytes::Bytes>, RegistryError> {
         let next = match self.stall_timeout {
-            Some(t) => tokio::time::timeout(t, stream.next())
-                .await
-                .map_err(|_| RegistryError::Stalled { registry: self.registry.clone(), what: what.into(), timeout: t })?,
+            Some(t) => tokio::time::timeout(t, stream.next()).await.map_err(|_| RegistryError::Stalled {
+                registry: self.registry.clone(),
+                what: what.into(),
+                timeout: t,
+            })?,
             None => stream.next().await,
         };
         next.transpose().map_err(|source| RegistryError::Transfer { registry: self.registry.clone(), what: what.into(), source })
@@ -306,9 +332,11 @@ impl Session {
         }
         let send = req.send();
         let resp = match self.stall_timeout {
-            Some(t) => tokio::time::timeout(t, send)
-                .await
-                .map_err(|_| RegistryError::Stalled { registry: self.registry.clone(), what: what.into(), timeout: t })?,
+            Some(t) => tokio::time::timeout(t, send).await.map_err(|_| RegistryError::Stalled {
+                registry: self.registry.clone(),
+                what: what.into(),
+                timeout: t,
+            })?,
             None => send.await,
         };
         resp.map_err(|source| {

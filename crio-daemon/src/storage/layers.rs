@@ -44,7 +44,8 @@ pub(super) fn load_all(root: &Path) -> Result<BTreeMap<Digest, LayerRecord>, Sto
             }
             Err(source) => return Err(StoreError::Io { path: record_path, source }),
         };
-        let record: LayerRecord = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: record_path.clone(), source })?;
+        let record: LayerRecord =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: record_path.clone(), source })?;
         out.insert(record.diff_id.clone(), record);
     }
     Ok(out)

@@ -35,9 +35,17 @@ pub use unpack::LayerStats;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage I/O failed on {path}")]
-    Io { path: PathBuf, #[source] source: io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("corrupt store record {path}")]
-    Corrupt { path: PathBuf, #[source] source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("image {id} not found in the store")]
     ImageNotFound { id: String },
     #[error("image {id} is in use by container(s) {containers:?}")]

@@ -18,11 +18,22 @@ const LEGACY_OPTIONS_MAX: usize = 4095;
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
     #[error("failed to mount overlay at {target} ({step})")]
-    Mount { target: PathBuf, step: &'static str, #[source] source: io::Error },
-    #[error("overlay at {target} needs {len} bytes of mount options for {layers} layers; this kernel lacks lowerdir+ and mount(2) takes {LEGACY_OPTIONS_MAX}")]
+    Mount {
+        target: PathBuf,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "overlay at {target} needs {len} bytes of mount options for {layers} layers; this kernel lacks lowerdir+ and mount(2) takes {LEGACY_OPTIONS_MAX}"
+    )]
     TooManyLayers { target: PathBuf, layers: usize, len: usize },
     #[error("failed to unmount {target}")]
-    Unmount { target: PathBuf, #[source] source: io::Error },
+    Unmount {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// One layer: its diff directory and the short link that names it for the legacy path.
@@ -61,9 +72,13 @@ pub fn mount_legacy(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Pa
     if options.len() > LEGACY_OPTIONS_MAX {
         return Err(OverlayError::TooManyLayers { target: target.into(), layers: lowers.len(), len: options.len() });
     }
-    let data = CString::new(options).map_err(|e| OverlayError::Mount { target: target.into(), step: "options", source: io::Error::other(e) })?;
-    rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), data.as_c_str())
-        .map_err(|e| OverlayError::Mount { target: target.into(), step: "mount", source: e.into() })
+    let data =
+        CString::new(options).map_err(|e| OverlayError::Mount { target: target.into(), step: "options", source: io::Error::other(e) })?;
+    rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), data.as_c_str()).map_err(|e| OverlayError::Mount {
+        target: target.into(),
+        step: "mount",
+        source: e.into(),
+    })
 }
 
 /// Detaches the mount at `target`; nothing mounted there is success (removal is idempotent).

@@ -30,11 +30,19 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error("failed to read layer {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("layer entry {entry:?}: {why}")]
     Hostile { entry: String, why: &'static str },
     #[error("failed to write layer entry {path}")]
-    Write { path: PathBuf, #[source] source: io::Error },
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("layer's uncompressed content has digest {actual}, the image config says {expected}")]
     DiffId { expected: Digest, actual: Digest },
 }

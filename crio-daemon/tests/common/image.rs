@@ -211,7 +211,8 @@ impl Registry {
         let location = resp.headers()["location"].to_str().unwrap().to_string();
         let url = if location.starts_with("http") { location } else { format!("{base}{location}") };
         let sep = if url.contains('?') { '&' } else { '?' };
-        let mut req = client.put(format!("{url}{sep}digest={digest}")).header("Content-Type", "application/octet-stream").body(bytes.to_vec());
+        let mut req =
+            client.put(format!("{url}{sep}digest={digest}")).header("Content-Type", "application/octet-stream").body(bytes.to_vec());
         if let Some(a) = self.auth_header() {
             req = req.header("Authorization", a);
         }

@@ -8,6 +8,7 @@ pub mod image;
 pub mod registry;
 
 pub use daemon::Daemon;
+#[allow(unused_imports, reason = "not every test binary builds images")]
 pub use image::{ImageBuilder, Layer};
 pub use registry::Registry;
 
