@@ -106,3 +106,41 @@ async fn stalled_registry_is_cancelled_by_progress_timeout() {
     drop(d);
     drop(hold);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_layers_are_refused_or_contained() {
+    let reg = Registry::start();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    let escape = format!("../../../../../../../..{}", outside.path().join("escaped").display());
+    let hostile: [(&str, Layer); 3] = [
+        ("dotdot", Layer::builder().raw(tar::EntryType::Regular, &escape, None, b"x").build()),
+        ("hardlink", Layer::builder().raw(tar::EntryType::Link, "passwd", Some("../../../../../../../../etc/passwd"), b"").build()),
+        ("depthbomb", Layer::builder().file(&format!("{}f", "d/".repeat(300)), b"").build()),
+    ];
+    let deep = Layer::builder().file(&format!("{}f", "d/".repeat(60)), b"").build();
+    // A symlink to the host's directory and a file written "through" it: contained in the layer.
+    let through = Layer::builder()
+        .symlink("evil", outside.path().to_str().unwrap())
+        .raw(tar::EntryType::Regular, "evil/victim", None, b"overwritten")
+        .build();
+    let cfg = DaemonConfig::trusting(&reg);
+    for (name, layer) in &hostile {
+        reg.push(name, "1", &ImageBuilder::new().layer(layer.clone())).await;
+    }
+    reg.push("through", "1", &ImageBuilder::new().layer(through)).await;
+    reg.push("deep", "1", &ImageBuilder::new().layer(deep)).await;
+    let d = Daemon::start(cfg).await;
+    for (name, _) in &hostile {
+        let err = d.pull(&format!("{}/{name}:1", reg.addr)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains("layer entry"), "{name}: {}", err.message());
+    }
+    // 60 levels is deep but legal; the store takes it.
+    d.pull(&format!("{}/deep:1", reg.addr)).await.expect("deep but legal path");
+    d.pull(&format!("{}/through:1", reg.addr)).await.expect("symlinked parent is resolved inside the layer");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    assert!(!outside.path().join("escaped").exists());
+    assert_eq!(d.list().await.len(), 2, "refused images are not stored");
+}

@@ -75,7 +75,7 @@ async fn tls_registry_with_private_ca() {
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_from_request_and_auth_file() {
     let creds = ("tester".to_string(), "s3cret".to_string());
-    let reg = Registry::start_with(RegistryOptions { tls: true, basic_auth: Some(creds.clone()) });
+    let reg = Registry::start_with(RegistryOptions { tls: true, basic_auth: Some(creds.clone()), ..Default::default() });
     let pushed = reg.push("private", "1", &tiny(b"auth")).await;
     let name = format!("{}/private:1", reg.addr);
 
@@ -94,4 +94,29 @@ async fn basic_auth_from_request_and_auth_file() {
     cfg.auth_json = Some(format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr));
     let d = Daemon::start(cfg).await;
     assert_eq!(d.pull(&name).await.expect("auth file credentials"), pushed.id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_auth_through_a_token_server() {
+    let creds = ("tokenuser".to_string(), "t0ken".to_string());
+    let keys = tempfile::tempdir().unwrap();
+    let server = common::token::TokenServer::start(keys.path(), &creds.0, &creds.1).await;
+    let reg = Registry::start_with(RegistryOptions {
+        tls: true,
+        basic_auth: Some(creds.clone()),
+        token_auth: Some((server.registry_config(), server.realm.clone())),
+    });
+    let pushed = reg.push("tokened/app", "1", &tiny(b"bearer")).await;
+    let name = format!("{}/tokened/app:1", reg.addr);
+    let d = Daemon::start(DaemonConfig::trusting(&reg)).await;
+    // Anonymous: the token server refuses, so does the registry.
+    let err = d.pull(&name).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let auth = cri::AuthConfig { username: creds.0.clone(), password: creds.1.clone(), ..Default::default() };
+    assert_eq!(d.pull_with(&name, Some(auth)).await.expect("token flow"), pushed.id());
+    // A registry token handed over as is works too.
+    let token = reg.auth_header("tokened/app").await.unwrap().trim_start_matches("Bearer ").to_string();
+    d.remove(&name).await.unwrap();
+    let auth = cri::AuthConfig { registry_token: token, ..Default::default() };
+    assert_eq!(d.pull_with(&name, Some(auth)).await.expect("registry token"), pushed.id());
 }

@@ -112,6 +112,20 @@ impl LayerBuilder {
         self
     }
 
+    /// An entry with a name and link target written as given, bypassing the tar crate's own
+    /// path checks: the way a hostile layer is made.
+    pub fn raw(mut self, kind: tar::EntryType, name: &str, link: Option<&str>, data: &[u8]) -> Self {
+        let mut h = Self::header(kind, data.len() as u64, 0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(l) = link {
+            gnu.linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_cksum();
+        self.builder.append(&h, data).unwrap();
+        self
+    }
+
     /// Docker's whiteout: `dir/.wh.name` deletes `dir/name` from lower layers.
     pub fn whiteout(self, path: &str) -> Self {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -203,7 +217,7 @@ impl Registry {
         let client = self.client();
         let base = format!("{}://{}", self.scheme(), self.addr);
         let mut req = client.post(format!("{base}/v2/{repo}/blobs/uploads/"));
-        if let Some(a) = self.auth_header() {
+        if let Some(a) = self.auth_header(repo).await {
             req = req.header("Authorization", a);
         }
         let resp = req.send().await.expect("starting blob upload");
@@ -213,7 +227,7 @@ impl Registry {
         let sep = if url.contains('?') { '&' } else { '?' };
         let mut req =
             client.put(format!("{url}{sep}digest={digest}")).header("Content-Type", "application/octet-stream").body(bytes.to_vec());
-        if let Some(a) = self.auth_header() {
+        if let Some(a) = self.auth_header(repo).await {
             req = req.header("Authorization", a);
         }
         let resp = req.send().await.expect("uploading blob");
@@ -227,7 +241,7 @@ impl Registry {
             .put(format!("{}://{}/v2/{repo}/manifests/{reference}", self.scheme(), self.addr))
             .header("Content-Type", media_type)
             .body(bytes.to_vec());
-        if let Some(a) = self.auth_header() {
+        if let Some(a) = self.auth_header(repo).await {
             req = req.header("Authorization", a);
         }
         let resp = req.send().await.expect("pushing manifest");

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod image;
 pub mod registry;
+pub mod token;
 
 pub use daemon::Daemon;
 #[allow(unused_imports, reason = "not every test binary builds images")]

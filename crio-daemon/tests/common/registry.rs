@@ -11,6 +11,9 @@ use base64::Engine as _;
 pub struct RegistryOptions {
     pub tls: bool,
     pub basic_auth: Option<(String, String)>,
+    /// Token auth: the registry's `auth:` section from a token server; `basic_auth` then holds
+    /// the credentials the token server accepts.
+    pub token_auth: Option<(String, String)>,
 }
 
 pub struct Registry {
@@ -18,6 +21,7 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     pub ca_cert: Option<PathBuf>,
     pub creds: Option<(String, String)>,
+    pub token_realm: Option<String>,
     child: Child,
     log: PathBuf,
 }
@@ -41,7 +45,11 @@ impl Registry {
             config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
             ca_cert = Some(ca);
         }
-        if let Some((user, pass)) = &opts.basic_auth {
+        let mut token_realm = None;
+        if let Some((auth_section, realm)) = &opts.token_auth {
+            config.push_str(auth_section);
+            token_realm = Some(realm.clone());
+        } else if let Some((user, pass)) = &opts.basic_auth {
             let hash = bcrypt::hash(pass, 5).expect("bcrypt");
             let htpasswd = dir.path().join("htpasswd");
             fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
@@ -60,7 +68,7 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry (apt-get install docker-registry)");
         super::wait_for_port(&addr);
-        Registry { addr, dir, ca_cert, creds: opts.basic_auth, child, log }
+        Registry { addr, dir, ca_cert, creds: opts.basic_auth, token_realm, child, log }
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -75,8 +83,15 @@ impl Registry {
         b.build().unwrap()
     }
 
-    pub fn auth_header(&self) -> Option<String> {
-        self.creds.as_ref().map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+    /// What the harness's own pushes to `repo` authenticate with.
+    pub async fn auth_header(&self, repo: &str) -> Option<String> {
+        let basic =
+            self.creds.as_ref().map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
+        let Some(realm) = &self.token_realm else { return basic };
+        let url = format!("{realm}?service={}&scope=repository:{repo}:pull,push", super::token::SERVICE);
+        let resp = reqwest::Client::new().get(url).header("Authorization", basic?).send().await.expect("token request");
+        let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.expect("token body")).expect("token JSON");
+        Some(format!("Bearer {}", body["token"].as_str().expect("token")))
     }
 
     /// The registry's request log, to count what a pull fetched.
