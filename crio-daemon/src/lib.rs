@@ -9,6 +9,7 @@ pub mod config;
 pub mod cri;
 pub mod http;
 pub mod image;
+pub mod monitor;
 pub mod server;
 pub mod storage;
 

@@ -168,6 +168,10 @@ impl Store {
                 return Err(StoreError::LayerMissing { image: record.id.clone(), diff_id: missing.clone() });
             }
         }
+        // A re-pull of what is already recorded changes nothing: no writes, no fsync.
+        if let Some(existing) = self.unchanged(&record) {
+            return Ok(existing);
+        }
         let dir = self.root.join("images").join(&record.id);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         for (name, bytes) in [("manifest.json", manifest), ("config.json", config)] {
@@ -187,6 +191,14 @@ impl Store {
             Ok(())
         })?;
         Ok(record)
+    }
+
+    fn unchanged(&self, record: &ImageRecord) -> Option<ImageRecord> {
+        let index = self.snapshot();
+        let old = index.images.get(&record.id)?;
+        let has_all =
+            record.repo_tags.iter().all(|t| old.repo_tags.contains(t)) && record.repo_digests.iter().all(|d| old.repo_digests.contains(d));
+        (has_all && old.layers == record.layers).then(|| old.clone())
     }
 
     /// Removes one tag; the image itself stays.

@@ -104,3 +104,19 @@ fn image_in_use_cannot_be_removed() {
         .unwrap();
     assert!(matches!(store.remove_image(&img.id), Err(StoreError::ImageInUse { .. })));
 }
+
+#[test]
+fn recommitting_the_same_image_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("root"), &t.path().join("run")).unwrap();
+    let l = add_layer(&store, b"l");
+    store.commit_image(record(b"a", vec![l.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
+    let index = t.path().join("root/index.json");
+    let before = fs::metadata(&index).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    store.commit_image(record(b"a", vec![l.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
+    assert_eq!(fs::metadata(&index).unwrap().modified().unwrap(), before);
+    // A new tag is a change.
+    store.commit_image(record(b"a", vec![l], &["r/x:2"]), b"{}", b"{}").unwrap();
+    assert_eq!(store.snapshot().images[&Digest::of(b"a").hex().to_string()].repo_tags, ["r/x:1", "r/x:2"]);
+}
