@@ -10,6 +10,7 @@ pub mod cri;
 pub mod http;
 pub mod image;
 pub mod monitor;
+pub mod oci;
 pub mod server;
 pub mod storage;
 

@@ -1,0 +1,5 @@
+//! OCI runtimes (runc, crun): a typed client for their command line.
+
+mod runtime;
+
+pub use runtime::{ContainerState, CreateOptions, OciError, OciRuntime, Status};

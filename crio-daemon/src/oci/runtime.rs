@@ -1,0 +1,213 @@
+//! A typed client for OCI runtimes' command line (runc and crun share it): option builders for
+//! the flags we use, `state` parsed into named fields, the runtime's own error text in every
+//! error, `NOTIFY_SOCKET` never passed on, and a deadline on every call after which the
+//! runtime process is killed and reaped.
+//!
+//! `create` is special: the container's init inherits the runtime's stdio, so the caller hands
+//! in the container's stdio and the runtime's own messages go to `--log` in JSON, read back on
+//! failure (as containerd's shim does).
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+/// How long a runtime call may take before it is killed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("failed to run {runtime} {command}")]
+    Spawn {
+        runtime: String,
+        command: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{runtime} {command} {id} failed ({status}): {message}")]
+    Failed { runtime: String, command: &'static str, id: String, status: ExitStatus, message: String },
+    #[error("{runtime} {command} {id} did not finish within {timeout:?}; killed")]
+    Timeout { runtime: String, command: &'static str, id: String, timeout: Duration },
+    #[error("container {id} does not exist in {runtime}")]
+    NotFound { runtime: String, id: String },
+    #[error("{runtime} state {id} printed unreadable JSON")]
+    BadState {
+        runtime: String,
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// `<runtime> state` output, as the OCI runtime spec defines it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub id: String,
+    pub status: Status,
+    #[serde(default)]
+    pub pid: i32,
+    pub bundle: PathBuf,
+}
+
+/// Flags for `create`.
+#[derive(Debug, Default)]
+pub struct CreateOptions {
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    /// Where the runtime writes its own messages (JSON lines); read back on failure.
+    pub log_file: Option<PathBuf>,
+    /// The container init's stdio; `None` is /dev/null.
+    pub stdin: Option<Stdio>,
+    pub stdout: Option<Stdio>,
+    pub stderr: Option<Stdio>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OciRuntime {
+    pub name: String,
+    pub path: PathBuf,
+    /// The runtime's state directory (`--root`).
+    pub root: PathBuf,
+    pub timeout: Duration,
+}
+
+impl OciRuntime {
+    pub fn new(name: &str, path: &Path, root: &Path) -> Self {
+        Self { name: name.into(), path: path.into(), root: root.into(), timeout: DEFAULT_TIMEOUT }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.path);
+        c.arg("--root").arg(&self.root).args(args);
+        // A runtime that sees NOTIFY_SOCKET hands it to the container, which then tells systemd
+        // it is the daemon that became ready.
+        c.env_remove("NOTIFY_SOCKET").stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    /// Runs a short command to completion under the deadline, capturing its output.
+    async fn run(&self, command: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, OciError> {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        // On timeout the future is dropped, and with it the child: kill_on_drop kills it and
+        // tokio reaps it.
+        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| OciError::Timeout { runtime: self.name.clone(), command, id: id.into(), timeout: self.timeout })?
+            .map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if is_not_found(&message) {
+            return Err(OciError::NotFound { runtime: self.name.clone(), id: id.into() });
+        }
+        Err(OciError::Failed { runtime: self.name.clone(), command, id: id.into(), status: out.status, message })
+    }
+
+    pub async fn version(&self) -> Result<String, OciError> {
+        let out = self.run("--version", "", &["--version"]).await?;
+        Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
+    }
+
+    pub async fn create(&self, id: &str, bundle: &Path, opts: CreateOptions) -> Result<(), OciError> {
+        let command = "create";
+        let mut c = Command::new(&self.path);
+        c.arg("--root").arg(&self.root);
+        if let Some(log) = &opts.log_file {
+            c.arg("--log").arg(log).arg("--log-format").arg("json");
+        }
+        c.arg("create").arg("--bundle").arg(bundle);
+        if let Some(p) = &opts.pid_file {
+            c.arg("--pid-file").arg(p);
+        }
+        if let Some(s) = &opts.console_socket {
+            c.arg("--console-socket").arg(s);
+        }
+        c.arg(id).env_remove("NOTIFY_SOCKET").kill_on_drop(true);
+        c.stdin(opts.stdin.unwrap_or_else(Stdio::null));
+        c.stdout(opts.stdout.unwrap_or_else(Stdio::null));
+        c.stderr(opts.stderr.unwrap_or_else(Stdio::null));
+        let mut child = c.spawn().map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        let status = tokio::time::timeout(self.timeout, child.wait())
+            .await
+            .map_err(|_| OciError::Timeout { runtime: self.name.clone(), command, id: id.into(), timeout: self.timeout })?
+            .map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        if status.success() {
+            return Ok(());
+        }
+        let message = match &opts.log_file {
+            Some(log) => last_error(log).await,
+            None => String::from("(no runtime log configured)"),
+        };
+        Err(OciError::Failed { runtime: self.name.clone(), command, id: id.into(), status, message })
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), OciError> {
+        self.run("start", id, &["start", id]).await.map(drop)
+    }
+
+    pub async fn state(&self, id: &str) -> Result<ContainerState, OciError> {
+        let out = self.run("state", id, &["state", id]).await?;
+        serde_json::from_slice(&out).map_err(|source| OciError::BadState { runtime: self.name.clone(), id: id.into(), source })
+    }
+
+    /// Sends `signal` to the container's init, or with `all` to every process in it.
+    pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+        let sig = signal.to_string();
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, sig.as_str()]);
+        self.run("kill", id, &args).await.map(drop)
+    }
+
+    /// Deletes the container; one that does not exist is already deleted (idempotent).
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
+        let args: &[&str] = if force { &["delete", "--force", id] } else { &["delete", id] };
+        match self.run("delete", id, args).await {
+            Err(OciError::NotFound { .. }) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+}
+
+/// runc says "container does not exist", crun "... No such file or directory".
+fn is_not_found(stderr: &str) -> bool {
+    stderr.contains("does not exist") || stderr.contains("container not found") || stderr.contains("No such file or directory")
+}
+
+/// The last `error` entry of a runtime's JSON log, or its last line.
+async fn last_error(log: &Path) -> String {
+    let Ok(text) = tokio::fs::read_to_string(log).await else { return format!("(runtime log {} unreadable)", log.display()) };
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        level: String,
+        #[serde(default)]
+        msg: String,
+    }
+    let lines: Vec<Line> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.level == "error")
+        .or(lines.last())
+        .map(|l| l.msg.clone())
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default().to_string())
+}
