@@ -10,9 +10,11 @@ pub mod cri;
 pub mod http;
 pub mod image;
 pub mod monitor;
+pub mod network;
 pub mod oci;
 pub mod server;
 pub mod storage;
+mod sys;
 
 use std::error::Error;
 use std::fmt::Write as _;

@@ -1,0 +1,4 @@
+//! Pod networking: pinned network namespaces and CNI plugins.
+
+pub mod cni;
+pub mod netns;
