@@ -11,3 +11,26 @@ pub fn unshare_network() -> io::Result<()> {
     // network namespace of this thread and leaves its file table, memory and fs state shared.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.map_err(io::Error::from)
 }
+
+/// Blocks until some child has exited and returns its pid, leaving it unreaped (`WNOWAIT`), so
+/// the one reaper can decide who gets its status. `None` when there are no children.
+pub fn wait_any_exited() -> io::Result<Option<i32>> {
+    // SAFETY: an all-zero siginfo_t is a valid value (plain C struct of integers and unions).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `info` is a valid, writable siginfo_t for the call's duration; P_ALL ignores
+        // the id argument; the flags only ask to wait for exits without reaping.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            // SAFETY: waitid succeeded with WEXITED, so the kernel filled the SIGCHLD fields
+            // of `info`, which si_pid reads.
+            return Ok(Some(unsafe { info.si_pid() }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}

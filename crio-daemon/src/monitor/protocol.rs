@@ -1,0 +1,53 @@
+//! What the daemon and a pod's monitor say to each other: one JSON object per line on the
+//! monitor's unix socket, a request and its response.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Run `<runtime> create` with the monitor holding the container's stdio and reaping it.
+    Create {
+        id: String,
+        bundle: PathBuf,
+        runtime: PathBuf,
+        runtime_root: PathBuf,
+        log_path: PathBuf,
+        /// Bytes after which the log is truncated and continues; 0 is no cap.
+        log_max_size: u64,
+        /// Where the exit record is written, atomically, when the container's init exits.
+        exit_file: PathBuf,
+    },
+    /// Reopen a container's log file (after the kubelet rotated it).
+    ReopenLog { id: String },
+    /// The containers this monitor watches.
+    State,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Empty on success.
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub containers: Vec<Watched>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watched {
+    pub id: String,
+    pub pid: i32,
+    pub exit: Option<ExitRecord>,
+}
+
+/// How a container's init ended. The code is 128 + signal for a signal, as shells report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub exited_at_unix_nanos: u64,
+}
