@@ -6,13 +6,17 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod container;
 pub mod cri;
 pub mod http;
 pub mod image;
 pub mod monitor;
+pub mod namespace;
 pub mod network;
 pub mod oci;
+pub mod sandbox;
 pub mod server;
+pub mod state;
 pub mod storage;
 mod sys;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crio::config::{self, LoadOptions};
 use crio::cri::{self, Services};
 use crio::image::ImageService;
+use crio::sandbox::Lifecycle;
 use crio::storage::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -95,8 +96,11 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))
         .context("opening the image store")?;
-    let images = ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
-    let services = Services { config: config.clone(), images: Arc::new(images) };
+    let images = Arc::new(ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?);
+    // The monitor ships beside the daemon.
+    let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
+    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    let services = Services { config: config.clone(), images, lifecycle: Arc::new(lifecycle) };
     let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone())).fallback(crio::http::fallback);
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");

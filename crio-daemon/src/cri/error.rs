@@ -9,6 +9,7 @@ use crate::image::manifest::ManifestError;
 use crate::image::policy::PolicyError;
 use crate::image::registries::RegistriesError;
 use crate::image::registry::RegistryError;
+use crate::sandbox::LifecycleError;
 use crate::storage::StoreError;
 
 /// Builds a status whose message is the whole error chain.
@@ -71,4 +72,25 @@ impl From<&ImageError> for Status {
     fn from(e: &ImageError) -> Self {
         status(image_code(e), e)
     }
+}
+
+pub fn lifecycle_code(e: &LifecycleError) -> Code {
+    match e {
+        LifecycleError::InvalidArgument { .. } | LifecycleError::UnknownHandler { .. } => Code::InvalidArgument,
+        LifecycleError::NameInUse { .. } => Code::AlreadyExists,
+        LifecycleError::PodNotFound { .. } | LifecycleError::ContainerNotFound { .. } | LifecycleError::ImageNotFound { .. } => {
+            Code::NotFound
+        }
+        LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } => Code::FailedPrecondition,
+        LifecycleError::Image(i) => image_code(i),
+        LifecycleError::Store(s) => store_code(s),
+        _ => Code::Internal,
+    }
+}
+
+pub fn lifecycle_status(e: &LifecycleError) -> Status {
+    if lifecycle_code(e) == Code::Internal {
+        tracing::error!(error = %error_chain(e), "operation failed");
+    }
+    status(lifecycle_code(e), e)
 }

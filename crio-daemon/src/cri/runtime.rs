@@ -1,5 +1,5 @@
-//! RuntimeService: Version, Status and RuntimeConfig. Pod and container RPCs answer
-//! UNIMPLEMENTED until the lifecycle work lands; the kubelet treats that as "not supported".
+//! RuntimeService: Version, Status and RuntimeConfig here; pod and container RPCs delegate to
+//! `pod` and `container`. What is not implemented yet answers UNIMPLEMENTED.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -132,6 +132,54 @@ runtime_service! {
         Ok(Response::new(cri::RuntimeConfigResponse { linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) }))
     }
 
+    async fn run_pod_sandbox(&self, request: Request<cri::RunPodSandboxRequest>) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        super::pod::run(&self.services, request).await
+    }
+
+    async fn stop_pod_sandbox(&self, request: Request<cri::StopPodSandboxRequest>) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        super::pod::stop(&self.services, request).await
+    }
+
+    async fn remove_pod_sandbox(&self, request: Request<cri::RemovePodSandboxRequest>) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        super::pod::remove(&self.services, request).await
+    }
+
+    async fn pod_sandbox_status(&self, request: Request<cri::PodSandboxStatusRequest>) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        super::pod::status(&self.services, request).await
+    }
+
+    async fn list_pod_sandbox(&self, request: Request<cri::ListPodSandboxRequest>) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        super::pod::list(&self.services, request).await
+    }
+
+    async fn create_container(&self, request: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        super::container::create(&self.services, request).await
+    }
+
+    async fn start_container(&self, request: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
+        super::container::start(&self.services, request).await
+    }
+
+    async fn stop_container(&self, request: Request<cri::StopContainerRequest>) -> Result<Response<cri::StopContainerResponse>, Status> {
+        super::container::stop(&self.services, request).await
+    }
+
+    async fn remove_container(&self, request: Request<cri::RemoveContainerRequest>) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        super::container::remove(&self.services, request).await
+    }
+
+    async fn list_containers(&self, request: Request<cri::ListContainersRequest>) -> Result<Response<cri::ListContainersResponse>, Status> {
+        super::container::list(&self.services, request).await
+    }
+
+    async fn container_status(&self, request: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        super::container::status(&self.services, request).await
+    }
+
+    async fn reopen_container_log(&self, request: Request<cri::ReopenContainerLogRequest>) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        super::container::reopen_log(&self.services, request).await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
 
@@ -139,19 +187,7 @@ runtime_service! {
         unimplemented("GetContainerEvents")
     }
 }
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;

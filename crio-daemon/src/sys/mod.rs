@@ -4,12 +4,27 @@
 
 use std::io;
 
-/// Moves the calling thread (only) into a new network namespace.
-pub fn unshare_network() -> io::Result<()> {
+/// Namespaces a thread may leave on its own without affecting the rest of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadNamespace {
+    Net,
+    Ipc,
+    Uts,
+}
+
+/// Moves the calling thread (only) into a new namespace of `kind`.
+pub fn unshare(kind: ThreadNamespace) -> io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    let flags = match kind {
+        ThreadNamespace::Net => UnshareFlags::NEWNET,
+        ThreadNamespace::Ipc => UnshareFlags::NEWIPC,
+        ThreadNamespace::Uts => UnshareFlags::NEWUTS,
+    };
     // SAFETY: rustix marks unshare unsafe because CLONE_FILES can leave other threads holding
-    // descriptors this thread no longer shares. We pass only CLONE_NEWNET, which changes the
-    // network namespace of this thread and leaves its file table, memory and fs state shared.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.map_err(io::Error::from)
+    // descriptors this thread no longer shares. We pass only one of CLONE_NEWNET, NEWIPC or
+    // NEWUTS, which change this thread's namespace and leave its file table, memory and
+    // filesystem state shared with the process.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
 }
 
 /// Blocks until some child has exited and returns its pid, leaving it unreaped (`WNOWAIT`), so

@@ -23,6 +23,8 @@ pub struct DaemonConfig {
     pub certs: Vec<(String, PathBuf)>,
     /// Extra TOML for a drop-in.
     pub extra: String,
+    /// A CNI network for the daemon's network_dir.
+    pub cni_conflist: Option<String>,
 }
 
 pub struct Daemon {
@@ -65,14 +67,22 @@ impl Daemon {
             fs::copy(ca, certs.join(host).join("ca.crt")).unwrap();
         }
         let conf = format!(
-            "[crio.image]\nregistries_conf = \"{}\"\nregistries_conf_dir = \"{}\"\nsignature_policy = \"{}\"\nglobal_auth_file = \"{}\"\nregistries_certs_dir = \"{}\"\n{}",
+            "[crio]\nstate_dir = \"{state}\"\nlog_dir = \"{logs}\"\n[crio.runtime.runtimes.runc]\nruntime_root = \"{runc}\"\n[crio.network]\nnetwork_dir = \"{cni}\"\nplugin_dirs = [\"/usr/lib/cni\"]\n[crio.image]\nregistries_conf = \"{}\"\nregistries_conf_dir = \"{}\"\nsignature_policy = \"{}\"\nglobal_auth_file = \"{}\"\nregistries_certs_dir = \"{}\"\n{}",
             d.join("registries.conf").display(),
             d.join("registries.conf.d").display(),
             d.join("policy.json").display(),
             auth.display(),
             certs.display(),
-            cfg.extra
+            cfg.extra,
+            state = d.join("state").display(),
+            logs = d.join("logs").display(),
+            runc = d.join("runc").display(),
+            cni = d.join("cni").display(),
         );
+        fs::create_dir_all(d.join("cni")).unwrap();
+        if let Some(net) = &cfg.cni_conflist {
+            fs::write(d.join("cni/10-test.conflist"), net).unwrap();
+        }
         fs::write(conf_d.join("10-test.conf"), conf).unwrap();
         let socket = d.join("crio.sock");
         let mut daemon = Daemon { socket, child: None, dir };
@@ -213,7 +223,28 @@ pub fn spec(image: &str) -> cri::ImageSpec {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        reap_leftovers(self.dir.path());
         unmount_under(self.dir.path());
+    }
+}
+
+/// What a failed test may leave: containers in the runtime root under `dir` and monitor
+/// processes serving sockets under `dir` (ours: killed by PID, never by pattern).
+pub fn reap_leftovers(dir: &Path) {
+    let root = dir.join("runc");
+    if let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+        }
+    }
+    let needle = dir.as_os_str().as_encoded_bytes();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let is_monitor = cmdline.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"crio-monitor"));
+        if is_monitor && cmdline.windows(needle.len()).any(|w| w == needle) {
+            let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::KILL);
+        }
     }
 }
 

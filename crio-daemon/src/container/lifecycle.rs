@@ -1,0 +1,400 @@
+//! Container operations on the node's lifecycle: create, start, stop, remove, status.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::spec::{self, ImageConfig, SpecInput};
+use super::{Container, ContainerSpec, ContainerState, user};
+use crate::monitor::client::MonitorClient;
+use crate::monitor::protocol::{ExitRecord, Request};
+use crate::sandbox::lifecycle::io_err;
+use crate::sandbox::{Lifecycle, LifecycleError, PodState, now_nanos};
+use crate::state::new_id;
+
+/// After SIGKILL, how long to wait for the exit record before giving up.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+const CAPABILITY_NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capabilities this process holds: what a privileged container may get (a sandbox
+/// without CAP_SYS_RESOURCE must not hand out a set the kernel refuses).
+pub fn held_capabilities() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|h| u64::from_str_radix(h.trim(), 16).ok()).unwrap_or(0);
+    CAPABILITY_NAMES.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| format!("CAP_{n}")).collect()
+}
+
+/// The container's log file under the pod's log directory; escapes are refused.
+fn log_path(dir: &Path, rel: &str) -> Result<PathBuf, LifecycleError> {
+    if dir.as_os_str().is_empty() || rel.is_empty() {
+        return Ok(PathBuf::new());
+    }
+    let p = Path::new(rel);
+    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(LifecycleError::InvalidArgument {
+            field: "log_path",
+            why: format!("{rel:?} must stay inside the pod's log directory"),
+        });
+    }
+    Ok(dir.join(p))
+}
+
+fn signal_number(name: &str) -> i32 {
+    let n = name.trim_start_matches("SIG");
+    match n {
+        "" => libc::SIGTERM,
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "WINCH" => libc::SIGWINCH,
+        other => other.parse().unwrap_or(libc::SIGTERM),
+    }
+}
+
+impl Lifecycle {
+    pub async fn create_container(&self, pod_id: &str, spec: ContainerSpec) -> Result<Container, LifecycleError> {
+        if spec.name.is_empty() {
+            return Err(LifecycleError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });
+        }
+        for m in &spec.mounts {
+            if !m.host_path.is_absolute() || !m.container_path.is_absolute() {
+                let why = format!("mount {} -> {} must use absolute paths", m.host_path.display(), m.container_path.display());
+                return Err(LifecycleError::InvalidArgument { field: "config.mounts", why });
+            }
+            if !m.host_path.exists() {
+                return Err(LifecycleError::InvalidArgument {
+                    field: "config.mounts",
+                    why: format!("host path {} does not exist", m.host_path.display()),
+                });
+            }
+        }
+        let pod_entry = self.pods.resolve(pod_id).ok_or_else(|| LifecycleError::PodNotFound { id: pod_id.into() })?;
+        let pod = pod_entry.get();
+        if pod.state != PodState::Ready {
+            return Err(LifecycleError::WrongState {
+                what: "pod sandbox",
+                id: pod.id,
+                state: "NotReady".into(),
+                op: "create containers in it",
+            });
+        }
+        let log = log_path(&pod.spec.log_directory, &spec.log_path)?;
+        let image = self.images.status(&spec.image)?.ok_or_else(|| LifecycleError::ImageNotFound { image: spec.image.clone() })?;
+        let config: ImageConfig = serde_json::from_slice(&self.images.config(&image.record.id).await?).unwrap_or_default();
+        let run = config.config.unwrap_or_default();
+        let id = new_id();
+        let full = format!("k8s_{}_{}_{}_{}_{}", spec.name, pod.spec.name, pod.spec.namespace, pod.spec.uid, spec.attempt);
+        self.names.reserve(&full, &id).map_err(|holder| LifecycleError::NameInUse { name: full.clone(), id: holder })?;
+        let ct = Container {
+            id: id.clone(),
+            full_name: full,
+            pod_id: pod.id.clone(),
+            image_id: image.record.id.clone(),
+            image_ref: image.record.repo_digests.first().cloned().unwrap_or_else(|| image.record.id.clone()),
+            state: ContainerState::Created,
+            created_at_nanos: now_nanos(),
+            started_at_nanos: 0,
+            finished_at_nanos: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path: log,
+            bundle: self.config.crio.state_dir.join("containers").join(&id),
+            pid: 0,
+            stop_signal: signal_number(&run.stop_signal),
+            spec,
+        };
+        match self.set_up_container(&ct, &pod, &run).await {
+            Ok(pid) => {
+                let ct = Container { pid, ..ct };
+                if let Err(e) = self.containers.insert(&id, ct.clone()).await {
+                    self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+                    self.names.release(&ct.full_name);
+                    return Err(e.into());
+                }
+                tracing::info!(container_id = %id, pod_sandbox_id = %pod.id, "container created");
+                Ok(ct)
+            }
+            Err(e) => {
+                self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+                self.names.release(&ct.full_name);
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_up_container(
+        &self,
+        ct: &Container,
+        pod: &crate::sandbox::PodSandbox,
+        run: &spec::ImageRunConfig,
+    ) -> Result<i32, LifecycleError> {
+        let store = self.images.store().clone();
+        let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
+        let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(LifecycleError::Task)??;
+        tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
+        let sec = &ct.spec.security;
+        let resolved = user::resolve(&rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
+            .map_err(|e| LifecycleError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
+        if ct.spec.resources.oom_score_adj < 0 {
+            tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE; clamped to 0");
+        }
+        let held = held_capabilities();
+        let input = SpecInput { id: &ct.id, spec: &ct.spec, image: run, pod, rootfs: &rootfs, user: &resolved, held_capabilities: &held };
+        let oci = spec::build(&input).map_err(|e| LifecycleError::InvalidArgument { field: "config", why: e.to_string() })?;
+        let config_path = ct.bundle.join("config.json");
+        oci.save(&config_path).map_err(|e| LifecycleError::Io {
+            what: "writing OCI spec",
+            path: config_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let runtime = self.runtime(&pod.spec.runtime_handler)?;
+        let req = Request::Create {
+            id: ct.id.clone(),
+            bundle: ct.bundle.clone(),
+            runtime: runtime.path.clone(),
+            runtime_root: runtime.root.clone(),
+            log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
+            log_max_size: 0,
+            exit_file: ct.exit_file(),
+        };
+        let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
+        Ok(resp.pid.unwrap_or(0))
+    }
+
+    /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
+    async fn tear_down_container(&self, ct: &Container, handler: &str) {
+        if let Ok(rt) = self.runtime(handler)
+            && let Err(e) = rt.delete(&ct.id, true).await
+        {
+            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
+        }
+        let store = self.images.store().clone();
+        let id = ct.id.clone();
+        match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
+            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "removing root filesystem failed"),
+            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "removing root filesystem failed"),
+            Ok(Ok(())) => {}
+        }
+        let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
+    }
+
+    fn handler_of(&self, ct: &Container) -> String {
+        self.pods.get(&ct.pod_id).map(|p| p.get().spec.runtime_handler).unwrap_or_default()
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), LifecycleError> {
+        let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
+        let _op = entry.op.lock().await;
+        let ct = entry.get();
+        if ct.state != ContainerState::Created {
+            return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "start it" });
+        }
+        self.runtime(&self.handler_of(&ct))?.start(&ct.id).await?;
+        self.containers
+            .update(&ct.id, &entry, |c| {
+                c.state = ContainerState::Running;
+                c.started_at_nanos = now_nanos();
+            })
+            .await?;
+        tracing::info!(container_id = %ct.id, "container started");
+        Ok(())
+    }
+
+    /// The container as it is now: a recorded exit turns it Exited.
+    pub async fn container(&self, id: &str) -> Result<Container, LifecycleError> {
+        let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
+        let ct = entry.get();
+        if matches!(ct.state, ContainerState::Running | ContainerState::Created)
+            && let Some(exit) = read_exit(&ct.exit_file()).await
+        {
+            return Ok(self
+                .containers
+                .update(&ct.id, &entry, |c| {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = exit.exit_code;
+                    c.finished_at_nanos = exit.exited_at_unix_nanos as i64;
+                    c.reason = if exit.exit_code == 0 { "Completed".into() } else { "Error".into() };
+                    if c.started_at_nanos == 0 {
+                        c.started_at_nanos = c.finished_at_nanos;
+                    }
+                })
+                .await?);
+        }
+        Ok(ct)
+    }
+
+    pub async fn list_containers(&self) -> Vec<Container> {
+        let mut out = Vec::new();
+        for e in self.containers.all() {
+            let id = e.get().id;
+            if let Ok(c) = self.container(&id).await {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Stop signal, up to `timeout_secs` for the exit, then SIGKILL; stopping a stopped or
+    /// missing container succeeds (CRI: StopContainer is idempotent).
+    pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), LifecycleError> {
+        let Some(entry) = self.containers.resolve(id) else { return Ok(()) };
+        let _op = entry.op.lock().await;
+        let ct = self.container(id).await?;
+        if ct.state != ContainerState::Running && ct.state != ContainerState::Created {
+            return Ok(());
+        }
+        let rt = self.runtime(&self.handler_of(&ct))?.clone();
+        if ct.state == ContainerState::Running && timeout_secs > 0 {
+            if let Err(e) = rt.kill(&ct.id, ct.stop_signal, false).await {
+                tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "stop signal not delivered");
+            }
+            if wait_exit(&ct.exit_file(), Duration::from_secs(timeout_secs as u64)).await.is_some() {
+                self.container(id).await?;
+                return Ok(());
+            }
+        }
+        if let Err(e) = rt.kill(&ct.id, libc::SIGKILL, true).await {
+            tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "SIGKILL not delivered");
+        }
+        if ct.state == ContainerState::Created {
+            // Never started: the runtime's delete ends its init; record it as exited.
+            rt.delete(&ct.id, true).await?;
+            self.containers
+                .update(&ct.id, &entry, |c| {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = 137;
+                    c.reason = "Error".into();
+                    c.finished_at_nanos = now_nanos();
+                })
+                .await?;
+            return Ok(());
+        }
+        if wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {
+            tracing::warn!(container_id = %ct.id, "no exit recorded {KILL_WAIT:?} after SIGKILL");
+        }
+        self.container(id).await?;
+        tracing::info!(container_id = %ct.id, "container stopped");
+        Ok(())
+    }
+
+    /// Kills if needed and deletes everything of the container; a missing one is removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), LifecycleError> {
+        let Some(entry) = self.containers.resolve(id) else { return Ok(()) };
+        self.stop_container(id, 0).await?;
+        let _op = entry.op.lock().await;
+        let ct = entry.get();
+        self.tear_down_container(&ct, &self.handler_of(&ct)).await;
+        self.containers.remove(&ct.id).await?;
+        self.names.release(&ct.full_name);
+        tracing::info!(container_id = %ct.id, "container removed");
+        Ok(())
+    }
+
+    /// Asks the monitor to reopen the container's log (after the kubelet rotated it).
+    pub async fn reopen_log(&self, id: &str) -> Result<(), LifecycleError> {
+        let ct = self.container(id).await?;
+        if ct.state != ContainerState::Running {
+            return Err(LifecycleError::WrongState {
+                what: "container",
+                id: ct.id,
+                state: format!("{:?}", ct.state),
+                op: "reopen its log",
+            });
+        }
+        let pod = self.pod(&ct.pod_id)?;
+        MonitorClient::new(&pod.monitor_socket()).request(&Request::ReopenLog { id: ct.id }).await?;
+        Ok(())
+    }
+}
+
+async fn read_exit(path: &Path) -> Option<ExitRecord> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+async fn wait_exit(path: &Path, within: Duration) -> Option<ExitRecord> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(e) = read_exit(path).await {
+            return Some(e);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_dir() {
+        let dir = Path::new("/var/log/pods/ns_pod_uid");
+        assert_eq!(log_path(dir, "c/0.log").unwrap(), dir.join("c/0.log"));
+        assert!(log_path(dir, "../escape.log").is_err());
+        assert!(log_path(dir, "/abs.log").is_err());
+        assert_eq!(log_path(Path::new(""), "c/0.log").unwrap(), PathBuf::new());
+    }
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(signal_number(""), libc::SIGTERM);
+        assert_eq!(signal_number("SIGQUIT"), libc::SIGQUIT);
+        assert_eq!(signal_number("9"), 9);
+    }
+
+    #[test]
+    fn held_capabilities_are_named() {
+        let caps = held_capabilities();
+        assert!(caps.iter().all(|c| c.starts_with("CAP_")));
+    }
+}

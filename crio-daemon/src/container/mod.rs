@@ -1,0 +1,104 @@
+//! Containers: created from an image's root filesystem with an OCI spec built from the CRI
+//! request and the image config, run by the pod's monitor, started, stopped and removed through
+//! the OCI runtime. Exits come from the monitor's durable exit records.
+
+mod lifecycle;
+pub mod spec;
+pub mod user;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A bind mount from the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub container_path: PathBuf,
+    pub host_path: PathBuf,
+    pub readonly: bool,
+    /// "private", "rslave" or "rshared".
+    pub propagation: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_shares: u64,
+    pub cpu_quota: i64,
+    pub cpu_period: u64,
+    pub memory_limit: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    pub oom_score_adj: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Security {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: String,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub no_new_privs: bool,
+    pub supplemental_groups: Vec<i64>,
+}
+
+/// A CreateContainer request, validated and protocol-free.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<MountSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log directory.
+    pub log_path: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub security: Security,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub full_name: String,
+    pub pod_id: String,
+    pub spec: ContainerSpec,
+    pub image_id: String,
+    /// What the image is known by (its first repo digest, else its id).
+    pub image_ref: String,
+    pub state: ContainerState,
+    pub created_at_nanos: i64,
+    pub started_at_nanos: i64,
+    pub finished_at_nanos: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    /// Absolute; empty when the pod has no log directory.
+    pub log_path: PathBuf,
+    pub bundle: PathBuf,
+    pub pid: i32,
+    pub stop_signal: i32,
+}
+
+impl Container {
+    pub fn exit_file(&self) -> PathBuf {
+        self.bundle.join("exit.json")
+    }
+}

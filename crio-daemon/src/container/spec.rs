@@ -1,0 +1,276 @@
+//! The OCI runtime spec for a container: the CRI request over the image config over
+//! defaults, joined to its pod's namespaces.
+
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use serde::Deserialize;
+
+use super::ContainerSpec;
+use super::user::ResolvedUser;
+use crate::sandbox::PodSandbox;
+
+/// CRI-O's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_KILL",
+];
+
+/// The parts of an image config a container needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub config: Option<ImageRunConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageRunConfig {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub stop_signal: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("container has no command: neither the request nor the image gives one")]
+    NoCommand,
+    #[error("building the OCI spec: {0}")]
+    Build(String),
+}
+
+fn build_err(e: impl std::fmt::Display) -> SpecError {
+    SpecError::Build(e.to_string())
+}
+
+/// Kubernetes' rule: `command` replaces the image's Entrypoint and then `args` replace its Cmd;
+/// with no `command`, the Entrypoint stays and `args` (if any) replace Cmd.
+pub fn process_args(spec: &ContainerSpec, image: &ImageRunConfig) -> Result<Vec<String>, SpecError> {
+    let (entry, cmd) = if !spec.command.is_empty() {
+        (spec.command.clone(), spec.args.clone())
+    } else {
+        let cmd = if spec.args.is_empty() { image.cmd.clone().unwrap_or_default() } else { spec.args.clone() };
+        (image.entrypoint.clone().unwrap_or_default(), cmd)
+    };
+    let all: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if all.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(all)
+}
+
+/// Image env, then request env overriding by name; PATH defaulted if nothing set it.
+pub fn environment(spec: &ContainerSpec, image: &ImageRunConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
+        Some(e) => e.1 = v.into(),
+        None => env.push((k.into(), v.into())),
+    };
+    set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    set("HOSTNAME", hostname);
+    for kv in image.env.iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for (k, v) in &spec.envs {
+        set(k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, SpecError> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p);
+    }
+    b.build().map_err(build_err)
+}
+
+fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<Mount, SpecError> {
+    let mut options = vec!["rbind".to_string(), if readonly { "ro" } else { "rw" }.to_string()];
+    if !propagation.is_empty() {
+        options.push(propagation.into());
+    }
+    MountBuilder::default().destination(dest).typ("bind").source(source).options(options).build().map_err(build_err)
+}
+
+pub struct SpecInput<'a> {
+    pub id: &'a str,
+    pub spec: &'a ContainerSpec,
+    pub image: &'a ImageRunConfig,
+    pub pod: &'a PodSandbox,
+    pub rootfs: &'a Path,
+    pub user: &'a ResolvedUser,
+    /// Capabilities this daemon holds: a privileged container gets these, never more.
+    pub held_capabilities: &'a [String],
+}
+
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
+    let SpecInput { id, spec, image, pod, rootfs, user, held_capabilities } = input;
+    let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
+    let sec = &spec.security;
+    let caps: Vec<String> = if sec.privileged {
+        held_capabilities.to_vec()
+    } else {
+        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        let norm = |c: &String| if c.starts_with("CAP_") { c.to_uppercase() } else { format!("CAP_{}", c.to_uppercase()) };
+        if sec.drop_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+            caps.clear();
+        }
+        caps.retain(|c| !sec.drop_capabilities.iter().map(norm).any(|d| &d == c));
+        for add in &sec.add_capabilities {
+            if add.eq_ignore_ascii_case("ALL") {
+                caps = held_capabilities.to_vec();
+            } else if !caps.contains(&norm(add)) {
+                caps.push(norm(add));
+            }
+        }
+        caps
+    };
+    let caps: std::collections::HashSet<Capability> = caps.iter().filter_map(|c| c.parse().ok()).collect();
+    let mut capabilities = oci_spec::runtime::LinuxCapabilities::default();
+    capabilities.set_bounding(Some(caps.clone())).set_effective(Some(caps.clone())).set_permitted(Some(caps.clone()));
+    capabilities.set_inheritable(None).set_ambient(None);
+    let cwd = if !spec.working_dir.is_empty() {
+        spec.working_dir.clone()
+    } else if !image.working_dir.is_empty() {
+        image.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    let process = ProcessBuilder::default()
+        .terminal(spec.tty)
+        .args(process_args(spec, image)?)
+        .env(environment(spec, image, &hostname))
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(user.uid).gid(user.gid).additional_gids(user.additional_gids.clone()).build().map_err(build_err)?)
+        .capabilities(capabilities)
+        .no_new_privileges(sec.no_new_privs)
+        .oom_score_adj(spec.resources.oom_score_adj.clamp(0, 1000) as i32)
+        .build()
+        .map_err(build_err)?;
+
+    let mut mounts = oci_spec::runtime::get_default_mounts();
+    mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup") || sec.privileged);
+    for (dest, file) in [("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"), ("/etc/hostname", "hostname")] {
+        if !spec.mounts.iter().any(|m| m.container_path == Path::new(dest)) {
+            mounts.push(bind(dest, &pod.dir.join(file), false, "")?);
+        }
+    }
+    for m in &spec.mounts {
+        let propagation = match m.propagation.as_str() {
+            "" | "private" => "rprivate",
+            "rslave" => "rslave",
+            "rshared" => "rshared",
+            other => other,
+        };
+        mounts.push(bind(&m.container_path.display().to_string(), &m.host_path, m.readonly, propagation)?);
+    }
+
+    let mut namespaces = vec![namespace(LinuxNamespaceType::Pid, None)?, namespace(LinuxNamespaceType::Mount, None)?];
+    if let Some(p) = &pod.netns {
+        namespaces.push(namespace(LinuxNamespaceType::Network, Some(p))?);
+    }
+    if let Some(p) = &pod.ipcns {
+        namespaces.push(namespace(LinuxNamespaceType::Ipc, Some(p))?);
+    }
+    if let Some(p) = &pod.utsns {
+        namespaces.push(namespace(LinuxNamespaceType::Uts, Some(p))?);
+    }
+    let r = &spec.resources;
+    let mut resources = LinuxResourcesBuilder::default();
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares);
+    }
+    if r.cpu_quota > 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    resources = resources.cpu(cpu.build().map_err(build_err)?);
+    if r.memory_limit > 0 {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(r.memory_limit).build().map_err(build_err)?);
+    }
+    let parent = pod.spec.cgroup_parent.trim_end_matches('/');
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build().map_err(build_err)?)
+        .cgroups_path(format!("{parent}/crio-{id}"));
+    if !sec.privileged {
+        linux = linux
+            .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+            .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+    }
+    let mut out = Spec::default();
+    out.set_hostname(Some(hostname))
+        .set_root(Some(RootBuilder::default().path(*rootfs).readonly(sec.readonly_rootfs).build().map_err(build_err)?))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts))
+        .set_linux(Some(linux.build().map_err(build_err)?));
+    let mut annotations: std::collections::HashMap<String, String> = spec.annotations.clone().into_iter().collect();
+    annotations.insert("io.kubernetes.cri-o.SandboxID".into(), pod.id.clone());
+    out.set_annotations(Some(annotations));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(entry: &[&str], cmd: &[&str]) -> ImageRunConfig {
+        let v = |s: &[&str]| (!s.is_empty()).then(|| s.iter().map(|x| x.to_string()).collect());
+        ImageRunConfig { entrypoint: v(entry), cmd: v(cmd), ..Default::default() }
+    }
+
+    fn req(command: &[&str], args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kubernetes_command_rules() {
+        let image = img(&["/entry"], &["default"]);
+        assert_eq!(process_args(&req(&[], &[]), &image).unwrap(), ["/entry", "default"]);
+        assert_eq!(process_args(&req(&[], &["x"]), &image).unwrap(), ["/entry", "x"]);
+        assert_eq!(process_args(&req(&["/bin/sh"], &[]), &image).unwrap(), ["/bin/sh"]);
+        assert_eq!(process_args(&req(&["/bin/sh"], &["-c", "true"]), &image).unwrap(), ["/bin/sh", "-c", "true"]);
+        assert!(matches!(process_args(&req(&[], &[]), &img(&[], &[])), Err(SpecError::NoCommand)));
+    }
+
+    #[test]
+    fn request_env_overrides_image_env() {
+        let image = ImageRunConfig { env: Some(vec!["PATH=/bin".into(), "A=image".into()]), ..Default::default() };
+        let spec = ContainerSpec { envs: vec![("A".into(), "request".into()), ("B".into(), "b".into())], ..Default::default() };
+        assert_eq!(environment(&spec, &image, "h"), ["PATH=/bin", "HOSTNAME=h", "A=request", "B=b"]);
+    }
+}

@@ -1,0 +1,131 @@
+//! Resolving the user a container runs as: numeric ids, or names looked up in the image's own
+//! /etc/passwd and /etc/group (never the host's).
+
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum UserError {
+    #[error("user {0:?} not found in the image's /etc/passwd")]
+    NoSuchUser(String),
+    #[error("group {0:?} not found in the image's /etc/group")]
+    NoSuchGroup(String),
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
+    std::fs::read_to_string(rootfs.join("etc/passwd"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some(PasswdEntry { name: f.first()?.to_string(), uid: f.get(2)?.parse().ok()?, gid: f.get(3)?.parse().ok()? })
+        })
+        .collect()
+}
+
+/// (name, gid, members) from the image's /etc/group.
+fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
+    std::fs::read_to_string(rootfs.join("etc/group"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, members))
+        })
+        .collect()
+}
+
+/// `user` is the image config's form (`uid`, `uid:gid`, `name`, `name:group`, or empty);
+/// `uid`/`gid`/`username` from the request win over it.
+pub fn resolve(
+    rootfs: &Path,
+    image_user: &str,
+    uid: Option<i64>,
+    gid: Option<i64>,
+    username: &str,
+    supplemental: &[i64],
+) -> Result<ResolvedUser, UserError> {
+    let entries = passwd(rootfs);
+    let (user_part, group_part) = match image_user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (image_user, None),
+    };
+    let (r_uid, mut r_gid, name) = if let Some(u) = uid {
+        let e = entries.iter().find(|e| i64::from(e.uid) == u);
+        (u as u32, e.map_or(0, |e| e.gid), e.map(|e| e.name.clone()))
+    } else {
+        let wanted = if username.is_empty() { user_part } else { username };
+        match wanted.parse::<u32>() {
+            Ok(n) => {
+                let e = entries.iter().find(|e| e.uid == n);
+                (n, e.map_or(0, |e| e.gid), e.map(|e| e.name.clone()))
+            }
+            Err(_) if wanted.is_empty() => (0, 0, Some("root".to_string())),
+            Err(_) => {
+                let e = entries.iter().find(|e| e.name == wanted).ok_or_else(|| UserError::NoSuchUser(wanted.into()))?;
+                (e.uid, e.gid, Some(e.name.clone()))
+            }
+        }
+    };
+    let group_list = groups(rootfs);
+    if uid.is_none()
+        && username.is_empty()
+        && let Some(g) = group_part.filter(|g| !g.is_empty())
+    {
+        r_gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group_list.iter().find(|(n, _, _)| n == g).map(|(_, id, _)| *id).ok_or_else(|| UserError::NoSuchGroup(g.into()))?,
+        };
+    }
+    if let Some(g) = gid {
+        r_gid = g as u32;
+    }
+    let mut additional: Vec<u32> = match &name {
+        Some(n) => group_list.iter().filter(|(_, _, m)| m.contains(n)).map(|(_, id, _)| *id).collect(),
+        None => Vec::new(),
+    };
+    additional.extend(supplemental.iter().map(|g| *g as u32));
+    additional.sort_unstable();
+    additional.dedup();
+    Ok(ResolvedUser { uid: r_uid, gid: r_gid, additional_gids: additional })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:1000:1000::/home/web:/bin/sh\n").unwrap();
+        std::fs::write(t.path().join("etc/group"), "root:x:0:\nweb:x:1000:\naudio:x:29:web\nvideo:x:44:other\n").unwrap();
+        t
+    }
+
+    #[test]
+    fn names_numbers_and_overrides() {
+        let r = rootfs();
+        let p = r.path();
+        assert_eq!(resolve(p, "", None, None, "", &[]).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
+        assert_eq!(resolve(p, "web", None, None, "", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29] });
+        assert_eq!(resolve(p, "1000:44", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(resolve(p, "web:video", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(resolve(p, "web", Some(2000), None, "", &[7]).unwrap(), ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![7] });
+        assert_eq!(resolve(p, "", None, Some(5), "web", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] });
+        assert_eq!(resolve(p, "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
+        assert_eq!(resolve(p, "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
+    }
+}

@@ -1,0 +1,199 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
+//! ListContainers, ReopenContainerLog.
+
+use k8s_cri::v1 as cri;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info_span};
+
+use super::pod::{selector_matches, to_hash_map};
+use super::{Services, lifecycle_status};
+use crate::container::{Container, ContainerSpec, ContainerState, MountSpec, Resources, Security};
+
+fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
+    let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
+    let image = config
+        .image
+        .map(|i| i.image)
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| Status::invalid_argument("config.image.image is required"))?;
+    let linux = config.linux.unwrap_or_default();
+    let sec = linux.security_context.unwrap_or_default();
+    let caps = sec.capabilities.unwrap_or_default();
+    let res = linux.resources.unwrap_or_default();
+    let mounts = config
+        .mounts
+        .into_iter()
+        .map(|m| MountSpec {
+            container_path: m.container_path.into(),
+            host_path: m.host_path.into(),
+            readonly: m.readonly,
+            propagation: match m.propagation {
+                1 => "rslave",
+                2 => "rshared",
+                _ => "private",
+            }
+            .into(),
+        })
+        .collect();
+    Ok(ContainerSpec {
+        name: meta.name,
+        attempt: meta.attempt,
+        image,
+        command: config.command,
+        args: config.args,
+        working_dir: config.working_dir,
+        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        mounts,
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        log_path: config.log_path,
+        tty: config.tty,
+        stdin: config.stdin,
+        security: Security {
+            run_as_user: sec.run_as_user.map(|v| v.value),
+            run_as_group: sec.run_as_group.map(|v| v.value),
+            run_as_username: sec.run_as_username,
+            readonly_rootfs: sec.readonly_rootfs,
+            privileged: sec.privileged,
+            add_capabilities: caps.add_capabilities,
+            drop_capabilities: caps.drop_capabilities,
+            no_new_privs: sec.no_new_privs,
+            supplemental_groups: sec.supplemental_groups,
+        },
+        resources: Resources {
+            cpu_shares: res.cpu_shares.max(0) as u64,
+            cpu_quota: res.cpu_quota,
+            cpu_period: res.cpu_period.max(0) as u64,
+            memory_limit: res.memory_limit_in_bytes,
+            cpuset_cpus: res.cpuset_cpus,
+            cpuset_mems: res.cpuset_mems,
+            oom_score_adj: res.oom_score_adj,
+        },
+    })
+}
+
+fn state(c: &Container) -> i32 {
+    (match c.state {
+        ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+        ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+    }) as i32
+}
+
+fn metadata(c: &Container) -> cri::ContainerMetadata {
+    cri::ContainerMetadata { name: c.spec.name.clone(), attempt: c.spec.attempt }
+}
+
+pub async fn create(s: &Services, req: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
+    let req = req.into_inner();
+    let config = req.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let spec = to_spec(config)?;
+    let span = info_span!("create_container", pod_sandbox_id = %req.pod_sandbox_id, container_name = %spec.name);
+    let ct = s.lifecycle.create_container(&req.pod_sandbox_id, spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::CreateContainerResponse { container_id: ct.id }))
+}
+
+pub async fn start(s: &Services, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
+    let id = req.into_inner().container_id;
+    s.lifecycle
+        .start_container(&id)
+        .instrument(info_span!("start_container", container_id = %id))
+        .await
+        .map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::StartContainerResponse {}))
+}
+
+pub async fn stop(s: &Services, req: Request<cri::StopContainerRequest>) -> Result<Response<cri::StopContainerResponse>, Status> {
+    let req = req.into_inner();
+    let span = info_span!("stop_container", container_id = %req.container_id);
+    s.lifecycle.stop_container(&req.container_id, req.timeout).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::StopContainerResponse {}))
+}
+
+pub async fn remove(s: &Services, req: Request<cri::RemoveContainerRequest>) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+    let id = req.into_inner().container_id;
+    s.lifecycle
+        .remove_container(&id)
+        .instrument(info_span!("remove_container", container_id = %id))
+        .await
+        .map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::RemoveContainerResponse {}))
+}
+
+pub async fn reopen_log(
+    s: &Services,
+    req: Request<cri::ReopenContainerLogRequest>,
+) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+    let id = req.into_inner().container_id;
+    s.lifecycle.reopen_log(&id).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::ReopenContainerLogResponse {}))
+}
+
+pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+    let req = req.into_inner();
+    let c = s.lifecycle.container(&req.container_id).await.map_err(|e| lifecycle_status(&e))?;
+    let mounts = c
+        .spec
+        .mounts
+        .iter()
+        .map(|m| cri::Mount {
+            container_path: m.container_path.display().to_string(),
+            host_path: m.host_path.display().to_string(),
+            readonly: m.readonly,
+            ..Default::default()
+        })
+        .collect();
+    let status = cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(metadata(&c)),
+        state: state(&c),
+        created_at: c.created_at_nanos,
+        started_at: c.started_at_nanos,
+        finished_at: c.finished_at_nanos,
+        exit_code: c.exit_code,
+        image: Some(cri::ImageSpec { image: c.spec.image.clone(), ..Default::default() }),
+        image_ref: c.image_ref.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: to_hash_map(&c.spec.labels),
+        annotations: to_hash_map(&c.spec.annotations),
+        mounts,
+        log_path: c.log_path.display().to_string(),
+        image_id: c.image_id.clone(),
+        ..Default::default()
+    };
+    let mut info = std::collections::HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), serde_json::to_string(&c).unwrap_or_default());
+    }
+    Ok(Response::new(cri::ContainerStatusResponse { status: Some(status), info }))
+}
+
+pub async fn list(s: &Services, req: Request<cri::ListContainersRequest>) -> Result<Response<cri::ListContainersResponse>, Status> {
+    let filter = req.into_inner().filter.unwrap_or_default();
+    let mut containers: Vec<cri::Container> = s
+        .lifecycle
+        .list_containers()
+        .await
+        .into_iter()
+        .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+        .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
+        .filter(|c| filter.state.as_ref().is_none_or(|st| st.state == state(c)))
+        .filter(|c| selector_matches(&c.spec.labels, &filter.label_selector))
+        .map(|c| cri::Container {
+            id: c.id.clone(),
+            pod_sandbox_id: c.pod_id.clone(),
+            metadata: Some(metadata(&c)),
+            image: Some(cri::ImageSpec { image: c.spec.image.clone(), ..Default::default() }),
+            image_ref: c.image_ref.clone(),
+            state: state(&c),
+            created_at: c.created_at_nanos,
+            labels: to_hash_map(&c.spec.labels),
+            annotations: to_hash_map(&c.spec.annotations),
+            image_id: c.image_id.clone(),
+        })
+        .collect();
+    containers.sort_by_key(|c| c.created_at);
+    Ok(Response::new(cri::ListContainersResponse { containers }))
+}

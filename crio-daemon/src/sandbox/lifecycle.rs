@@ -1,0 +1,315 @@
+//! The pod lifecycle: run, stop, remove, and the records behind status and list. Container
+//! operations live in `crate::container` on the same struct, since stopping a pod stops its
+//! containers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{PodSandbox, PodSpec, PodState, files, full_name, now_nanos};
+use crate::config::Config;
+use crate::container::Container;
+use crate::image::{ImageError, ImageService};
+use crate::monitor::client::{self, MonitorError};
+use crate::namespace::{self, Kind};
+use crate::network::cni::{Attachment, Cni, CniError, NetworkConfig};
+use crate::network::netns::{NetNs, NetNsError};
+use crate::oci::{OciError, OciRuntime};
+use crate::state::{Names, Records, StateError, new_id};
+use crate::storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("invalid {field}: {why}")]
+    InvalidArgument { field: &'static str, why: String },
+    #[error("name {name} is reserved by {id}")]
+    NameInUse { name: String, id: String },
+    #[error("pod sandbox {id} not found")]
+    PodNotFound { id: String },
+    #[error("container {id} not found")]
+    ContainerNotFound { id: String },
+    #[error("{what} {id} is {state}; cannot {op}")]
+    WrongState { what: &'static str, id: String, state: String, op: &'static str },
+    #[error("image {image:?} not found; pull it first")]
+    ImageNotFound { image: String },
+    #[error("runtime handler {handler:?} is not configured (configured: {configured:?})")]
+    UnknownHandler { handler: String, configured: Vec<String> },
+    #[error("no CNI network is configured in {dir}")]
+    NoNetwork { dir: PathBuf },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    Cni(#[from] CniError),
+    #[error(transparent)]
+    NetNs(#[from] NetNsError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("a background task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LifecycleError + 'a {
+    move |source| LifecycleError::Io { what, path: path.into(), source }
+}
+
+pub struct Lifecycle {
+    pub(crate) config: Arc<Config>,
+    pub(crate) images: Arc<ImageService>,
+    pub pods: Records<PodSandbox>,
+    pub containers: Records<Container>,
+    pub(crate) names: Names,
+    pub(crate) cni: Cni,
+    pub(crate) network: Option<NetworkConfig>,
+    pub(crate) runtimes: HashMap<String, OciRuntime>,
+    pub(crate) monitor_binary: PathBuf,
+}
+
+impl Lifecycle {
+    /// Loads pod and container records and re-reserves their names.
+    pub fn new(config: Arc<Config>, images: Arc<ImageService>, monitor_binary: PathBuf) -> Result<Self, LifecycleError> {
+        let c = &config.crio;
+        let (pods, bad_pods) = Records::<PodSandbox>::load(&c.state_dir.join("pods"))?;
+        let (containers, bad_ctrs) = Records::<Container>::load(&c.state_dir.join("containers"))?;
+        for (path, why) in bad_pods.iter().chain(&bad_ctrs) {
+            tracing::warn!(path = %path.display(), error = %why, "unreadable state record ignored");
+        }
+        let names = Names::default();
+        for p in pods.all() {
+            let p = p.get();
+            let _ = names.reserve(&p.full_name, &p.id);
+        }
+        for ct in containers.all() {
+            let ct = ct.get();
+            let _ = names.reserve(&ct.full_name, &ct.id);
+        }
+        let (found, bad) = crate::network::cni::load_dir(&c.network.network_dir).unwrap_or_default();
+        for e in bad {
+            tracing::warn!(error = %crate::error_chain(&e), "CNI configuration ignored");
+        }
+        let network = match crate::network::cni::choose(found, &c.network.cni_default_network, &c.network.network_dir) {
+            Ok(Some(n)) => Some(n),
+            Ok(None) => {
+                let net = crate::network::cni::embedded_default("crio0", "10.85.0.0/16", &c.state_dir.join("cni/networks"));
+                tracing::info!(dir = %c.network.network_dir.display(), "no CNI configuration found; using the embedded bridge network");
+                Some(net)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CNI default network not found; pods without host network cannot start");
+                None
+            }
+        };
+        let runtimes = c
+            .runtime
+            .runtimes
+            .iter()
+            .map(|(name, h)| {
+                let root =
+                    if h.runtime_root.as_os_str().is_empty() { c.runroot.join("runtime").join(name) } else { h.runtime_root.clone() };
+                (name.clone(), OciRuntime::new(name, &h.runtime_path, &root))
+            })
+            .collect();
+        let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
+        Ok(Self { config, images, pods, containers, names, cni, network, runtimes, monitor_binary })
+    }
+
+    pub(crate) fn runtime(&self, handler: &str) -> Result<&OciRuntime, LifecycleError> {
+        let name = if handler.is_empty() { &self.config.crio.runtime.default_runtime } else { handler };
+        self.runtimes.get(name).ok_or_else(|| LifecycleError::UnknownHandler {
+            handler: name.to_string(),
+            configured: self.runtimes.keys().cloned().collect(),
+        })
+    }
+
+    pub async fn run_pod(&self, spec: PodSpec) -> Result<PodSandbox, LifecycleError> {
+        for (field, value) in [("metadata.name", &spec.name), ("metadata.namespace", &spec.namespace), ("metadata.uid", &spec.uid)] {
+            if value.is_empty() {
+                return Err(LifecycleError::InvalidArgument { field, why: "must not be empty".into() });
+            }
+        }
+        self.runtime(&spec.runtime_handler)?;
+        if !spec.host_network && self.network.is_none() {
+            return Err(LifecycleError::NoNetwork { dir: self.config.crio.network.network_dir.clone() });
+        }
+        let id = new_id();
+        let full = full_name(&spec);
+        self.names.reserve(&full, &id).map_err(|holder| LifecycleError::NameInUse { name: full.clone(), id: holder })?;
+        let c = &self.config.crio;
+        let mut pod = PodSandbox {
+            id: id.clone(),
+            full_name: full,
+            state: PodState::Ready,
+            created_at_nanos: now_nanos(),
+            ips: Vec::new(),
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            dir: c.state_dir.join("pods").join(&id),
+            run_dir: c.runroot.join("pods").join(&id),
+            monitor_pid: 0,
+            spec,
+        };
+        let created = match self.set_up_pod(&mut pod).await {
+            Ok(()) => self.pods.insert(&id, pod.clone()).await.map_err(LifecycleError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            // Undo whatever was set up: nothing of a failed run may remain.
+            self.tear_down_pod(&pod, true).await;
+            self.names.release(&pod.full_name);
+            return Err(e);
+        }
+        tracing::info!(pod_sandbox_id = %id, pod_name = %pod.spec.name, pod_namespace = %pod.spec.namespace, "pod sandbox ready");
+        Ok(pod)
+    }
+
+    async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), LifecycleError> {
+        for d in [&pod.dir, &pod.run_dir] {
+            tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
+        }
+        let hostname = if pod.spec.hostname.is_empty() { pod.spec.name.clone() } else { pod.spec.hostname.clone() };
+        if !pod.spec.host_ipc {
+            let path = pod.run_dir.join("ipc");
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || namespace::pin_new(Kind::Ipc, &p, || Ok(())))
+                .await
+                .map_err(LifecycleError::Task)?
+                .map_err(io_err("creating IPC namespace", &path))?;
+            pod.ipcns = Some(path);
+        }
+        if !pod.spec.host_network {
+            let path = pod.run_dir.join("uts");
+            let (p, name) = (path.clone(), hostname.clone());
+            tokio::task::spawn_blocking(move || {
+                namespace::pin_new(Kind::Uts, &p, move || rustix::system::sethostname(name.as_bytes()).map_err(std::io::Error::from))
+            })
+            .await
+            .map_err(LifecycleError::Task)?
+            .map_err(io_err("creating UTS namespace", &path))?;
+            pod.utsns = Some(path);
+
+            let netns = pod.run_dir.join("net");
+            let p = netns.clone();
+            tokio::task::spawn_blocking(move || NetNs::create(&p)).await.map_err(LifecycleError::Task)??;
+            pod.netns = Some(netns.clone());
+            self.cni.loopback(&netns, &pod.id).await?;
+            let net = self.network.as_ref().expect("checked before set-up");
+            let added = self.cni.add(net, &self.attachment(pod)).await?;
+            pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
+        }
+        let resolv = match files::resolv_conf(&pod.spec.dns) {
+            Some(text) => text,
+            None => tokio::fs::read_to_string("/etc/resolv.conf").await.unwrap_or_default(),
+        };
+        let hosts = if pod.spec.host_network {
+            tokio::fs::read_to_string("/etc/hosts").await.unwrap_or_else(|_| files::hosts(&hostname, None))
+        } else {
+            files::hosts(&hostname, pod.ips.first().map(String::as_str))
+        };
+        for (name, text) in [("resolv.conf", resolv), ("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
+            let path = pod.dir.join(name);
+            tokio::fs::write(&path, text).await.map_err(io_err("writing pod file", &path))?;
+        }
+        let socket = pod.monitor_socket();
+        pod.monitor_pid = client::spawn(&self.monitor_binary, &socket, &pod.run_dir.join("monitor.log")).await?;
+        Ok(())
+    }
+
+    fn attachment(&self, pod: &PodSandbox) -> Attachment {
+        Attachment {
+            container_id: pod.id.clone(),
+            netns: pod.netns.clone().unwrap_or_default(),
+            ifname: "eth0".into(),
+            pod_namespace: pod.spec.namespace.clone(),
+            pod_name: pod.spec.name.clone(),
+            pod_uid: pod.spec.uid.clone(),
+            port_mappings: pod.spec.port_mappings.clone(),
+        }
+    }
+
+    /// Releases the pod's network (and, with `everything`, its namespaces, monitor and files).
+    /// Idempotent; failures are logged, not returned, so teardown always runs to the end.
+    async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) {
+        let net = self.network.as_ref().map(|n| (n, self.attachment(pod)));
+        if let Err(e) = self.cni.del(&pod.id, net.as_ref().filter(|_| pod.netns.is_some()).map(|(n, a)| (*n, a))).await {
+            tracing::warn!(pod_sandbox_id = %pod.id, error = %crate::error_chain(&e), "CNI DEL failed");
+        }
+        if let Some(ns) = &pod.netns {
+            let _ = NetNs::remove(ns);
+        }
+        if !everything {
+            return;
+        }
+        for ns in [&pod.ipcns, &pod.utsns].into_iter().flatten() {
+            let _ = namespace::unpin(ns);
+        }
+        kill_monitor(pod.monitor_pid, &pod.monitor_socket());
+        for d in [&pod.run_dir, &pod.dir] {
+            let _ = tokio::fs::remove_dir_all(d).await;
+        }
+    }
+
+    /// Stops every container and releases the network; idempotent (a missing pod is stopped).
+    pub async fn stop_pod(&self, id: &str) -> Result<(), LifecycleError> {
+        let Some(entry) = self.pods.resolve(id) else { return Ok(()) };
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        for ct in self.containers_of(&pod.id) {
+            self.stop_container(&ct.id, 0).await?;
+        }
+        if pod.state == PodState::Ready {
+            self.tear_down_pod(&pod, false).await;
+            self.pods.update(&pod.id, &entry, |p| p.state = PodState::NotReady).await?;
+            tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    /// Removes the pod and everything in it; idempotent.
+    pub async fn remove_pod(&self, id: &str) -> Result<(), LifecycleError> {
+        let Some(entry) = self.pods.resolve(id) else { return Ok(()) };
+        self.stop_pod(id).await?;
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        for ct in self.containers_of(&pod.id) {
+            self.remove_container(&ct.id).await?;
+        }
+        self.tear_down_pod(&pod, true).await;
+        self.pods.remove(&pod.id).await?;
+        self.names.release(&pod.full_name);
+        tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub fn pod(&self, id: &str) -> Result<PodSandbox, LifecycleError> {
+        self.pods.resolve(id).map(|e| e.get()).ok_or_else(|| LifecycleError::PodNotFound { id: id.into() })
+    }
+
+    pub fn containers_of(&self, pod_id: &str) -> Vec<Container> {
+        self.containers.all().into_iter().map(|e| e.get()).filter(|c| c.pod_id == pod_id).collect()
+    }
+}
+
+/// SIGKILL to a monitor, but only if `pid` still is the monitor of `socket` (pids are reused).
+fn kill_monitor(pid: u32, socket: &Path) {
+    if pid == 0 {
+        return;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = cmdline.split(|b| *b == 0).any(|arg| arg == socket.as_os_str().as_encoded_bytes());
+    if let (true, Some(p)) = (ours, rustix::process::Pid::from_raw(pid as i32)) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}

@@ -1,0 +1,77 @@
+//! Pod sandboxes without an infra container (CRI-O's `drop_infra_ctr`): a pod is a set of
+//! pinned namespaces (network, IPC, UTS with its hostname), shared files (resolv.conf, hosts,
+//! hostname), its CNI attachment, and its monitor process. Containers join those namespaces.
+//! Every step of creation is undone by one idempotent teardown, which also serves stop,
+//! remove and recovery.
+
+pub mod files;
+pub(crate) mod lifecycle;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use files::Dns;
+pub use lifecycle::{Lifecycle, LifecycleError};
+
+use crate::network::cni::PortMapping;
+
+/// A RunPodSandbox request, validated and protocol-free.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub log_directory: PathBuf,
+    pub dns: Dns,
+    pub port_mappings: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    pub cgroup_parent: String,
+    pub runtime_handler: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodSandbox {
+    pub id: String,
+    /// The unique name it holds: `k8s_<name>_<namespace>_<uid>_<attempt>`.
+    pub full_name: String,
+    pub spec: PodSpec,
+    pub state: PodState,
+    pub created_at_nanos: i64,
+    pub ips: Vec<String>,
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+    /// Persistent files: resolv.conf, hosts, hostname.
+    pub dir: PathBuf,
+    /// Volatile: namespace pins, the monitor's socket.
+    pub run_dir: PathBuf,
+    pub monitor_pid: u32,
+}
+
+impl PodSandbox {
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.run_dir.join("monitor.sock")
+    }
+}
+
+pub fn full_name(spec: &PodSpec) -> String {
+    format!("k8s_{}_{}_{}_{}", spec.name, spec.namespace, spec.uid, spec.attempt)
+}
+
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

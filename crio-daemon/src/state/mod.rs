@@ -1,0 +1,213 @@
+//! Pod and container records: in memory for lookups, one JSON file each on disk, written
+//! atomically before a change is visible, loaded on start. Each entity has its own operation
+//! lock (so operations on one pod or container are serialized while different ones run in
+//! parallel) and its own record lock, held only to read or swap the record, never across an
+//! await, so status calls never wait behind a slow stop.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("failed to write state {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to read state directory {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub struct Entry<T> {
+    /// Serializes operations (create, start, stop, remove) on this entity.
+    pub op: tokio::sync::Mutex<()>,
+    record: RwLock<T>,
+}
+
+impl<T: Clone> Entry<T> {
+    pub fn get(&self) -> T {
+        self.record.read().expect("record lock poisoned").clone()
+    }
+}
+
+/// A directory of `<id>.json` records of one kind.
+pub struct Records<T> {
+    dir: PathBuf,
+    map: RwLock<HashMap<String, Arc<Entry<T>>>>,
+}
+
+impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T> {
+    /// Loads every record in `dir`; unreadable ones are returned apart for the caller to log.
+    pub fn load(dir: &Path) -> Result<(Self, Vec<(PathBuf, String)>), StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Read { path: dir.into(), source })?;
+        let mut map = HashMap::new();
+        let mut bad = Vec::new();
+        for e in fs::read_dir(dir).map_err(|source| StateError::Read { path: dir.into(), source })?.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string())) {
+                Ok(rec) => {
+                    let id = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                    map.insert(id, Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(rec) }));
+                }
+                Err(e) => bad.push((path, e)),
+            }
+        }
+        Ok((Self { dir: dir.into(), map: RwLock::new(map) }, bad))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry<T>>> {
+        self.map.read().expect("records lock poisoned").get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Entry<T>>> {
+        self.map.read().expect("records lock poisoned").values().cloned().collect()
+    }
+
+    /// Ids starting with `prefix` (CRI accepts unique id prefixes).
+    pub fn resolve(&self, prefix: &str) -> Option<Arc<Entry<T>>> {
+        let map = self.map.read().expect("records lock poisoned");
+        if let Some(e) = map.get(prefix) {
+            return Some(e.clone());
+        }
+        let mut hits = map.iter().filter(|(id, _)| id.starts_with(prefix));
+        match (hits.next(), hits.next()) {
+            (Some((_, e)), None) if !prefix.is_empty() => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Persists a new record, then makes it visible.
+    pub async fn insert(&self, id: &str, rec: T) -> Result<Arc<Entry<T>>, StateError> {
+        self.persist(id, &rec).await?;
+        let entry = Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(rec) });
+        self.map.write().expect("records lock poisoned").insert(id.into(), entry.clone());
+        Ok(entry)
+    }
+
+    /// Persists a changed record, then swaps it in.
+    pub async fn update(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T)) -> Result<T, StateError> {
+        let mut next = entry.get();
+        change(&mut next);
+        self.persist(id, &next).await?;
+        *entry.record.write().expect("record lock poisoned") = next.clone();
+        Ok(next)
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), StateError> {
+        let path = self.path(id);
+        let p = path.clone();
+        let res = tokio::task::spawn_blocking(move || match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        res.map_err(|source| StateError::Write { path, source })?;
+        self.map.write().expect("records lock poisoned").remove(id);
+        Ok(())
+    }
+
+    async fn persist(&self, id: &str, rec: &T) -> Result<(), StateError> {
+        let path = self.path(id);
+        let rec = rec.clone();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || crate::storage::write_json(&p, &rec))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| StateError::Write { path, source })
+    }
+}
+
+/// A fresh 64-hex-digit id, as CRI runtimes hand out.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("getrandom failed: {e}"),
+        }
+    }
+    hex::encode(bytes)
+}
+
+/// Unique names (pods' and containers' full names) mapped to the id holding them.
+#[derive(Default)]
+pub struct Names {
+    map: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl Names {
+    /// Reserves `name` for `id`, or returns the id already holding it.
+    pub fn reserve(&self, name: &str, id: &str) -> Result<(), String> {
+        let mut map = self.map.lock().expect("names lock poisoned");
+        match map.get(name) {
+            Some(holder) if holder != id => Err(holder.clone()),
+            _ => {
+                map.insert(name.into(), id.into());
+                Ok(())
+            }
+        }
+    }
+
+    pub fn release(&self, name: &str) {
+        self.map.lock().expect("names lock poisoned").remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_persist_and_reload() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty());
+        let e = r.insert("abc123", vec![1]).await.unwrap();
+        r.update("abc123", &e, |v| v.push(2)).await.unwrap();
+        r.insert("abd999", vec![]).await.unwrap();
+        fs::write(t.path().join("broken.json"), "{").unwrap();
+        let (again, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert_eq!(again.get("abc123").unwrap().get(), vec![1, 2]);
+        assert_eq!(bad.len(), 1);
+        assert!(again.resolve("abc").is_some(), "unique prefix");
+        assert!(again.resolve("ab").is_none(), "ambiguous prefix");
+        again.remove("abc123").await.unwrap();
+        again.remove("abc123").await.unwrap();
+        assert!(!t.path().join("abc123.json").exists());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let n = Names::default();
+        n.reserve("k8s_a", "1").unwrap();
+        n.reserve("k8s_a", "1").unwrap();
+        assert_eq!(n.reserve("k8s_a", "2"), Err("1".into()));
+        n.release("k8s_a");
+        n.reserve("k8s_a", "2").unwrap();
+        assert_eq!(new_id().len(), 64);
+        assert_ne!(new_id(), new_id());
+    }
+}

@@ -1,0 +1,221 @@
+//! Pods and containers through the real daemon over CRI: namespaces, CNI, the monitor, runc.
+//! Each test has its own bridge, subnet, state, logs and runtime root, and cleans up on failure.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::daemon::{DaemonConfig, unmount_under};
+use common::{Daemon, ImageBuilder, Layer, Registry};
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+struct Env {
+    d: Daemon,
+    bridge: String,
+    image: String,
+    _reg: Registry,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+async fn env(tag: u8) -> Env {
+    let reg = Registry::start();
+    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let bridge = format!("crl{}{tag}", std::process::id() % 100_000);
+    let subnet = format!("10.{}.{}.0/24", 233 + tag, std::process::id() % 200);
+    let mut cfg = DaemonConfig::trusting(&reg);
+    cfg.cni_conflist = Some(
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": format!("test-{bridge}"),
+            "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}],
+        })
+        .to_string(),
+    );
+    let d = Daemon::start(cfg).await;
+    let image = format!("{}/busybox:1", reg.addr);
+    d.pull(&image).await.expect("pull busybox");
+    Env { d, bridge, image, _reg: reg }
+}
+
+fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "default".into(), attempt: 0 }),
+        hostname: format!("{name}-host"),
+        log_directory: logs.display().to_string(),
+        dns_config: Some(cri::DnsConfig { servers: vec!["10.96.0.10".into()], searches: vec!["default.svc".into()], options: vec![] }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: [("c".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(d: &Daemon, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    let req = cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+    Ok(d.runtime().await.run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
+}
+
+async fn create(d: &Daemon, pod: &str, pod_config: &cri::PodSandboxConfig, config: cri::ContainerConfig) -> Result<String, tonic::Status> {
+    let req = cri::CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
+    Ok(d.runtime().await.create_container(req).await?.into_inner().container_id)
+}
+
+async fn status(d: &Daemon, id: &str) -> cri::ContainerStatus {
+    let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: false };
+    d.runtime().await.container_status(req).await.expect("ContainerStatus").into_inner().status.unwrap()
+}
+
+async fn wait_state(d: &Daemon, id: &str, state: cri::ContainerState) -> cri::ContainerStatus {
+    for _ in 0..500 {
+        let st = status(d, id).await;
+        if st.state == state as i32 {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("container {id} never reached {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_and_container_lifecycle() {
+    let e = env(1).await;
+    let d = &e.d;
+    let logs = d.dir.path().join("logs/pod1");
+    let pc = pod_config("web", &logs);
+    let pod = run_pod(d, pc.clone()).await.expect("RunPodSandbox");
+    let mut rt = d.runtime().await;
+    let st =
+        rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+    let st = st.status.unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = st.network.unwrap().ip;
+    assert!(ip.starts_with("10."), "pod IP from the bridge network: {ip:?}");
+
+    // A short-lived container: output in CRI format, exit code and reason recorded.
+    let script = "echo hello; cat /etc/hostname; grep nameserver /etc/resolv.conf; exit 7";
+    let short = create(d, &pod, &pc, container_config("short", &e.image, script)).await.expect("CreateContainer");
+    assert_eq!(status(d, &short).await.state, cri::ContainerState::ContainerCreated as i32);
+    rt.start_container(cri::StartContainerRequest { container_id: short.clone() }).await.expect("StartContainer");
+    let done = wait_state(d, &short, cri::ContainerState::ContainerExited).await;
+    assert_eq!((done.exit_code, done.reason.as_str()), (7, "Error"));
+    assert!(done.finished_at >= done.started_at && done.started_at >= done.created_at);
+    let log = std::fs::read_to_string(logs.join("short/0.log")).expect("container log");
+    let lines: Vec<&str> = log.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(lines, ["stdout F hello", "stdout F web-host", "stdout F nameserver 10.96.0.10"]);
+
+    // A long-running one, stopped with a grace period it honours (PID 1 has no default
+    // SIGTERM action, so it traps it).
+    let long =
+        create(d, &pod, &pc, container_config("long", &e.image, "trap 'exit 143' TERM; while true; do sleep 0.05; done")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: long.clone() }).await.unwrap();
+    wait_state(d, &long, cri::ContainerState::ContainerRunning).await;
+    let running = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 }),
+        ..Default::default()
+    };
+    let listed = rt.list_containers(cri::ListContainersRequest { filter: Some(running) }).await.unwrap().into_inner().containers;
+    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [long.as_str()]);
+    let err = create(d, &pod, &pc, container_config("long", &e.image, "true")).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&long), "names the holder: {}", err.message());
+    rt.stop_container(cri::StopContainerRequest { container_id: long.clone(), timeout: 5 }).await.expect("StopContainer");
+    let stopped = status(d, &long).await;
+    assert_eq!((stopped.state, stopped.exit_code), (cri::ContainerState::ContainerExited as i32, 143));
+    rt.stop_container(cri::StopContainerRequest { container_id: long.clone(), timeout: 5 }).await.expect("stopping again succeeds");
+
+    let by_pod = cri::ContainerFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
+    assert_eq!(rt.list_containers(cri::ListContainersRequest { filter: Some(by_pod) }).await.unwrap().into_inner().containers.len(), 2);
+    rt.remove_container(cri::RemoveContainerRequest { container_id: short.clone() }).await.expect("RemoveContainer");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: short.clone() }).await.expect("removing again succeeds");
+    let err = rt.container_status(cri::ContainerStatusRequest { container_id: short.clone(), verbose: false }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+    let st =
+        rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+    assert_eq!(st.status.unwrap().state, cri::PodSandboxState::SandboxNotready as i32);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("RemovePodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("removing again succeeds");
+    assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty());
+    assert!(rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers.is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(d.dir.path().to_str().unwrap()), "no mount left under the daemon's dirs");
+    unmount_under(d.dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_change_nothing() {
+    let e = env(2).await;
+    let d = &e.d;
+    let mut rt = d.runtime().await;
+    let err = run_pod(d, cri::PodSandboxConfig::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("metadata"), "{}", err.message());
+    let mut pc = pod_config("bad", &d.dir.path().join("logs/bad"));
+    pc.metadata.as_mut().unwrap().uid.clear();
+    let err = run_pod(d, pc).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("metadata.uid"), "{err:?}");
+    let req = cri::RunPodSandboxRequest { config: Some(pod_config("h", &d.dir.path().join("logs/h"))), runtime_handler: "kata".into() };
+    let err = rt.run_pod_sandbox(req).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("kata"), "{err:?}");
+
+    let pc = pod_config("ok", &d.dir.path().join("logs/ok"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let err = run_pod(d, pc.clone()).await.unwrap_err();
+    assert!(err.code() == Code::AlreadyExists && err.message().contains(&pod), "{err:?}");
+    let err = create(d, "no-such-pod", &pc, container_config("c", &e.image, "true")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = create(d, &pod, &pc, container_config("c", "127.0.0.1:1/none:1", "true")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut escape = container_config("c", &e.image, "true");
+    escape.log_path = "../../etc/evil.log".into();
+    let err = create(d, &pod, &pc, escape).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("log_path"), "{err:?}");
+    let mut relative = container_config("c", &e.image, "true");
+    relative.mounts = vec![cri::Mount { container_path: "/data".into(), host_path: "relative/dir".into(), ..Default::default() }];
+    let err = create(d, &pod, &pc, relative).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers.is_empty());
+    rt.stop_container(cri::StopContainerRequest { container_id: "missing".into(), timeout: 0 }).await.expect("idempotent stop");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: "missing".into() }).await.expect("idempotent remove");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: "missing".into() }).await.expect("idempotent stop");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_survive_a_daemon_crash() {
+    let mut e = env(3).await;
+    let logs = e.d.dir.path().join("logs/crash");
+    let pc = pod_config("crash", &logs);
+    let pod = run_pod(&e.d, pc.clone()).await.unwrap();
+    let ct = create(&e.d, &pod, &pc, container_config("ticker", &e.image, "while true; do echo tick; sleep 0.05; done")).await.unwrap();
+    e.d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.unwrap();
+    wait_state(&e.d, &ct, cri::ContainerState::ContainerRunning).await;
+    e.d.kill9();
+    e.d.restart().await;
+    // Still running, still logging, still manageable.
+    assert_eq!(status(&e.d, &ct).await.state, cri::ContainerState::ContainerRunning as i32);
+    let before = std::fs::read_to_string(logs.join("ticker/0.log")).unwrap().lines().count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(std::fs::read_to_string(logs.join("ticker/0.log")).unwrap().lines().count() > before, "the monitor kept logging");
+    let mut rt = e.d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 1 }).await.unwrap();
+    assert_eq!(status(&e.d, &ct).await.state, cri::ContainerState::ContainerExited as i32);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
