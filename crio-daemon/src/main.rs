@@ -100,6 +100,7 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
     // The monitor ships beside the daemon.
     let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
     let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    lifecycle.recover().await;
     let services = Services { config: config.clone(), images, lifecycle: Arc::new(lifecycle) };
     let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone())).fallback(crio::http::fallback);
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;

@@ -241,7 +241,7 @@ impl Lifecycle {
 
     /// Releases the pod's network (and, with `everything`, its namespaces, monitor and files).
     /// Idempotent; failures are logged, not returned, so teardown always runs to the end.
-    async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) {
+    pub(super) async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) {
         let net = self.network.as_ref().map(|n| (n, self.attachment(pod)));
         if let Err(e) = self.cni.del(&pod.id, net.as_ref().filter(|_| pod.netns.is_some()).map(|(n, a)| (*n, a))).await {
             tracing::warn!(pod_sandbox_id = %pod.id, error = %crate::error_chain(&e), "CNI DEL failed");

@@ -6,6 +6,7 @@
 
 pub mod files;
 pub(crate) mod lifecycle;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
