@@ -133,6 +133,25 @@ async fn pod_and_container_lifecycle() {
     };
     let listed = rt.list_containers(cri::ListContainersRequest { filter: Some(running) }).await.unwrap().into_inner().containers;
     assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [long.as_str()]);
+    // ExecSync: output, exit code, and a timeout that kills what it ran.
+    let exec = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
+        container_id: long.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let out = rt.exec_sync(exec(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], 0)).await.expect("ExecSync").into_inner();
+    assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
+    let err = rt.exec_sync(exec(&["/bin/sleep", "37"], 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let ps = rt.exec_sync(exec(&["/bin/sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"], 0)).await.unwrap().into_inner();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("sleep 37"),
+        "the timed-out command was killed: {:?}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    let err = rt.exec_sync(cri::ExecSyncRequest { container_id: short.clone(), cmd: vec!["true".into()], timeout: 0 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "exec in an exited container: {err:?}");
+
     let err = create(d, &pod, &pc, container_config("long", &e.image, "true")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains(&long), "names the holder: {}", err.message());

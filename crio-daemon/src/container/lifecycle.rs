@@ -11,6 +11,9 @@ use crate::sandbox::lifecycle::io_err;
 use crate::sandbox::{Lifecycle, LifecycleError, PodState, now_nanos};
 use crate::state::new_id;
 
+/// Output kept per stream of an ExecSync, as CRI-O caps it.
+const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
 /// After SIGKILL, how long to wait for the exit record before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -236,11 +239,14 @@ impl Lifecycle {
         if ct.state != ContainerState::Created {
             return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "start it" });
         }
+        // Taken before the start: a container that exits at once must not look like it
+        // finished before it started.
+        let started = now_nanos();
         self.runtime(&self.handler_of(&ct))?.start(&ct.id).await?;
         self.containers
             .update(&ct.id, &entry, |c| {
                 c.state = ContainerState::Running;
-                c.started_at_nanos = now_nanos();
+                c.started_at_nanos = started;
             })
             .await?;
         tracing::info!(container_id = %ct.id, "container started");
@@ -335,6 +341,19 @@ impl Lifecycle {
         self.names.release(&ct.full_name);
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
+    }
+
+    /// Runs a command in a running container and returns its output (probes use this).
+    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<crate::oci::ExecOutput, LifecycleError> {
+        if cmd.is_empty() {
+            return Err(LifecycleError::InvalidArgument { field: "cmd", why: "must not be empty".into() });
+        }
+        let ct = self.container(id).await?;
+        if ct.state != ContainerState::Running {
+            return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
+        }
+        let rt = self.runtime(&self.handler_of(&ct))?;
+        Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
     }
 
     /// Asks the monitor to reopen the container's log (after the kubelet rotated it).

@@ -197,3 +197,17 @@ pub async fn list(s: &Services, req: Request<cri::ListContainersRequest>) -> Res
     containers.sort_by_key(|c| c.created_at);
     Ok(Response::new(cri::ListContainersResponse { containers }))
 }
+
+pub async fn exec_sync(s: &Services, req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
+    let req = req.into_inner();
+    let timeout = (req.timeout > 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+    let span = info_span!("exec_sync", container_id = %req.container_id);
+    let out = s.lifecycle.exec_sync(&req.container_id, &req.cmd, timeout).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    if out.timed_out {
+        return Err(Status::deadline_exceeded(format!(
+            "command {:?} in container {} timed out after {}s",
+            req.cmd, req.container_id, req.timeout
+        )));
+    }
+    Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+}

@@ -180,6 +180,10 @@ runtime_service! {
         super::container::reopen_log(&self.services, request).await
     }
 
+    async fn exec_sync(&self, request: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        super::container::exec_sync(&self.services, request).await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
 
@@ -188,7 +192,6 @@ runtime_service! {
     }
 }
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;

@@ -2,4 +2,4 @@
 
 mod runtime;
 
-pub use runtime::{ContainerState, CreateOptions, OciError, OciRuntime, Status};
+pub use runtime::{ContainerState, CreateOptions, ExecOutput, OciError, OciRuntime, Status};

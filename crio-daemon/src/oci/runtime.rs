@@ -187,6 +187,79 @@ impl OciRuntime {
     }
 }
 
+/// What an `exec` printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+    pub timed_out: bool,
+}
+
+impl OciRuntime {
+    /// Runs `args` in the container and collects its output, at most `cap` bytes per stream
+    /// (the rest is read and dropped). On `timeout` the exec'd process itself is killed, not
+    /// just the runtime, so nothing is left running in the container.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Option<Duration>,
+        cap: usize,
+        scratch: &Path,
+    ) -> Result<ExecOutput, OciError> {
+        let command = "exec";
+        let pid_file = scratch.join(format!("exec-{}.pid", crate::state::new_id()));
+        let mut c = self.command(&["exec", "--pid-file"]);
+        c.arg(&pid_file).arg(id).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let run = async { tokio::join!(read_capped(out, cap), read_capped(err, cap), child.wait()) };
+        let (timed_out, result) = match timeout {
+            Some(t) => match tokio::time::timeout(t, run).await {
+                Ok(r) => (false, Some(r)),
+                Err(_) => (true, None),
+            },
+            None => (false, Some(run.await)),
+        };
+        let result = match result {
+            Some(r) => r,
+            None => {
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                let _ = std::fs::remove_file(&pid_file);
+                return Ok(ExecOutput { stdout: Vec::new(), stderr: Vec::new(), exit_code: -1, timed_out: true });
+            }
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        let (stdout, stderr, status) = result;
+        let status = status.map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExecOutput { stdout, stderr, exit_code, timed_out })
+    }
+}
+
+/// Reads `r` to its end, keeping at most `cap` bytes.
+async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
 /// runc says "container does not exist", crun "... No such file or directory".
 fn is_not_found(stderr: &str) -> bool {
     stderr.contains("does not exist") || stderr.contains("container not found") || stderr.contains("No such file or directory")
