@@ -296,3 +296,34 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crioctl_runs_a_pod_end_to_end() {
+    let e = env(5).await;
+    let sock = e.d.socket.to_str().unwrap().to_string();
+    let logs = e.d.dir.path().join("logs/ctl");
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crioctl")).arg("-r").arg(&sock).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, pod, err) = ctl(&["runp", "ctl", "--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, ctr, err) = ctl(&["create", &pod, "hello", &e.image, "--", "/bin/sh", "-c", "echo one; printf two; sleep 30"]);
+    assert_eq!(ctr.len(), 64, "{err}");
+    assert_eq!(ctl(&["start", &ctr]).0, Some(0));
+    let (_, ps, _) = ctl(&["ps"]);
+    assert!(ps.contains("hello") && ps.contains("Running"), "{ps}");
+    let (code, out, _) = ctl(&["exec", &ctr, "--", "/bin/sh", "-c", "echo inside; exit 4"]);
+    assert_eq!((code, out.as_str()), (Some(4), "inside"));
+    for _ in 0..100 {
+        if ctl(&["logs", &ctr]).1 == "one\ntwo" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ctl(&["logs", &ctr]).1, "one\ntwo", "partial line joined");
+    assert_eq!(ctl(&["stopp", &pod]).0, Some(0));
+    assert!(ctl(&["ps", "--all"]).1.contains("Exited"));
+    assert_eq!(ctl(&["rmp", &pod]).0, Some(0));
+    assert!(!ctl(&["pods"]).1.contains("ctl"));
+}

@@ -48,6 +48,72 @@ enum Command {
     Rmi { images: Vec<String> },
     /// Image filesystem usage.
     Imagefsinfo,
+    /// Run a pod sandbox; prints its id.
+    Runp {
+        name: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        uid: Option<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Directory for the pod's container logs.
+        #[arg(long)]
+        log_dir: Option<String>,
+        #[arg(long)]
+        host_network: bool,
+        /// Runtime handler (RuntimeClass).
+        #[arg(long, default_value = "")]
+        runtime: String,
+    },
+    /// List pod sandboxes.
+    Pods,
+    /// Pod sandbox status as JSON.
+    Inspectp { id: String },
+    /// Stop pod sandboxes.
+    Stopp { ids: Vec<String> },
+    /// Remove pod sandboxes.
+    Rmp { ids: Vec<String> },
+    /// Create a container in a pod; prints its id. The command follows `--`.
+    Create {
+        pod: String,
+        name: String,
+        image: String,
+        /// Log file, relative to the pod's log directory.
+        #[arg(long)]
+        log_path: Option<String>,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Start containers.
+    Start { ids: Vec<String> },
+    /// List containers (running only unless --all).
+    Ps {
+        #[arg(long, short)]
+        all: bool,
+        #[arg(long)]
+        pod: Option<String>,
+    },
+    /// Container status as JSON.
+    Inspect { id: String },
+    /// Stop containers.
+    Stop {
+        ids: Vec<String>,
+        #[arg(long, default_value_t = 10)]
+        timeout: i64,
+    },
+    /// Remove containers.
+    Rm { ids: Vec<String> },
+    /// Run a command in a container and print its output.
+    Exec {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a container's log, without the CRI framing.
+    Logs { id: String },
 }
 
 async fn channel(socket: &str) -> anyhow::Result<Channel> {
@@ -128,6 +194,130 @@ async fn main() -> anyhow::Result<()> {
             let r = img.image_fs_info(cri::ImageFsInfoRequest {}).await?.into_inner();
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
+        other => pods_and_containers(&mut rt, other).await?,
+    }
+    Ok(())
+}
+
+async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Runp { name, namespace, uid, hostname, log_dir, host_network, runtime } => {
+            let uid = uid.unwrap_or_else(|| format!("{namespace}-{name}"));
+            let config = cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata { name: name.clone(), uid, namespace, attempt: 0 }),
+                hostname: hostname.unwrap_or(name),
+                log_directory: log_dir.unwrap_or_default(),
+                linux: Some(cri::LinuxPodSandboxConfig {
+                    security_context: Some(cri::LinuxSandboxSecurityContext {
+                        namespace_options: Some(cri::NamespaceOption { network: if host_network { 2 } else { 0 }, ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let r = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: runtime }).await?.into_inner();
+            println!("{}", r.pod_sandbox_id);
+        }
+        Command::Pods => {
+            let items = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+            println!("{:<15} {:<10} {:<25} {:<15}", "POD ID", "STATE", "NAME", "NAMESPACE");
+            for p in items {
+                let m = p.metadata.unwrap_or_default();
+                let state = if p.state == 0 { "Ready" } else { "NotReady" };
+                println!("{:<15} {:<10} {:<25} {:<15}", &p.id[..13.min(p.id.len())], state, m.name, m.namespace);
+            }
+        }
+        Command::Inspectp { id } => {
+            let r = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false }).await?.into_inner();
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Stopp { ids } => {
+            for id in ids {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
+                println!("Stopped sandbox {id}");
+            }
+        }
+        Command::Rmp { ids } => {
+            for id in ids {
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
+                println!("Removed sandbox {id}");
+            }
+        }
+        Command::Create { pod, name, image, log_path, command } => {
+            let config = cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata { name: name.clone(), attempt: 0 }),
+                image: Some(cri::ImageSpec { image, ..Default::default() }),
+                command,
+                log_path: log_path.unwrap_or_else(|| format!("{name}.log")),
+                ..Default::default()
+            };
+            let req = cri::CreateContainerRequest { pod_sandbox_id: pod, config: Some(config), sandbox_config: None };
+            println!("{}", rt.create_container(req).await?.into_inner().container_id);
+        }
+        Command::Start { ids } => {
+            for id in ids {
+                rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await?;
+                println!("{id}");
+            }
+        }
+        Command::Ps { all, pod } => {
+            let state = (!all).then_some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 });
+            let filter = cri::ContainerFilter { state, pod_sandbox_id: pod.unwrap_or_default(), ..Default::default() };
+            let list = rt.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await?.into_inner().containers;
+            println!("{:<15} {:<20} {:<10} {:<15} {}", "CONTAINER", "NAME", "STATE", "POD ID", "IMAGE");
+            for c in list {
+                let state = ["Created", "Running", "Exited", "Unknown"].get(c.state as usize).copied().unwrap_or("?");
+                let name = c.metadata.map(|m| m.name).unwrap_or_default();
+                let image = c.image.map(|i| i.image).unwrap_or_default();
+                println!(
+                    "{:<15} {:<20} {:<10} {:<15} {image}",
+                    &c.id[..13.min(c.id.len())],
+                    name,
+                    state,
+                    &c.pod_sandbox_id[..13.min(c.pod_sandbox_id.len())]
+                );
+            }
+        }
+        Command::Inspect { id } => {
+            let r = rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await?.into_inner();
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Stop { ids, timeout } => {
+            for id in ids {
+                rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout }).await?;
+                println!("{id}");
+            }
+        }
+        Command::Rm { ids } => {
+            for id in ids {
+                rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await?;
+                println!("{id}");
+            }
+        }
+        Command::Exec { id, timeout, command } => {
+            let r = rt.exec_sync(cri::ExecSyncRequest { container_id: id, cmd: command, timeout }).await?.into_inner();
+            std::io::Write::write_all(&mut std::io::stdout(), &r.stdout)?;
+            std::io::Write::write_all(&mut std::io::stderr(), &r.stderr)?;
+            std::process::exit(r.exit_code);
+        }
+        Command::Logs { id } => {
+            let st = rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await?.into_inner();
+            let path = st.status.map(|s| s.log_path).unwrap_or_default();
+            anyhow::ensure!(!path.is_empty(), "the container has no log file (its pod has no log directory)");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            for line in text.lines() {
+                // <timestamp> <stream> <P|F> <content>: partial pieces join without a newline.
+                let mut parts = line.splitn(4, ' ');
+                let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
+                if tag == Some("P") {
+                    print!("{content}");
+                } else {
+                    println!("{content}");
+                }
+            }
+        }
+        _ => unreachable!("image commands are handled in main"),
     }
     Ok(())
 }

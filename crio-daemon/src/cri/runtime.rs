@@ -42,13 +42,17 @@ impl Runtime {
     }
 
     fn network_condition(&self) -> cri::RuntimeCondition {
+        let ready = self.services.lifecycle.network_name().is_some();
         let dir = &self.services.config.crio.network.network_dir;
-        let ready = has_cni_config(dir);
         cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
             status: ready,
             reason: if ready { String::new() } else { "NetworkPluginNotReady".into() },
-            message: if ready { String::new() } else { format!("no CNI configuration file in {}", dir.display()) },
+            message: if ready {
+                String::new()
+            } else {
+                format!("no usable CNI network: cni_default_network is not among the configurations in {}", dir.display())
+            },
         }
     }
 }
@@ -56,11 +60,6 @@ impl Runtime {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn has_cni_config(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .is_ok_and(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "conf" || x == "conflist" || x == "json")))
 }
 
 fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {

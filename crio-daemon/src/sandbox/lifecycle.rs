@@ -125,6 +125,11 @@ impl Lifecycle {
         Ok(Self { config, images, pods, containers, names, cni, network, runtimes, monitor_binary })
     }
 
+    /// The CNI network pods get, if one is usable.
+    pub fn network_name(&self) -> Option<&str> {
+        self.network.as_ref().map(|n| n.name.as_str())
+    }
+
     pub(crate) fn runtime(&self, handler: &str) -> Result<&OciRuntime, LifecycleError> {
         let name = if handler.is_empty() { &self.config.crio.runtime.default_runtime } else { handler };
         self.runtimes.get(name).ok_or_else(|| LifecycleError::UnknownHandler {
