@@ -265,7 +265,7 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
             let state = (!all).then_some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 });
             let filter = cri::ContainerFilter { state, pod_sandbox_id: pod.unwrap_or_default(), ..Default::default() };
             let list = rt.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await?.into_inner().containers;
-            println!("{:<15} {:<20} {:<10} {:<15} {}", "CONTAINER", "NAME", "STATE", "POD ID", "IMAGE");
+            println!("{:<15} {:<20} {:<10} {:<15} IMAGE", "CONTAINER", "NAME", "STATE", "POD ID");
             for c in list {
                 let state = ["Created", "Running", "Exited", "Unknown"].get(c.state as usize).copied().unwrap_or("?");
                 let name = c.metadata.map(|m| m.name).unwrap_or_default();
