@@ -99,7 +99,8 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
     let images = Arc::new(ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?);
     // The monitor ships beside the daemon.
     let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
-    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, std::path::Path::new("/sys/fs/cgroup"))
+        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     lifecycle.recover().await;
     let services = Services { config: config.clone(), images, lifecycle: Arc::new(lifecycle) };
     let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone())).fallback(crio::http::fallback);

@@ -327,3 +327,54 @@ async fn crioctl_runs_a_pod_end_to_end() {
     assert_eq!(ctl(&["rmp", &pod]).0, Some(0));
     assert!(!ctl(&["pods"]).1.contains("ctl"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_oom_and_live_resource_updates() {
+    let e = env(6).await;
+    let d = &e.d;
+    let pc = pod_config("res", &d.dir.path().join("logs/res"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+
+    // A memory hog under a 32 MiB limit is killed by the kernel: reason OOMKilled.
+    let mut hog = container_config("hog", &e.image, "exec tail /dev/zero");
+    hog.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
+        ..Default::default()
+    });
+    let hog = create(d, &pod, &pc, hog).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
+    let st = wait_state(d, &hog, cri::ContainerState::ContainerExited).await;
+    assert_eq!((st.reason.as_str(), st.exit_code), ("OOMKilled", 137));
+
+    // A busy loop: CPU and memory numbers move.
+    let busy = create(d, &pod, &pc, container_config("busy", &e.image, "while true; do :; done")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: busy.clone() }).await.unwrap();
+    wait_state(d, &busy, cri::ContainerState::ContainerRunning).await;
+    let stats = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
+        let req = cri::ContainerStatsRequest { container_id: busy.clone() };
+        let mut rt = rt.clone();
+        async move { rt.container_stats(req).await.unwrap().into_inner().stats.unwrap() }
+    };
+    let first = stats(&mut rt).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = stats(&mut rt).await;
+    let cpu = |s: &cri::ContainerStats| s.cpu.as_ref().unwrap().usage_core_nano_seconds.as_ref().unwrap().value;
+    assert!(cpu(&second) > cpu(&first), "CPU time grows");
+    assert!(second.cpu.unwrap().usage_nano_cores.unwrap().value > 100_000_000, "a busy loop uses a good part of a core");
+    assert!(second.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let listed = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+    assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.as_str()).collect::<Vec<_>>(), [busy.as_str()], "running only");
+
+    // A live update reaches the cgroup.
+    let req = cri::UpdateContainerResourcesRequest {
+        container_id: busy.clone(),
+        linux: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 64 << 20, cpu_shares: 512, ..Default::default() }),
+        ..Default::default()
+    };
+    rt.update_container_resources(req).await.expect("UpdateContainerResources");
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/crio-{busy}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crio-{busy}")).exists(), "cgroup removed with the container");
+}

@@ -151,6 +151,7 @@ impl Lifecycle {
             bundle: self.config.crio.state_dir.join("containers").join(&id),
             pid: 0,
             stop_signal: signal_number(&run.stop_signal),
+            cgroup_path: format!("{}/crio-{id}", pod.spec.cgroup_parent.trim_end_matches('/')),
             spec,
         };
         match self.set_up_container(&ct, &pod, &run).await {
@@ -260,13 +261,21 @@ impl Lifecycle {
         if matches!(ct.state, ContainerState::Running | ContainerState::Created)
             && let Some(exit) = read_exit(&ct.exit_file()).await
         {
+            // The cgroup lives until the runtime deletes the container, so its OOM counter
+            // still tells whether the kernel killed something there for memory. Only an init
+            // that died of SIGKILL counts: a child's OOM does not end the container.
+            let oom = exit.signal == Some(libc::SIGKILL) && self.cgroups.oom_kills(&ct.cgroup_path) > 0;
             return Ok(self
                 .containers
                 .update(&ct.id, &entry, |c| {
                     c.state = ContainerState::Exited;
                     c.exit_code = exit.exit_code;
                     c.finished_at_nanos = exit.exited_at_unix_nanos as i64;
-                    c.reason = if exit.exit_code == 0 { "Completed".into() } else { "Error".into() };
+                    c.reason = match (oom, exit.exit_code) {
+                        (true, _) => "OOMKilled".into(),
+                        (false, 0) => "Completed".into(),
+                        (false, _) => "Error".into(),
+                    };
                     if c.started_at_nanos == 0 {
                         c.started_at_nanos = c.finished_at_nanos;
                     }
@@ -354,6 +363,60 @@ impl Lifecycle {
         }
         let rt = self.runtime(&self.handler_of(&ct))?;
         Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
+    }
+
+    /// A container and one sample of its resource use (`None` once its cgroup is gone), with
+    /// the CPU rate since the previous sample.
+    pub async fn container_stats(&self, id: &str) -> Result<(Container, Option<crate::cgroups::Usage>, Option<u64>), LifecycleError> {
+        let ct = self.container(id).await?;
+        let usage = self.cgroups.usage(&ct.cgroup_path);
+        let nano_cores = usage.and_then(|u| {
+            let now = std::time::Instant::now();
+            let mut last = self.cpu_samples.lock().expect("cpu samples poisoned");
+            let prev = last.insert(ct.id.clone(), (now, u.cpu_nanos));
+            let (t, cpu) = prev?;
+            let elapsed = now.duration_since(t).as_nanos() as u64;
+            (elapsed > 0).then(|| u.cpu_nanos.saturating_sub(cpu) * 1_000_000_000 / elapsed)
+        });
+        Ok((ct, usage, nano_cores))
+    }
+
+    /// Applies new resources to a running container (`<runtime> update`).
+    pub async fn update_resources(&self, id: &str, resources: &super::Resources) -> Result<(), LifecycleError> {
+        let ct = self.container(id).await?;
+        if !matches!(ct.state, ContainerState::Running | ContainerState::Created) {
+            return Err(LifecycleError::WrongState {
+                what: "container",
+                id: ct.id,
+                state: format!("{:?}", ct.state),
+                op: "update its resources",
+            });
+        }
+        let mut cpu = serde_json::Map::new();
+        if resources.cpu_shares > 0 {
+            cpu.insert("shares".into(), resources.cpu_shares.into());
+        }
+        if resources.cpu_quota != 0 {
+            cpu.insert("quota".into(), resources.cpu_quota.into());
+        }
+        if resources.cpu_period > 0 {
+            cpu.insert("period".into(), resources.cpu_period.into());
+        }
+        if !resources.cpuset_cpus.is_empty() {
+            cpu.insert("cpus".into(), resources.cpuset_cpus.clone().into());
+        }
+        if !resources.cpuset_mems.is_empty() {
+            cpu.insert("mems".into(), resources.cpuset_mems.clone().into());
+        }
+        let mut body = serde_json::json!({ "cpu": cpu });
+        if resources.memory_limit > 0 {
+            body["memory"] = serde_json::json!({ "limit": resources.memory_limit });
+        }
+        self.runtime(&self.handler_of(&ct))?.update(&ct.id, &body).await?;
+        let new = resources.clone();
+        let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
+        self.containers.update(&ct.id, &entry, move |c| c.spec.resources = new).await?;
+        Ok(())
     }
 
     /// Asks the monitor to reopen the container's log (after the kubelet rotated it).

@@ -95,6 +95,9 @@ pub struct Container {
     pub bundle: PathBuf,
     pub pid: i32,
     pub stop_signal: i32,
+    /// The OCI spec's cgroupsPath, where stats and OOM kills are read.
+    #[serde(default)]
+    pub cgroup_path: String,
 }
 
 impl Container {

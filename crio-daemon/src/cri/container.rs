@@ -211,3 +211,90 @@ pub async fn exec_sync(s: &Services, req: Request<cri::ExecSyncRequest>) -> Resu
     }
     Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
 }
+
+fn u64v(value: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value })
+}
+
+async fn stats_of(s: &Services, id: &str) -> Result<cri::ContainerStats, Status> {
+    let (c, usage, nano_cores) = s.lifecycle.container_stats(id).await.map_err(|e| lifecycle_status(&e))?;
+    let timestamp = crate::sandbox::now_nanos();
+    let upper = s.images.store().container_upper(&c.id);
+    let (used_bytes, inodes) = tokio::task::spawn_blocking(move || crate::storage::unpack::tree_usage(&upper)).await.unwrap_or_default();
+    let mountpoint = s.images.store().root().display().to_string();
+    Ok(cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: Some(metadata(&c)),
+            labels: to_hash_map(&c.spec.labels),
+            annotations: to_hash_map(&c.spec.annotations),
+        }),
+        cpu: usage.map(|u| cri::CpuUsage {
+            timestamp,
+            usage_core_nano_seconds: u64v(u.cpu_nanos),
+            usage_nano_cores: nano_cores.and_then(u64v),
+        }),
+        memory: usage.map(|u| cri::MemoryUsage {
+            timestamp,
+            working_set_bytes: u64v(u.memory_working_set),
+            available_bytes: u.memory_limit.and_then(|l| u64v(l.saturating_sub(u.memory_working_set))),
+            usage_bytes: u64v(u.memory_usage),
+            rss_bytes: u64v(u.memory_rss),
+            page_faults: u64v(u.page_faults),
+            major_page_faults: u64v(u.major_page_faults),
+        }),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp,
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
+            used_bytes: u64v(used_bytes),
+            inodes_used: u64v(inodes),
+        }),
+        ..Default::default()
+    })
+}
+
+pub async fn stats(s: &Services, req: Request<cri::ContainerStatsRequest>) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+    let stats = stats_of(s, &req.into_inner().container_id).await?;
+    Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
+}
+
+pub async fn list_stats(
+    s: &Services,
+    req: Request<cri::ListContainerStatsRequest>,
+) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+    let filter = req.into_inner().filter.unwrap_or_default();
+    let mut out = Vec::new();
+    for c in s.lifecycle.list_containers().await {
+        let wanted = (filter.id.is_empty() || c.id.starts_with(&filter.id))
+            && (filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
+            && selector_matches(&c.spec.labels, &filter.label_selector)
+            && c.state == ContainerState::Running;
+        if wanted {
+            // A container removed meanwhile is simply not listed.
+            if let Ok(st) = stats_of(s, &c.id).await {
+                out.push(st);
+            }
+        }
+    }
+    Ok(Response::new(cri::ListContainerStatsResponse { stats: out }))
+}
+
+pub async fn update_resources(
+    s: &Services,
+    req: Request<cri::UpdateContainerResourcesRequest>,
+) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+    let req = req.into_inner();
+    let r = req.linux.ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
+    let resources = Resources {
+        cpu_shares: r.cpu_shares.max(0) as u64,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period.max(0) as u64,
+        memory_limit: r.memory_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        oom_score_adj: r.oom_score_adj,
+    };
+    let span = info_span!("update_container_resources", container_id = %req.container_id);
+    s.lifecycle.update_resources(&req.container_id, &resources).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+}

@@ -177,6 +177,31 @@ impl OciRuntime {
         self.run("kill", id, &args).await.map(drop)
     }
 
+    /// Applies new resources (`update --resources -`, the runtime spec's LinuxResources JSON).
+    pub async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError> {
+        use tokio::io::AsyncWriteExt;
+        let command = "update";
+        let mut c = self.command(&["update", "--resources", "-", id]);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let body = serde_json::to_vec(resources).expect("JSON values serialize");
+        let feed = async move {
+            let r = stdin.write_all(&body).await;
+            drop(stdin);
+            r
+        };
+        let (_, out) = tokio::time::timeout(self.timeout, async { tokio::join!(feed, child.wait_with_output()) })
+            .await
+            .map_err(|_| OciError::Timeout { runtime: self.name.clone(), command, id: id.into(), timeout: self.timeout })?;
+        let out = out.map_err(|source| OciError::Spawn { runtime: self.name.clone(), command, source })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(OciError::Failed { runtime: self.name.clone(), command, id: id.into(), status: out.status, message })
+    }
+
     /// Deletes the container; one that does not exist is already deleted (idempotent).
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
         let args: &[&str] = if force { &["delete", "--force", id] } else { &["delete", id] };

@@ -75,11 +75,19 @@ pub struct Lifecycle {
     pub(crate) network: Option<NetworkConfig>,
     pub(crate) runtimes: HashMap<String, OciRuntime>,
     pub(crate) monitor_binary: PathBuf,
+    pub(crate) cgroups: crate::cgroups::Cgroups,
+    /// The previous CPU sample per container, for usage_nano_cores.
+    pub(crate) cpu_samples: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
 }
 
 impl Lifecycle {
     /// Loads pod and container records and re-reserves their names.
-    pub fn new(config: Arc<Config>, images: Arc<ImageService>, monitor_binary: PathBuf) -> Result<Self, LifecycleError> {
+    pub fn new(
+        config: Arc<Config>,
+        images: Arc<ImageService>,
+        monitor_binary: PathBuf,
+        cgroup_root: &Path,
+    ) -> Result<Self, LifecycleError> {
         let c = &config.crio;
         let (pods, bad_pods) = Records::<PodSandbox>::load(&c.state_dir.join("pods"))?;
         let (containers, bad_ctrs) = Records::<Container>::load(&c.state_dir.join("containers"))?;
@@ -122,7 +130,20 @@ impl Lifecycle {
             })
             .collect();
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
-        Ok(Self { config, images, pods, containers, names, cni, network, runtimes, monitor_binary })
+        let cgroups = crate::cgroups::Cgroups::detect(cgroup_root);
+        Ok(Self {
+            config,
+            images,
+            pods,
+            containers,
+            names,
+            cni,
+            network,
+            runtimes,
+            monitor_binary,
+            cgroups,
+            cpu_samples: Default::default(),
+        })
     }
 
     /// The CNI network pods get, if one is usable.

@@ -14,6 +14,11 @@ impl Store {
         self.root.join("containers").join(id)
     }
 
+    /// The container's writable layer.
+    pub fn container_upper(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
+    }
+
     /// Where the container's root filesystem is mounted.
     pub fn container_mountpoint(&self, id: &str) -> PathBuf {
         self.runroot.join("overlay").join(id).join("merged")
