@@ -102,8 +102,10 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
     let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, std::path::Path::new("/sys/fs/cgroup"))
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     lifecycle.recover().await;
-    let services = Services { config: config.clone(), images, lifecycle: Arc::new(lifecycle) };
-    let router = cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone())).fallback(crio::http::fallback);
+    let lifecycle = Arc::new(lifecycle);
+    let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
+    let router =
+        cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone(), lifecycle)).fallback(crio::http::fallback);
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");
     crio::server::serve(listener, router, shutdown_signal()).await;

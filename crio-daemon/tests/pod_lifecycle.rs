@@ -322,6 +322,16 @@ async fn crioctl_runs_a_pod_end_to_end() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ctl(&["logs", &ctr]).1, "one\ntwo", "partial line joined");
+    // The status API knows it too.
+    let mut conn = tokio::net::UnixStream::connect(&e.d.socket).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(format!("GET /containers/{ctr} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["sandbox"], pod.as_str());
+    assert_eq!(body["state"], "Running");
+    assert!(body["pid"].as_i64().unwrap() > 0);
     assert_eq!(ctl(&["stopp", &pod]).0, Some(0));
     assert!(ctl(&["ps", "--all"]).1.contains("Exited"));
     assert_eq!(ctl(&["rmp", &pod]).0, Some(0));
@@ -377,4 +387,44 @@ async fn stats_oom_and_live_resource_updates() {
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crio-{busy}")).exists(), "cgroup removed with the container");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_pods_at_once() {
+    let e = env(8).await;
+    let d = &e.d;
+    let logs = d.dir.path().join("logs/many");
+    let jobs = (0..20).map(|i| {
+        let (image, logs) = (e.image.clone(), logs.clone());
+        async move {
+            let pc = pod_config(&format!("many{i}"), &logs);
+            let pod = run_pod(d, pc.clone()).await.expect("RunPodSandbox");
+            let ct = create(d, &pod, &pc, container_config("c", &image, "exec sleep 60")).await.expect("CreateContainer");
+            d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
+            (pod, ct)
+        }
+    });
+    let started = futures::future::join_all(jobs).await;
+    let mut rt = d.runtime().await;
+    let pods = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    assert_eq!(pods.len(), 20);
+    let mut ips: Vec<String> = Vec::new();
+    for (pod, ct) in &started {
+        assert_eq!(status(d, ct).await.state, cri::ContainerState::ContainerRunning as i32);
+        let st =
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+        ips.push(st.status.unwrap().network.unwrap().ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "every pod has its own address");
+    let removals = started.iter().map(|(pod, _)| {
+        let mut rt = rt.clone();
+        let pod = pod.clone();
+        async move { rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await }
+    });
+    for r in futures::future::join_all(removals).await {
+        r.expect("RemovePodSandbox");
+    }
+    assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty());
 }

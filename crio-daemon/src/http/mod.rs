@@ -1,4 +1,5 @@
-//! The HTTP status API on the CRI socket, as CRI-O serves it: `GET /info` and `GET /config`.
+//! The HTTP status API on the CRI socket, as CRI-O serves it: `GET /info`, `GET /config` and
+//! `GET /containers/:id`.
 //! It reads the same services as the CRI handlers and never sees gRPC types.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::sandbox::Lifecycle;
 
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -33,18 +35,66 @@ pub fn info(config: &Config) -> Info {
     }
 }
 
+/// What `GET /containers/:id` says of a container, in CRI-O's field names.
+#[derive(Debug, Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub pid: i32,
+    pub image: String,
+    pub image_ref: String,
+    pub created_time: i64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub log_path: String,
+    pub root: String,
+    pub sandbox: String,
+    pub ip_addresses: Vec<String>,
+    pub state: String,
+    pub exit_code: i32,
+}
+
+async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response {
+    let ct = match lifecycle.container(id).await {
+        Ok(ct) => ct,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("{}\n", crate::error_chain(&e))).into_response(),
+    };
+    let ips = lifecycle.pod(&ct.pod_id).map(|p| p.ips).unwrap_or_default();
+    axum::Json(ContainerInfo {
+        name: ct.full_name.clone(),
+        pid: ct.pid,
+        image: ct.spec.image.clone(),
+        image_ref: ct.image_ref.clone(),
+        created_time: ct.created_at_nanos,
+        labels: ct.spec.labels.clone(),
+        annotations: ct.spec.annotations.clone(),
+        log_path: ct.log_path.display().to_string(),
+        root: lifecycle.rootfs_of(&ct.id).display().to_string(),
+        sandbox: ct.pod_id.clone(),
+        ip_addresses: ips,
+        state: format!("{:?}", ct.state),
+        exit_code: ct.exit_code,
+    })
+    .into_response()
+}
+
 /// Routes to merge with the gRPC ones.
-pub fn router(config: Arc<Config>) -> Router {
+pub fn router(config: Arc<Config>, lifecycle: Arc<Lifecycle>) -> Router {
     let for_info = config.clone();
-    Router::new().route("/info", get(move || async move { axum::Json(info(&for_info)) })).route(
-        "/config",
-        get(move || async move {
-            match toml::to_string(&*config) {
-                Ok(text) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-            }
-        }),
-    )
+    Router::new()
+        .route(
+            "/containers/{id}",
+            get(move |axum::extract::Path(id): axum::extract::Path<String>| async move { container(&lifecycle, &id).await }),
+        )
+        .route("/info", get(move || async move { axum::Json(info(&for_info)) }))
+        .route(
+            "/config",
+            get(move || async move {
+                match toml::to_string(&*config) {
+                    Ok(text) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }),
+        )
 }
 
 /// Unknown paths: gRPC clients get UNIMPLEMENTED as gRPC expects, everyone else a plain 404.

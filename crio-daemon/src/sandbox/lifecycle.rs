@@ -323,6 +323,11 @@ impl Lifecycle {
         self.pods.resolve(id).map(|e| e.get()).ok_or_else(|| LifecycleError::PodNotFound { id: id.into() })
     }
 
+    /// Where a container's root filesystem is mounted.
+    pub fn rootfs_of(&self, id: &str) -> PathBuf {
+        self.images.store().container_mountpoint(id)
+    }
+
     pub fn containers_of(&self, pod_id: &str) -> Vec<Container> {
         self.containers.all().into_iter().map(|e| e.get()).filter(|c| c.pod_id == pod_id).collect()
     }
