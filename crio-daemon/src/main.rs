@@ -103,6 +103,9 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     lifecycle.recover().await;
     let lifecycle = Arc::new(lifecycle);
+    if let Err(e) = lifecycle.watch_exits() {
+        tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");
+    }
     let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
     let router =
         cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone(), lifecycle)).fallback(crio::http::fallback);

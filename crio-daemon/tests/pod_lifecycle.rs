@@ -428,3 +428,29 @@ async fn twenty_pods_at_once() {
     }
     assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_events_arrive_in_order_without_polling() {
+    let e = env(9).await;
+    let d = &e.d;
+    let mut rt = d.runtime().await;
+    let mut stream = rt.get_container_events(cri::GetEventsRequest {}).await.expect("GetContainerEvents").into_inner();
+    let pc = pod_config("ev", &d.dir.path().join("logs/ev"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let ct = create(d, &pod, &pc, container_config("quick", &e.image, "sleep 0.2")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.unwrap();
+    let mut kinds = Vec::new();
+    // No status call in between: STOPPED must come from the daemon noticing the exit itself.
+    for _ in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an event in time").unwrap().unwrap();
+        assert_eq!(ev.container_id, ct);
+        assert_eq!(ev.pod_sandbox_status.as_ref().unwrap().id, pod);
+        kinds.push(ev.container_event_type);
+    }
+    rt.remove_container(cri::RemoveContainerRequest { container_id: ct.clone() }).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    kinds.push(ev.container_event_type);
+    use cri::ContainerEventType::*;
+    assert_eq!(kinds, [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent].map(|k| k as i32));
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

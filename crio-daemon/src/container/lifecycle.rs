@@ -162,6 +162,7 @@ impl Lifecycle {
                     self.names.release(&ct.full_name);
                     return Err(e.into());
                 }
+                self.emit(&ct, super::EventKind::Created);
                 tracing::info!(container_id = %id, pod_sandbox_id = %pod.id, "container created");
                 Ok(ct)
             }
@@ -227,6 +228,7 @@ impl Lifecycle {
             Ok(Ok(())) => {}
         }
         let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
+        let _ = tokio::fs::remove_file(ct.exit_file()).await;
     }
 
     fn handler_of(&self, ct: &Container) -> String {
@@ -250,6 +252,7 @@ impl Lifecycle {
                 c.started_at_nanos = started;
             })
             .await?;
+        self.emit(&ct, super::EventKind::Started);
         tracing::info!(container_id = %ct.id, "container started");
         Ok(())
     }
@@ -265,7 +268,8 @@ impl Lifecycle {
             // still tells whether the kernel killed something there for memory. Only an init
             // that died of SIGKILL counts: a child's OOM does not end the container.
             let oom = exit.signal == Some(libc::SIGKILL) && self.cgroups.oom_kills(&ct.cgroup_path) > 0;
-            return Ok(self
+            let was = entry.get().state;
+            let updated = self
                 .containers
                 .update(&ct.id, &entry, |c| {
                     c.state = ContainerState::Exited;
@@ -280,7 +284,11 @@ impl Lifecycle {
                         c.started_at_nanos = c.finished_at_nanos;
                     }
                 })
-                .await?);
+                .await?;
+            if was != ContainerState::Exited {
+                self.emit(&updated, super::EventKind::Stopped);
+            }
+            return Ok(updated);
         }
         Ok(ct)
     }
@@ -321,7 +329,8 @@ impl Lifecycle {
         if ct.state == ContainerState::Created {
             // Never started: the runtime's delete ends its init; record it as exited.
             rt.delete(&ct.id, true).await?;
-            self.containers
+            let updated = self
+                .containers
                 .update(&ct.id, &entry, |c| {
                     c.state = ContainerState::Exited;
                     c.exit_code = 137;
@@ -329,6 +338,7 @@ impl Lifecycle {
                     c.finished_at_nanos = now_nanos();
                 })
                 .await?;
+            self.emit(&updated, super::EventKind::Stopped);
             return Ok(());
         }
         if wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {
@@ -348,6 +358,7 @@ impl Lifecycle {
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.containers.remove(&ct.id).await?;
         self.names.release(&ct.full_name);
+        self.emit(&ct, super::EventKind::Deleted);
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! request and the image config, run by the pod's monitor, started, stopped and removed through
 //! the OCI runtime. Exits come from the monitor's durable exit records.
 
+pub mod events;
 mod lifecycle;
 pub mod spec;
 pub mod user;
@@ -101,7 +102,26 @@ pub struct Container {
 }
 
 impl Container {
+    /// `<state_dir>/exits/<id>.json`: all exit records in one directory, so one inotify watch
+    /// sees every exit (the bundle is `<state_dir>/containers/<id>`).
     pub fn exit_file(&self) -> PathBuf {
-        self.bundle.join("exit.json")
+        let state_dir = self.bundle.parent().and_then(|p| p.parent()).unwrap_or(&self.bundle);
+        state_dir.join("exits").join(format!("{}.json", self.id))
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub pod_id: String,
+    pub kind: EventKind,
+    pub at_nanos: i64,
 }

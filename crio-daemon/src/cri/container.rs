@@ -130,9 +130,7 @@ pub async fn reopen_log(
     Ok(Response::new(cri::ReopenContainerLogResponse {}))
 }
 
-pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-    let req = req.into_inner();
-    let c = s.lifecycle.container(&req.container_id).await.map_err(|e| lifecycle_status(&e))?;
+pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
     let mounts = c
         .spec
         .mounts
@@ -144,10 +142,10 @@ pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> 
             ..Default::default()
         })
         .collect();
-    let status = cri::ContainerStatus {
+    cri::ContainerStatus {
         id: c.id.clone(),
-        metadata: Some(metadata(&c)),
-        state: state(&c),
+        metadata: Some(metadata(c)),
+        state: state(c),
         created_at: c.created_at_nanos,
         started_at: c.started_at_nanos,
         finished_at: c.finished_at_nanos,
@@ -162,7 +160,13 @@ pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> 
         log_path: c.log_path.display().to_string(),
         image_id: c.image_id.clone(),
         ..Default::default()
-    };
+    }
+}
+
+pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+    let req = req.into_inner();
+    let c = s.lifecycle.container(&req.container_id).await.map_err(|e| lifecycle_status(&e))?;
+    let status = status_message(&c);
     let mut info = std::collections::HashMap::new();
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&c).unwrap_or_default());
@@ -297,4 +301,42 @@ pub async fn update_resources(
     let span = info_span!("update_container_resources", container_id = %req.container_id);
     s.lifecycle.update_resources(&req.container_id, &resources).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
     Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+}
+
+pub type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+async fn event_message(s: &Services, ev: crate::container::ContainerEvent) -> cri::ContainerEventResponse {
+    use crate::container::EventKind;
+    let kind = match ev.kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    let pod_sandbox_status = s.lifecycle.pod(&ev.pod_id).ok().map(|p| super::pod::status_message(&p));
+    let containers_statuses = s.lifecycle.containers_of(&ev.pod_id).iter().map(status_message).collect();
+    cri::ContainerEventResponse {
+        container_id: ev.container_id,
+        container_event_type: kind as i32,
+        created_at: ev.at_nanos,
+        pod_sandbox_status,
+        containers_statuses,
+    }
+}
+
+/// Every container event from now on. A subscriber that falls behind by more than the buffer
+/// gets RESOURCE_EXHAUSTED naming how many it lost, and its stream ends; others go on.
+pub fn events(s: &Services) -> EventStream {
+    let rx = s.lifecycle.subscribe();
+    Box::pin(futures::stream::unfold(Some((rx, s.clone())), |state| async move {
+        let (mut rx, s) = state?;
+        match rx.recv().await {
+            Ok(ev) => Some((Ok(event_message(&s, ev).await), Some((rx, s)))),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(dropped = n, "a container event subscriber fell behind");
+                Some((Err(Status::resource_exhausted(format!("subscriber too slow: {n} container events dropped; subscribe again"))), None))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    }))
 }

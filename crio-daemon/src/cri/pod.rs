@@ -102,14 +102,12 @@ pub async fn remove(s: &Services, req: Request<cri::RemovePodSandboxRequest>) ->
     Ok(Response::new(cri::RemovePodSandboxResponse {}))
 }
 
-pub async fn status(s: &Services, req: Request<cri::PodSandboxStatusRequest>) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-    let req = req.into_inner();
-    let p = s.lifecycle.pod(&req.pod_sandbox_id).map_err(|e| lifecycle_status(&e))?;
+pub(super) fn status_message(p: &PodSandbox) -> cri::PodSandboxStatus {
     let mode = |host: bool| if host { NODE } else { 0 };
-    let status = cri::PodSandboxStatus {
+    cri::PodSandboxStatus {
         id: p.id.clone(),
-        metadata: Some(metadata(&p)),
-        state: state(&p),
+        metadata: Some(metadata(p)),
+        state: state(p),
         created_at: p.created_at_nanos,
         network: Some(cri::PodSandboxNetworkStatus {
             ip: p.ips.first().cloned().unwrap_or_default(),
@@ -128,7 +126,13 @@ pub async fn status(s: &Services, req: Request<cri::PodSandboxStatusRequest>) ->
         labels: to_hash_map(&p.spec.labels),
         annotations: to_hash_map(&p.spec.annotations),
         runtime_handler: p.spec.runtime_handler.clone(),
-    };
+    }
+}
+
+pub async fn status(s: &Services, req: Request<cri::PodSandboxStatusRequest>) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+    let req = req.into_inner();
+    let p = s.lifecycle.pod(&req.pod_sandbox_id).map_err(|e| lifecycle_status(&e))?;
+    let status = status_message(&p);
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&p).unwrap_or_default());

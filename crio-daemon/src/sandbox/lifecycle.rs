@@ -78,6 +78,7 @@ pub struct Lifecycle {
     pub(crate) cgroups: crate::cgroups::Cgroups,
     /// The previous CPU sample per container, for usage_nano_cores.
     pub(crate) cpu_samples: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
 }
 
 impl Lifecycle {
@@ -131,7 +132,11 @@ impl Lifecycle {
             .collect();
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
         let cgroups = crate::cgroups::Cgroups::detect(cgroup_root);
+        let exits = c.state_dir.join("exits");
+        crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
+        let (events, _) = tokio::sync::broadcast::channel(crate::container::events::EVENT_BUFFER);
         Ok(Self {
+            events,
             config,
             images,
             pods,
