@@ -46,7 +46,7 @@ async fn socket_is_0660_and_serves_cri_and_http() {
     assert!(st.info["config"].contains("\"root\""), "verbose status carries the config");
     let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
     assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
-    let err = rt.pod_sandbox_stats(cri::PodSandboxStatsRequest::default()).await.unwrap_err();
+    let err = rt.checkpoint_container(cri::CheckpointContainerRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
     let (code, body) = http_get(&d, "/info").await;

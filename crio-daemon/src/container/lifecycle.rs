@@ -392,6 +392,45 @@ impl Lifecycle {
         Ok((ct, usage, nano_cores))
     }
 
+    /// A pod's resource use: its cgroup parent's when the kubelet gave one (it holds every
+    /// container), else the sum of its running containers; and its interfaces' counters.
+    pub async fn pod_stats(
+        &self,
+        id: &str,
+    ) -> Result<(crate::sandbox::PodSandbox, Option<crate::cgroups::Usage>, Vec<crate::network::stats::InterfaceCounters>), LifecycleError>
+    {
+        let pod = self.pod(id)?;
+        let usage = if pod.spec.cgroup_parent.is_empty() {
+            let running: Vec<_> = self.containers_of(&pod.id).into_iter().filter(|c| c.state == ContainerState::Running).collect();
+            let samples: Vec<_> = running.iter().filter_map(|c| self.cgroups.usage(&c.cgroup_path)).collect();
+            (!samples.is_empty()).then(|| {
+                samples.iter().fold(crate::cgroups::Usage::default(), |a, u| crate::cgroups::Usage {
+                    cpu_nanos: a.cpu_nanos + u.cpu_nanos,
+                    memory_usage: a.memory_usage + u.memory_usage,
+                    memory_working_set: a.memory_working_set + u.memory_working_set,
+                    memory_rss: a.memory_rss + u.memory_rss,
+                    page_faults: a.page_faults + u.page_faults,
+                    major_page_faults: a.major_page_faults + u.major_page_faults,
+                    memory_limit: None,
+                    pids: a.pids + u.pids,
+                })
+            })
+        } else {
+            self.cgroups.usage(&pod.spec.cgroup_parent)
+        };
+        let interfaces = match &pod.netns {
+            Some(ns) if pod.state == crate::sandbox::PodState::Ready => {
+                let ns = ns.clone();
+                tokio::task::spawn_blocking(move || crate::network::stats::read(&ns))
+                    .await
+                    .map_err(LifecycleError::Task)?
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        Ok((pod, usage, interfaces))
+    }
+
     /// Applies new resources to a running container (`<runtime> update`).
     pub async fn update_resources(&self, id: &str, resources: &super::Resources) -> Result<(), LifecycleError> {
         let ct = self.container(id).await?;

@@ -186,7 +186,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         mounts.push(bind(&m.container_path.display().to_string(), &m.host_path, m.readonly, propagation)?);
     }
 
-    let mut namespaces = vec![namespace(LinuxNamespaceType::Pid, None)?, namespace(LinuxNamespaceType::Mount, None)?];
+    let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    // hostPID pods see the node's processes; others get a PID namespace per container.
+    if !pod.spec.host_pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
+    }
     if let Some(p) = &pod.netns {
         namespaces.push(namespace(LinuxNamespaceType::Network, Some(p))?);
     }

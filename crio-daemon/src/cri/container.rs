@@ -216,11 +216,11 @@ pub async fn exec_sync(s: &Services, req: Request<cri::ExecSyncRequest>) -> Resu
     Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
 }
 
-fn u64v(value: u64) -> Option<cri::UInt64Value> {
+pub(super) fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
 
-async fn stats_of(s: &Services, id: &str) -> Result<cri::ContainerStats, Status> {
+pub(super) async fn stats_of(s: &Services, id: &str) -> Result<cri::ContainerStats, Status> {
     let (c, usage, nano_cores) = s.lifecycle.container_stats(id).await.map_err(|e| lifecycle_status(&e))?;
     let timestamp = crate::sandbox::now_nanos();
     let upper = s.images.store().container_upper(&c.id);

@@ -164,3 +164,73 @@ pub async fn list(s: &Services, req: Request<cri::ListPodSandboxRequest>) -> Res
     items.sort_by_key(|p| p.created_at);
     Ok(Response::new(cri::ListPodSandboxResponse { items }))
 }
+
+async fn stats_of(s: &Services, id: &str) -> Result<cri::PodSandboxStats, Status> {
+    use super::container::u64v;
+    let (p, usage, interfaces) = s.lifecycle.pod_stats(id).await.map_err(|e| lifecycle_status(&e))?;
+    let timestamp = crate::sandbox::now_nanos();
+    let iface = |i: &crate::network::stats::InterfaceCounters| cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: u64v(i.rx_bytes),
+        rx_errors: u64v(i.rx_errors),
+        tx_bytes: u64v(i.tx_bytes),
+        tx_errors: u64v(i.tx_errors),
+    };
+    let mut containers = Vec::new();
+    for c in s.lifecycle.containers_of(&p.id).into_iter().filter(|c| c.state == crate::container::ContainerState::Running) {
+        if let Ok(st) = super::container::stats_of(s, &c.id).await {
+            containers.push(st);
+        }
+    }
+    let network = (!interfaces.is_empty()).then(|| cri::NetworkUsage {
+        timestamp,
+        default_interface: interfaces.iter().find(|i| i.name == "eth0").or(interfaces.first()).map(iface),
+        interfaces: interfaces.iter().map(iface).collect(),
+    });
+    Ok(cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: p.id.clone(),
+            metadata: Some(metadata(&p)),
+            labels: to_hash_map(&p.spec.labels),
+            annotations: to_hash_map(&p.spec.annotations),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: usage.map(|u| cri::CpuUsage { timestamp, usage_core_nano_seconds: u64v(u.cpu_nanos), usage_nano_cores: None }),
+            memory: usage.map(|u| cri::MemoryUsage {
+                timestamp,
+                working_set_bytes: u64v(u.memory_working_set),
+                usage_bytes: u64v(u.memory_usage),
+                rss_bytes: u64v(u.memory_rss),
+                page_faults: u64v(u.page_faults),
+                major_page_faults: u64v(u.major_page_faults),
+                available_bytes: None,
+            }),
+            network,
+            process: usage.map(|u| cri::ProcessUsage { timestamp, process_count: u64v(u.pids) }),
+            containers,
+        }),
+        windows: None,
+    })
+}
+
+pub async fn pod_stats(s: &Services, req: Request<cri::PodSandboxStatsRequest>) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+    let stats = stats_of(s, &req.into_inner().pod_sandbox_id).await?;
+    Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
+}
+
+pub async fn list_pod_stats(
+    s: &Services,
+    req: Request<cri::ListPodSandboxStatsRequest>,
+) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+    let filter = req.into_inner().filter.unwrap_or_default();
+    let mut stats = Vec::new();
+    for p in s.lifecycle.pods.all().into_iter().map(|e| e.get()) {
+        let wanted = p.state == PodState::Ready
+            && (filter.id.is_empty() || p.id.starts_with(&filter.id))
+            && selector_matches(&p.spec.labels, &filter.label_selector);
+        if wanted && let Ok(st) = stats_of(s, &p.id).await {
+            stats.push(st);
+        }
+    }
+    Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+}
