@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::daemon::{DaemonConfig, unmount_under};
-use common::{Daemon, ImageBuilder, Layer, Registry};
+use common::daemon::unmount_under;
+use common::{Daemon, Registry};
 use crio::monitor::client::{self, MonitorClient};
 use crio::monitor::protocol::{ExitRecord, Request};
 use crio::oci::OciRuntime;
@@ -32,11 +32,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let reg = Registry::start();
-        reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
-        let mut d = Daemon::start(DaemonConfig::trusting(&reg)).await;
-        let image = d.pull(&format!("{}/busybox:1", reg.addr)).await.unwrap();
-        d.stop();
+        let (reg, d, image) = common::pulled_busybox().await;
         let dir = d.dir.path().to_path_buf();
         let store = Store::open(&d.root(), &dir.join("run")).unwrap();
         let runtime = OciRuntime::new("runc", Path::new(RUNC), &dir.join("runc"));

@@ -6,8 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::daemon::{DaemonConfig, unmount_under};
-use common::{Daemon, ImageBuilder, Layer, Registry};
+use common::daemon::unmount_under;
 use crio::oci::{CreateOptions, OciError, OciRuntime, Status};
 use crio::storage::Store;
 use oci_spec::runtime::{RootBuilder, Spec};
@@ -57,11 +56,7 @@ async fn wait_for(runtime: &OciRuntime, id: &str, want: Status) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runc_lifecycle_on_an_overlay_rootfs() {
-    let reg = Registry::start();
-    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
-    let mut d = Daemon::start(DaemonConfig::trusting(&reg)).await;
-    let image = d.pull(&format!("{}/busybox:1", reg.addr)).await.unwrap();
-    d.stop();
+    let (_reg, d, image) = common::pulled_busybox().await;
     let dir = d.dir.path().to_path_buf();
     let runtime = OciRuntime::new("runc", std::path::Path::new("/usr/sbin/runc"), &dir.join("runc"));
     let id = format!("crio-oci-test-{}", std::process::id());
@@ -102,11 +97,7 @@ async fn runc_lifecycle_on_an_overlay_rootfs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_errors_carry_the_runtime_message() {
-    let reg = Registry::start();
-    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
-    let mut d = Daemon::start(DaemonConfig::trusting(&reg)).await;
-    let image = d.pull(&format!("{}/busybox:1", reg.addr)).await.unwrap();
-    d.stop();
+    let (_reg, d, image) = common::pulled_busybox().await;
     let dir = d.dir.path().to_path_buf();
     let runtime = OciRuntime::new("runc", std::path::Path::new("/usr/sbin/runc"), &dir.join("runc"));
     let id = format!("crio-oci-err-{}", std::process::id());

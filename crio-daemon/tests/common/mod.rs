@@ -28,3 +28,14 @@ pub fn wait_for_port(addr: &str) {
     }
     panic!("nothing listening on {addr} after 5s");
 }
+
+/// A registry holding busybox and a stopped daemon whose store has pulled it (for tests that
+/// use the store and the runtime directly); returns the image id too.
+pub async fn pulled_busybox() -> (Registry, Daemon, String) {
+    let reg = Registry::start();
+    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let mut d = Daemon::start(daemon::DaemonConfig::trusting(&reg)).await;
+    let image = d.pull(&format!("{}/busybox:1", reg.addr)).await.expect("pull busybox");
+    d.stop();
+    (reg, d, image)
+}
