@@ -144,3 +144,55 @@ async fn hostile_layers_are_refused_or_contained() {
     assert!(!outside.path().join("escaped").exists());
     assert_eq!(d.list().await.len(), 2, "refused images are not stored");
 }
+
+/// A TCP proxy to `upstream` that stops passing responses on after `budget` bytes per
+/// connection: a registry that stalls in the middle of a blob.
+fn stalling_proxy(upstream: String, budget: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c_read, &mut s_write));
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut passed = 0;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s_read.read(&mut buf) {
+                    if n == 0 || passed + n > budget {
+                        break;
+                    }
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    passed += n;
+                }
+                // Hold the connection open, sending nothing more.
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                drop(c_write);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_stalling_mid_blob_is_cancelled() {
+    let reg = Registry::start();
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let pushed = reg.push("slow", "1", &ImageBuilder::new().layer(Layer::builder().file("big", &big).build())).await;
+    let proxy = stalling_proxy(reg.addr.clone(), 256 * 1024);
+    let cfg = DaemonConfig {
+        registries_conf: format!("[[registry]]\nlocation = \"{proxy}\"\ninsecure = true\n"),
+        extra: "pull_progress_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start(cfg).await;
+    let err = d.pull(&format!("{proxy}/slow:1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains(&pushed.layer_digests[0]) && err.message().contains("no progress"), "{}", err.message());
+    assert!(d.list().await.is_empty());
+    assert_eq!(std::fs::read_dir(d.root().join("tmp")).unwrap().count(), 0, "partial download removed");
+}
