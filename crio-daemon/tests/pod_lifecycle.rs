@@ -510,3 +510,21 @@ async fn pod_stats_count_traffic_between_pods() {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_the_deadline_gets_the_same_pod() {
+    let e = env(11).await;
+    let d = &e.d;
+    let pc = pod_config("slowpoke", &d.dir.path().join("logs/slow"));
+    let mut rt = d.runtime().await;
+    let mut req = tonic::Request::new(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() });
+    req.set_timeout(Duration::from_millis(5));
+    let err = rt.run_pod_sandbox(req).await.unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    let id = run_pod(d, pc.clone()).await.expect("the retry succeeds instead of 'name is reserved'");
+    let pods = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    assert_eq!(pods.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [id.as_str()], "one pod, not two");
+    // Claimed: asking again is a duplicate.
+    assert_eq!(run_pod(d, pc).await.unwrap_err().code(), Code::AlreadyExists);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
+}

@@ -101,6 +101,19 @@ fn signal_number(name: &str) -> i32 {
 }
 
 impl Lifecycle {
+    /// CreateContainer as the kubelet needs it: completes even if the caller goes away, and a
+    /// retry for the same pod and name gets the same container.
+    pub async fn create_container_once(
+        self: &std::sync::Arc<Self>,
+        pod_id: &str,
+        spec: ContainerSpec,
+    ) -> Result<String, std::sync::Arc<LifecycleError>> {
+        let me = self.clone();
+        let key = format!("{pod_id}/{}/{}", spec.name, spec.attempt);
+        let pod_id = pod_id.to_string();
+        self.creations.run_once(&key, async move { me.create_container(&pod_id, spec).await.map(|c| c.id) }).await
+    }
+
     pub async fn create_container(&self, pod_id: &str, spec: ContainerSpec) -> Result<Container, LifecycleError> {
         if spec.name.is_empty() {
             return Err(LifecycleError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });

@@ -90,8 +90,8 @@ pub async fn create(s: &Services, req: Request<cri::CreateContainerRequest>) -> 
     let config = req.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
     let spec = to_spec(config)?;
     let span = info_span!("create_container", pod_sandbox_id = %req.pod_sandbox_id, container_name = %spec.name);
-    let ct = s.lifecycle.create_container(&req.pod_sandbox_id, spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
-    Ok(Response::new(cri::CreateContainerResponse { container_id: ct.id }))
+    let id = s.lifecycle.create_container_once(&req.pod_sandbox_id, spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
 }
 
 pub async fn start(s: &Services, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {

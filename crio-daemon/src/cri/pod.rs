@@ -82,8 +82,8 @@ pub async fn run(s: &Services, req: Request<cri::RunPodSandboxRequest>) -> Resul
     let spec = to_spec(req.into_inner())?;
     let span =
         info_span!("run_pod_sandbox", pod_name = %spec.name, pod_namespace = %spec.namespace, runtime_handler = %spec.runtime_handler);
-    let pod = s.lifecycle.run_pod(spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
-    Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: pod.id }))
+    let id = s.lifecycle.run_pod_once(spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
+    Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
 }
 
 pub async fn stop(s: &Services, req: Request<cri::StopPodSandboxRequest>) -> Result<Response<cri::StopPodSandboxResponse>, Status> {

@@ -79,6 +79,7 @@ pub struct Lifecycle {
     /// The previous CPU sample per container, for usage_nano_cores.
     pub(crate) cpu_samples: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
     pub(crate) events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
+    pub(crate) creations: super::retry::Creations,
 }
 
 impl Lifecycle {
@@ -136,6 +137,7 @@ impl Lifecycle {
         crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(crate::container::events::EVENT_BUFFER);
         Ok(Self {
+            creations: Default::default(),
             events,
             config,
             images,
@@ -162,6 +164,14 @@ impl Lifecycle {
             handler: name.to_string(),
             configured: self.runtimes.keys().cloned().collect(),
         })
+    }
+
+    /// RunPodSandbox as the kubelet needs it: completes even if the caller goes away, and a
+    /// retry with the same name gets the same pod.
+    pub async fn run_pod_once(self: &Arc<Self>, spec: PodSpec) -> Result<String, Arc<LifecycleError>> {
+        let me = self.clone();
+        let name = full_name(&spec);
+        self.creations.run_once(&name, async move { me.run_pod(spec).await.map(|p| p.id) }).await
     }
 
     pub async fn run_pod(&self, spec: PodSpec) -> Result<PodSandbox, LifecycleError> {

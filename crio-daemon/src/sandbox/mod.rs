@@ -7,6 +7,7 @@
 pub mod files;
 pub(crate) mod lifecycle;
 mod recover;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
