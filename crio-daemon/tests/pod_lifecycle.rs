@@ -528,3 +528,51 @@ async fn a_retry_after_the_deadline_gets_the_same_pod() {
     assert_eq!(run_pod(d, pc).await.unwrap_err().code(), Code::AlreadyExists);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_shm_and_namespaced_sysctls() {
+    let e = env(12).await;
+    let d = &e.d;
+    let mut pc = pod_config("shm", &d.dir.path().join("logs/shm"));
+    let mut bad = pc.clone();
+    bad.linux = Some(cri::LinuxPodSandboxConfig { sysctls: [("vm.swappiness".to_string(), "1".to_string())].into(), ..Default::default() });
+    let err = run_pod(d, bad).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("vm.swappiness"), "{err:?}");
+    let sysctls =
+        [("net.ipv4.ip_local_port_range".to_string(), "20000\t30000".to_string()), ("kernel.shm_rmid_forced".to_string(), "1".to_string())];
+    pc.linux = Some(cri::LinuxPodSandboxConfig { sysctls: sysctls.into(), ..Default::default() });
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let writer = create(d, &pod, &pc, container_config("writer", &e.image, "echo shared > /dev/shm/note; exec sleep 60")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: writer.clone() }).await.unwrap();
+    let reader = create(d, &pod, &pc, container_config("reader", &e.image, "exec sleep 60")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: reader.clone() }).await.unwrap();
+    let exec = |id: &str, script: &str| cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        timeout: 5,
+    };
+    let mut got = String::new();
+    for _ in 0..100 {
+        got = String::from_utf8(rt.exec_sync(exec(&reader, "cat /dev/shm/note 2>/dev/null")).await.unwrap().into_inner().stdout).unwrap();
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got, "shared\n", "containers of a pod share /dev/shm");
+    let out = rt
+        .exec_sync(exec(
+            &reader,
+            "cat /proc/sys/net/ipv4/ip_local_port_range /proc/sys/kernel/shm_rmid_forced; grep ' /dev/shm ' /proc/mounts",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(out.starts_with("20000\t30000\n1\n"), "{out}");
+    assert!(out.contains("size=65536k"), "64 MiB shm: {out}");
+    assert_ne!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap(), "20000\t30000\n", "the node is untouched");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(d.dir.path().to_str().unwrap()));
+}

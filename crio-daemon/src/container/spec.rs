@@ -171,6 +171,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 
     let mut mounts = oci_spec::runtime::get_default_mounts();
     mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup") || sec.privileged);
+    // Containers of a pod share one /dev/shm, as they share the IPC namespace.
+    if let Some(shm) = pod.shm() {
+        mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mounts.push(bind("/dev/shm", &shm, false, "")?);
+    }
     for (dest, file) in [("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"), ("/etc/hostname", "hostname")] {
         if !spec.mounts.iter().any(|m| m.container_path == Path::new(dest)) {
             mounts.push(bind(dest, &pod.dir.join(file), false, "")?);
@@ -227,6 +232,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .namespaces(namespaces)
         .resources(resources.build().map_err(build_err)?)
         .cgroups_path(format!("{parent}/crio-{id}"));
+    if !pod.spec.sysctls.is_empty() {
+        linux = linux.sysctl(pod.spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
+    }
     if !sec.privileged {
         linux = linux
             .masked_paths(oci_spec::runtime::get_default_maskedpaths())

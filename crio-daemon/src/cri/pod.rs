@@ -51,6 +51,7 @@ fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         host_pid: ns.pid == NODE,
         cgroup_parent: linux.cgroup_parent,
         runtime_handler: req.runtime_handler,
+        sysctls: linux.sysctls.into_iter().collect(),
     })
 }
 

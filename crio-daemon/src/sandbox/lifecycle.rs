@@ -181,6 +181,10 @@ impl Lifecycle {
             }
         }
         self.runtime(&spec.runtime_handler)?;
+        for key in spec.sysctls.keys() {
+            super::check_sysctl(key, spec.host_network, spec.host_ipc)
+                .map_err(|why| LifecycleError::InvalidArgument { field: "config.linux.sysctls", why })?;
+        }
         if !spec.host_network && self.network.is_none() {
             return Err(LifecycleError::NoNetwork { dir: self.config.crio.network.network_dir.clone() });
         }
@@ -229,6 +233,16 @@ impl Lifecycle {
                 .map_err(LifecycleError::Task)?
                 .map_err(io_err("creating IPC namespace", &path))?;
             pod.ipcns = Some(path);
+            let shm = pod.run_dir.join("shm");
+            tokio::fs::create_dir_all(&shm).await.map_err(io_err("creating shm mountpoint", &shm))?;
+            let data = format!("mode=1777,size={}", super::SHM_SIZE);
+            let flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV | rustix::mount::MountFlags::NOEXEC;
+            let cdata = std::ffi::CString::new(data).expect("no NUL in mount options");
+            rustix::mount::mount("shm", &shm, "tmpfs", flags, cdata.as_c_str()).map_err(|e| LifecycleError::Io {
+                what: "mounting the pod's /dev/shm",
+                path: shm.clone(),
+                source: e.into(),
+            })?;
         }
         if !pod.spec.host_network {
             let path = pod.run_dir.join("uts");
@@ -295,6 +309,9 @@ impl Lifecycle {
         }
         for ns in [&pod.ipcns, &pod.utsns].into_iter().flatten() {
             let _ = namespace::unpin(ns);
+        }
+        if let Some(shm) = pod.shm() {
+            let _ = rustix::mount::unmount(&shm, rustix::mount::UnmountFlags::DETACH);
         }
         kill_monitor(pod.monitor_pid, &pod.monitor_socket());
         for d in [&pod.run_dir, &pod.dir] {

@@ -37,6 +37,25 @@ pub struct PodSpec {
     pub host_pid: bool,
     pub cgroup_parent: String,
     pub runtime_handler: String,
+    /// Namespaced sysctls, applied in every container's (shared) namespaces.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// Bytes of the pod's shared /dev/shm, CRI-O's default.
+pub const SHM_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Whether `key` lives in a namespace the pod owns: IPC ones need the pod's IPC namespace,
+/// network ones its network namespace. Anything else would change the node.
+pub fn check_sysctl(key: &str, host_network: bool, host_ipc: bool) -> Result<(), String> {
+    let ipc = key.starts_with("kernel.shm") || key.starts_with("kernel.msg") || key == "kernel.sem" || key.starts_with("fs.mqueue.");
+    let net = key.starts_with("net.");
+    match (ipc, net) {
+        (true, _) if host_ipc => Err(format!("sysctl {key} is not allowed with hostIPC")),
+        (_, true) if host_network => Err(format!("sysctl {key} is not allowed with hostNetwork")),
+        (false, false) => Err(format!("sysctl {key} is not namespaced; it would change the node")),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +86,25 @@ pub struct PodSandbox {
 impl PodSandbox {
     pub fn monitor_socket(&self) -> PathBuf {
         self.run_dir.join("monitor.sock")
+    }
+
+    /// The pod's shared /dev/shm (a tmpfs), when it has its own IPC namespace.
+    pub fn shm(&self) -> Option<PathBuf> {
+        (!self.spec.host_ipc).then(|| self.run_dir.join("shm"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctls_must_be_namespaced_and_owned() {
+        assert!(check_sysctl("net.ipv4.ip_local_port_range", false, false).is_ok());
+        assert!(check_sysctl("kernel.shm_rmid_forced", false, false).is_ok());
+        assert!(check_sysctl("net.ipv4.tcp_syncookies", true, false).unwrap_err().contains("hostNetwork"));
+        assert!(check_sysctl("kernel.msgmax", false, true).unwrap_err().contains("hostIPC"));
+        assert!(check_sysctl("vm.swappiness", false, false).unwrap_err().contains("not namespaced"));
     }
 }
 
