@@ -94,6 +94,14 @@ impl PodSandbox {
     }
 }
 
+pub fn full_name(spec: &PodSpec) -> String {
+    format!("k8s_{}_{}_{}_{}", spec.name, spec.namespace, spec.uid, spec.attempt)
+}
+
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,12 +114,4 @@ mod tests {
         assert!(check_sysctl("kernel.msgmax", false, true).unwrap_err().contains("hostIPC"));
         assert!(check_sysctl("vm.swappiness", false, false).unwrap_err().contains("not namespaced"));
     }
-}
-
-pub fn full_name(spec: &PodSpec) -> String {
-    format!("k8s_{}_{}_{}_{}", spec.name, spec.namespace, spec.uid, spec.attempt)
-}
-
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
