@@ -44,6 +44,10 @@ impl Fixture {
 
     /// Creates (through the monitor) and starts a container running `script`.
     async fn run(&mut self, name: &str, script: &str) -> (String, PathBuf, PathBuf) {
+        self.run_capped(name, script, 0).await
+    }
+
+    async fn run_capped(&mut self, name: &str, script: &str, log_max_size: u64) -> (String, PathBuf, PathBuf) {
         let id = format!("crio-mon-{name}-{}", std::process::id());
         self.ids.push(id.clone());
         let rootfs = self.store.create_container(&id, &self.image).unwrap();
@@ -65,7 +69,7 @@ impl Fixture {
             runtime: RUNC.into(),
             runtime_root: self.runtime.root.clone(),
             log_path: log.clone(),
-            log_max_size: 0,
+            log_max_size,
             exit_file: exit.clone(),
         };
         let resp = self.monitor.request(&req).await.expect("create through the monitor");
@@ -187,4 +191,14 @@ async fn create_failure_reports_the_runtime_error() {
     };
     let err = fx.monitor.request(&req).await.unwrap_err().to_string();
     assert!(err.contains("/does/not/exist"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_size_cap_truncates_and_continues() {
+    let mut fx = Fixture::new().await;
+    let (_, log, exit) = fx.run_capped("capped", "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo line $i; done", 400).await;
+    exit_record(&exit).await;
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.len() <= 400, "log stays under its cap: {} bytes", text.len());
+    assert!(text.trim_end().ends_with("stdout F line 50"), "the newest output is kept: {text}");
 }

@@ -89,6 +89,8 @@ pub struct Runtime {
     pub default_runtime: String,
     pub cgroup_manager: String,
     pub log_level: String,
+    /// Bytes after which a container log is truncated and continues; -1 is no cap (CRI-O's).
+    pub log_size_max: i64,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -108,6 +110,7 @@ impl Default for Runtime {
             default_runtime: "runc".into(),
             cgroup_manager: "cgroupfs".into(),
             log_level: "info".into(),
+            log_size_max: -1,
             runtimes,
         }
     }

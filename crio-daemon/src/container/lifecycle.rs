@@ -219,7 +219,7 @@ impl Lifecycle {
             runtime: runtime.path.clone(),
             runtime_root: runtime.root.clone(),
             log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
-            log_max_size: 0,
+            log_max_size: self.config.crio.runtime.log_size_max.max(0) as u64,
             exit_file: ct.exit_file(),
         };
         let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;

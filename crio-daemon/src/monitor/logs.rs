@@ -40,13 +40,21 @@ impl LogSink {
         frame(SystemTime::now(), stream, chunk, DEFAULT_MAX_LINE, buf);
         let mut state = self.state.lock().expect("log sink poisoned");
         let (file, written) = &mut *state;
-        if self.max_size > 0 && *written + buf.len() as u64 > self.max_size {
+        let mut out: &[u8] = buf;
+        if self.max_size > 0 && *written + out.len() as u64 > self.max_size {
             file.set_len(0)?;
             file.rewind()?;
             *written = 0;
+            // A burst bigger than the cap keeps its newest whole entries.
+            while out.len() as u64 > self.max_size {
+                match out.iter().position(|b| *b == b'\n') {
+                    Some(i) => out = &out[i + 1..],
+                    None => out = &[],
+                }
+            }
         }
-        file.write_all(buf)?;
-        *written += buf.len() as u64;
+        file.write_all(out)?;
+        *written += out.len() as u64;
         Ok(())
     }
 }

@@ -132,6 +132,12 @@ impl Lifecycle {
             })
             .collect();
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
+        let default = &c.runtime.runtimes[&c.runtime.default_runtime];
+        tracing::info!(
+            runtime = %c.runtime.default_runtime,
+            path = %default.runtime_path.display(),
+            "default OCI runtime (runc unless configured: crun 1.8 refuses hybrid cgroup hosts)"
+        );
         let cgroups = crate::cgroups::Cgroups::detect(cgroup_root);
         let exits = c.state_dir.join("exits");
         crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
