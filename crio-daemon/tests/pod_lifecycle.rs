@@ -204,6 +204,10 @@ async fn bad_requests_change_nothing() {
     assert_eq!(err.code(), Code::NotFound);
     let err = create(d, &pod, &pc, container_config("c", "127.0.0.1:1/none:1", "true")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut tty = container_config("c", &e.image, "true");
+    tty.tty = true;
+    let err = create(d, &pod, &pc, tty).await.unwrap_err();
+    assert!(err.code() == Code::Unimplemented && err.message().contains("tty"), "{err:?}");
     let mut escape = container_config("c", &e.image, "true");
     escape.log_path = "../../etc/evil.log".into();
     let err = create(d, &pod, &pc, escape).await.unwrap_err();
@@ -373,6 +377,21 @@ async fn stats_oom_and_live_resource_updates() {
     assert!(cpu(&second) > cpu(&first), "CPU time grows");
     assert!(second.cpu.unwrap().usage_nano_cores.unwrap().value > 100_000_000, "a busy loop uses a good part of a core");
     assert!(second.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    // On this hybrid host the container also has a cgroup of its own in the unified hierarchy.
+    let cg = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: busy.clone(),
+            cmd: vec!["/bin/cat".into(), "/proc/self/cgroup".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cg = String::from_utf8(cg.stdout).unwrap();
+    let unified = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
+    if unified {
+        assert!(cg.lines().any(|l| l == format!("0::/crio-{busy}")), "{cg}");
+    }
     let listed = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
     assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.as_str()).collect::<Vec<_>>(), [busy.as_str()], "running only");
 
@@ -387,6 +406,7 @@ async fn stats_oom_and_live_resource_updates() {
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crio-{busy}")).exists(), "cgroup removed with the container");
+    assert!(!Path::new(&format!("/sys/fs/cgroup/unified/crio-{busy}")).exists(), "unified cgroup removed with the container");
 }
 
 #[tokio::test(flavor = "multi_thread")]

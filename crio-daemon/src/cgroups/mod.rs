@@ -105,6 +105,43 @@ impl Cgroups {
     }
 }
 
+/// The unified (v2) hierarchy of a hybrid host, where v1 controllers do the accounting and an
+/// empty v2 tree is mounted beside them (usually at `<root>/unified`). The OCI runtime only
+/// places containers in the v1 controllers there, so the daemon adds each container to a v2
+/// cgroup of its own: its inode is the cgroup id that BPF programs see.
+#[derive(Debug, Clone)]
+pub struct Unified {
+    root: PathBuf,
+}
+
+impl Unified {
+    /// `Some` on hybrid hosts: v1 layout and a v2 hierarchy at `<root>/unified`.
+    pub fn detect(cgroups: &Cgroups) -> Option<Unified> {
+        let root = cgroups.root.join("unified");
+        (cgroups.layout == Layout::V1 && root.join("cgroup.procs").exists()).then_some(Unified { root })
+    }
+
+    pub fn path(&self, cgroup_path: &str) -> PathBuf {
+        self.root.join(cgroup_path.trim_start_matches('/'))
+    }
+
+    /// Creates the container's v2 cgroup and moves `pid` (the not yet started init) into it.
+    pub fn join(&self, cgroup_path: &str, pid: i32) -> std::io::Result<()> {
+        let dir = self.path(cgroup_path);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// Removes the container's v2 cgroup (empty once its processes are gone); a missing one is
+    /// removed.
+    pub fn remove(&self, cgroup_path: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir(self.path(cgroup_path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The value of `key` in a "key value" per line file.
 fn keyed(text: &str, key: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).unwrap_or(0)

@@ -118,6 +118,9 @@ impl Lifecycle {
         if spec.name.is_empty() {
             return Err(LifecycleError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });
         }
+        if spec.tty || spec.stdin {
+            return Err(LifecycleError::Unsupported { what: "tty and stdin containers (they need Attach, which is not implemented yet)" });
+        }
         for m in &spec.mounts {
             if !m.host_path.is_absolute() || !m.container_path.is_absolute() {
                 let why = format!("mount {} -> {} must use absolute paths", m.host_path.display(), m.container_path.display());
@@ -223,7 +226,12 @@ impl Lifecycle {
             exit_file: ct.exit_file(),
         };
         let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
-        Ok(resp.pid.unwrap_or(0))
+        let pid = resp.pid.unwrap_or(0);
+        if let Some(unified) = &self.unified {
+            // Before start: everything the init will run inherits the cgroup.
+            unified.join(&ct.cgroup_path, pid).map_err(io_err("joining the unified cgroup", &unified.path(&ct.cgroup_path)))?;
+        }
+        Ok(pid)
     }
 
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
@@ -242,6 +250,11 @@ impl Lifecycle {
         }
         let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
         let _ = tokio::fs::remove_file(ct.exit_file()).await;
+        if let Some(unified) = &self.unified
+            && let Err(e) = unified.remove(&ct.cgroup_path)
+        {
+            tracing::warn!(container_id = %ct.id, error = %e, "removing the unified cgroup");
+        }
     }
 
     fn handler_of(&self, ct: &Container) -> String {

@@ -34,6 +34,8 @@ pub enum LifecycleError {
     ImageNotFound { image: String },
     #[error("runtime handler {handler:?} is not configured (configured: {configured:?})")]
     UnknownHandler { handler: String, configured: Vec<String> },
+    #[error("{what} are not supported by this runtime yet")]
+    Unsupported { what: &'static str },
     #[error("no CNI network is configured in {dir}")]
     NoNetwork { dir: PathBuf },
     #[error("{what} {path}")]
@@ -76,6 +78,8 @@ pub struct Lifecycle {
     pub(crate) runtimes: HashMap<String, OciRuntime>,
     pub(crate) monitor_binary: PathBuf,
     pub(crate) cgroups: crate::cgroups::Cgroups,
+    /// The v2 hierarchy of a hybrid host, where each container also gets a cgroup.
+    pub(crate) unified: Option<crate::cgroups::Unified>,
     /// The previous CPU sample per container, for usage_nano_cores.
     pub(crate) cpu_samples: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
     pub(crate) events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
@@ -142,7 +146,9 @@ impl Lifecycle {
         let exits = c.state_dir.join("exits");
         crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(crate::container::events::EVENT_BUFFER);
+        let unified = crate::cgroups::Unified::detect(&cgroups);
         Ok(Self {
+            unified,
             creations: Default::default(),
             events,
             config,
