@@ -596,3 +596,43 @@ async fn shared_shm_and_namespaced_sysctls() {
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(d.dir.path().to_str().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_runtime_default_unconfined_and_localhost() {
+    let e = env(13).await;
+    let d = &e.d;
+    let pc = pod_config("sec", &d.dir.path().join("logs/sec"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let profile_file = d.dir.path().join("deny-mkdir.json");
+    std::fs::write(
+        &profile_file,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let cases = [
+        ("default", None, "2"),
+        ("unconfined", Some(cri::SecurityProfile { profile_type: 1, localhost_ref: String::new() }), "0"),
+        ("local", Some(cri::SecurityProfile { profile_type: 2, localhost_ref: profile_file.display().to_string() }), "2"),
+    ];
+    for (name, profile, mode) in cases {
+        let mut cfg = container_config(name, &e.image, "exec sleep 60");
+        cfg.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext { seccomp: profile, ..Default::default() }),
+            ..Default::default()
+        });
+        let id = create(d, &pod, &pc, cfg).await.unwrap();
+        rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        let exec = |script: &str| cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: 5,
+        };
+        let out = rt.exec_sync(exec("grep '^Seccomp:' /proc/self/status")).await.unwrap().into_inner();
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(line.split_whitespace().nth(1), Some(mode), "{name}: {line}");
+        let mk = rt.exec_sync(exec("/bin/busybox mkdir /probe")).await.unwrap().into_inner();
+        assert_eq!(mk.exit_code == 0, name != "local", "{name}: the localhost profile denies mkdir");
+    }
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

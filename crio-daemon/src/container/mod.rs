@@ -4,6 +4,7 @@
 
 pub mod events;
 mod lifecycle;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -44,6 +45,8 @@ pub struct Security {
     pub drop_capabilities: Vec<String>,
     pub no_new_privs: bool,
     pub supplemental_groups: Vec<i64>,
+    #[serde(default)]
+    pub seccomp: seccomp::Profile,
 }
 
 /// A CreateContainer request, validated and protocol-free.

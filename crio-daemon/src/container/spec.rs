@@ -56,6 +56,8 @@ pub enum SpecError {
     NoCommand,
     #[error("building the OCI spec: {0}")]
     Build(String),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 fn build_err(e: impl std::fmt::Display) -> SpecError {
@@ -232,6 +234,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .namespaces(namespaces)
         .resources(resources.build().map_err(build_err)?)
         .cgroups_path(format!("{parent}/crio-{id}"));
+    if let Some(filter) = super::seccomp::section(&sec.seccomp, sec.privileged)? {
+        linux = linux.seccomp(filter);
+    }
     if !pod.spec.sysctls.is_empty() {
         linux = linux.sysctl(pod.spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
     }

@@ -9,6 +9,7 @@ use super::pod::{selector_matches, to_hash_map};
 use super::{Services, lifecycle_status};
 use crate::container::{Container, ContainerSpec, ContainerState, MountSpec, Resources, Security};
 
+#[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
 fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
     let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
     let image = config
@@ -59,6 +60,7 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             drop_capabilities: caps.drop_capabilities,
             no_new_privs: sec.no_new_privs,
             supplemental_groups: sec.supplemental_groups,
+            seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path)?,
         },
         resources: Resources {
             cpu_shares: res.cpu_shares.max(0) as u64,
@@ -68,6 +70,32 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             cpuset_cpus: res.cpuset_cpus,
             cpuset_mems: res.cpuset_mems,
             oom_score_adj: res.oom_score_adj,
+        },
+    })
+}
+
+/// CRI's seccomp request: the structured field, else the deprecated path string
+/// (`runtime/default`, `unconfined`, `localhost/<path>`); nothing at all is RuntimeDefault.
+fn seccomp_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Result<crate::container::seccomp::Profile, Status> {
+    use crate::container::seccomp::Profile;
+    if let Some(p) = profile {
+        return match p.profile_type {
+            0 => Ok(Profile::RuntimeDefault),
+            1 => Ok(Profile::Unconfined),
+            2 => Ok(Profile::Localhost(p.localhost_ref)),
+            other => Err(Status::invalid_argument(format!("config.linux.security_context.seccomp: unknown profile type {other}"))),
+        };
+    }
+    Ok(match legacy {
+        "" | "runtime/default" | "docker/default" => Profile::RuntimeDefault,
+        "unconfined" => Profile::Unconfined,
+        other => match other.strip_prefix("localhost/") {
+            Some(path) => Profile::Localhost(path.into()),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "config.linux.security_context.seccomp_profile_path: {other:?} is not a known profile"
+                )));
+            }
         },
     })
 }

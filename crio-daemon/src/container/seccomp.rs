@@ -1,0 +1,472 @@
+//! Seccomp for containers: `RuntimeDefault` is a built-in allow list in the spirit of the
+//! profile Docker, containerd and CRI-O ship (everything a normal workload calls; nothing that
+//! changes the node: no mount, namespaces, modules, kexec, clock or keyring administration,
+//! BPF, perf, ptrace of others...), `Unconfined` is none, `Localhost` reads an OCI-format
+//! profile from the node. A privileged container runs unconfined, as Kubernetes expects.
+
+use std::path::Path;
+
+use oci_spec::runtime::LinuxSeccomp;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Profile {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+    /// An absolute path on the node.
+    Localhost(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile {path} must be an absolute path")]
+    Relative { path: String },
+    #[error("failed to read seccomp profile {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("seccomp profile {path} is not a valid OCI seccomp profile: {why}")]
+    Invalid { path: String, why: String },
+}
+
+/// Syscalls a container may make under RuntimeDefault.
+const ALLOWED: &[&str] = &[
+    "accept",
+    "accept4",
+    "access",
+    "adjtimex",
+    "alarm",
+    "bind",
+    "brk",
+    "cachestat",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "chown32",
+    "clock_adjtime",
+    "clock_getres",
+    "clock_gettime",
+    "clock_nanosleep",
+    "clone",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fadvise64_64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "fchown",
+    "fchown32",
+    "fchownat",
+    "fcntl",
+    "fcntl64",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstat64",
+    "fstatat64",
+    "fstatfs",
+    "fstatfs64",
+    "fsync",
+    "ftruncate",
+    "ftruncate64",
+    "futex",
+    "futex_requeue",
+    "futex_time64",
+    "futex_wait",
+    "futex_waitv",
+    "futex_wake",
+    "futimesat",
+    "get_mempolicy",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "getegid32",
+    "geteuid",
+    "geteuid32",
+    "getgid",
+    "getgid32",
+    "getgroups",
+    "getgroups32",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresgid32",
+    "getresuid",
+    "getresuid32",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getuid32",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_pgetevents_time64",
+    "io_setup",
+    "io_submit",
+    "ioctl",
+    "ioprio_get",
+    "ioprio_set",
+    "ipc",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lchown32",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "lstat64",
+    "madvise",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mmap2",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedreceive_time64",
+    "mq_timedsend",
+    "mq_timedsend_time64",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "name_to_handle_at",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_getfd",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "ppoll_time64",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_mrelease",
+    "pselect6",
+    "pselect6_time64",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmmsg_time64",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_sigtimedwait_time64",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_rr_get_interval_time64",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semtimedop_time64",
+    "send",
+    "sendfile",
+    "sendfile64",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "set_mempolicy",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setfsgid",
+    "setfsgid32",
+    "setfsuid",
+    "setfsuid32",
+    "setgid",
+    "setgid32",
+    "setgroups",
+    "setgroups32",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setregid32",
+    "setresgid",
+    "setresgid32",
+    "setresuid",
+    "setresuid32",
+    "setreuid",
+    "setreuid32",
+    "setrlimit",
+    "setsid",
+    "setsockopt",
+    "setuid",
+    "setuid32",
+    "setxattr",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaltstack",
+    "signalfd",
+    "signalfd4",
+    "sigprocmask",
+    "sigreturn",
+    "socket",
+    "socketcall",
+    "socketpair",
+    "splice",
+    "stat",
+    "stat64",
+    "statfs",
+    "statfs64",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_gettime64",
+    "timer_settime",
+    "timer_settime64",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_gettime64",
+    "timerfd_settime",
+    "timerfd_settime64",
+    "times",
+    "tkill",
+    "truncate",
+    "truncate64",
+    "ugetrlimit",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimensat_time64",
+    "utimes",
+    "vfork",
+    "wait4",
+    "waitid",
+    "waitpid",
+    "write",
+    "writev",
+    "arch_prctl",
+    "modify_ldt",
+    "personality",
+];
+
+fn architectures() -> Vec<&'static str> {
+    match std::env::consts::ARCH {
+        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "aarch64" => vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        _ => vec![],
+    }
+}
+
+/// The OCI seccomp section for `profile`; `None` means unconfined.
+pub fn section(profile: &Profile, privileged: bool) -> Result<Option<LinuxSeccomp>, SeccompError> {
+    if privileged {
+        return Ok(None);
+    }
+    let value = match profile {
+        Profile::Unconfined => return Ok(None),
+        Profile::RuntimeDefault => json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": libc::EPERM,
+            "architectures": architectures(),
+            "syscalls": [
+                {"names": ALLOWED, "action": "SCMP_ACT_ALLOW"},
+                // glibc falls back to clone when clone3 says ENOSYS; clone3's flags live in
+                // memory seccomp cannot inspect.
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS},
+            ],
+        }),
+        Profile::Localhost(path) => {
+            if !Path::new(path).is_absolute() {
+                return Err(SeccompError::Relative { path: path.clone() });
+            }
+            let bytes = std::fs::read(path).map_err(|source| SeccompError::Read { path: path.clone(), source })?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| SeccompError::Invalid { path: path.clone(), why: e.to_string() })?;
+            // Docker-style conditional rules would be applied unconditionally; refuse them.
+            let conditional =
+                v["syscalls"].as_array().is_some_and(|s| s.iter().any(|r| r.get("includes").is_some() || r.get("excludes").is_some()));
+            if conditional {
+                let why = "rules with includes/excludes are not supported".to_string();
+                return Err(SeccompError::Invalid { path: path.clone(), why });
+            }
+            v
+        }
+    };
+    let origin = match profile {
+        Profile::Localhost(p) => p.clone(),
+        _ => "runtime/default".into(),
+    };
+    serde_json::from_value(value).map(Some).map_err(|e| SeccompError::Invalid { path: origin, why: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_default_denies_what_changes_the_node() {
+        let s = section(&Profile::RuntimeDefault, false).unwrap().unwrap();
+        let allowed: Vec<&String> = s.syscalls().as_ref().unwrap()[0].names().iter().collect();
+        for forbidden in ["mount", "umount2", "unshare", "setns", "init_module", "kexec_load", "bpf", "ptrace", "reboot", "swapon"] {
+            assert!(!allowed.iter().any(|n| *n == forbidden), "{forbidden} must not be allowed");
+        }
+        assert!(allowed.iter().any(|n| *n == "execve"));
+    }
+
+    #[test]
+    fn unconfined_and_privileged_have_no_filter() {
+        assert!(section(&Profile::Unconfined, false).unwrap().is_none());
+        assert!(section(&Profile::RuntimeDefault, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn localhost_profiles() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("p.json");
+        std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#).unwrap();
+        let s = section(&Profile::Localhost(p.display().to_string()), false).unwrap().unwrap();
+        assert_eq!(s.syscalls().as_ref().unwrap()[0].names(), &["mkdir".to_string()]);
+        assert!(matches!(section(&Profile::Localhost("rel.json".into()), false), Err(SeccompError::Relative { .. })));
+        std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#).unwrap();
+        assert!(matches!(section(&Profile::Localhost(p.display().to_string()), false), Err(SeccompError::Invalid { .. })));
+    }
+}
