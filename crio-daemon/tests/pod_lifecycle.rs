@@ -317,6 +317,8 @@ async fn crioctl_runs_a_pod_end_to_end() {
     assert_eq!(ctl(&["start", &ctr]).0, Some(0));
     let (_, ps, _) = ctl(&["ps"]);
     assert!(ps.contains("hello") && ps.contains("Running"), "{ps}");
+    let (code, stats, _) = ctl(&["stats"]);
+    assert!(code == Some(0) && stats.contains("hello"), "{stats}");
     let (code, out, _) = ctl(&["exec", &ctr, "--", "/bin/sh", "-c", "echo inside; exit 4"]);
     assert_eq!((code, out.as_str()), (Some(4), "inside"));
     for _ in 0..100 {
@@ -634,5 +636,50 @@ async fn seccomp_runtime_default_unconfined_and_localhost() {
         let mk = rt.exec_sync(exec("/bin/busybox mkdir /probe")).await.unwrap().into_inner();
         assert_eq!(mk.exit_code == 0, name != "local", "{name}: the localhost profile denies mkdir");
     }
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_groups_env_and_mounts() {
+    let e = env(14).await;
+    let d = &e.d;
+    let pc = pod_config("usr", &d.dir.path().join("logs/usr"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let host_dir = d.dir.path().join("shared-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("hello.txt"), "from the host\n").unwrap();
+    let mut cfg = container_config("u", &e.image, "exec sleep 60");
+    cfg.envs = vec![cri::KeyValue { key: "GREETING".into(), value: "hi".into() }];
+    cfg.working_dir = "/etc".into();
+    cfg.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: host_dir.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1234 }),
+            run_as_group: Some(cri::Int64Value { value: 5678 }),
+            supplemental_groups: vec![42],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(d, &pod, &pc, cfg).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let exec = |script: &str| cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        timeout: 5,
+    };
+    let out = rt.exec_sync(exec("grep -E '^(Uid|Gid|Groups):' /proc/self/status; echo $GREETING; pwd; cat /data/hello.txt; echo x > /data/w 2>/dev/null || echo read-only")).await.unwrap().into_inner();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0][1], "1234", "{text}");
+    assert_eq!(lines[1][1], "5678", "{text}");
+    assert!(lines[2].contains(&"42"), "{text}");
+    assert_eq!(&text.lines().skip(3).collect::<Vec<_>>(), &["hi", "/etc", "from the host", "read-only"]);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }

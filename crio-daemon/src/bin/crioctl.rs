@@ -114,6 +114,10 @@ enum Command {
     },
     /// Print a container's log, without the CRI framing.
     Logs { id: String },
+    /// Resource use of running containers.
+    Stats,
+    /// Follow container events until interrupted.
+    Events,
 }
 
 async fn channel(socket: &str) -> anyhow::Result<Channel> {
@@ -315,6 +319,25 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
                 } else {
                     println!("{content}");
                 }
+            }
+        }
+        Command::Stats => {
+            let stats = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await?.into_inner().stats;
+            println!("{:<15} {:<20} {:>14} {:>12} {:>12}", "CONTAINER", "NAME", "CPU (ns)", "MEM (WS)", "WRITABLE");
+            for st in stats {
+                let attrs = st.attributes.unwrap_or_default();
+                let cpu = st.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+                let mem = st.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
+                let fs = st.writable_layer.and_then(|w| w.used_bytes).map_or(0, |v| v.value);
+                let name = attrs.metadata.map(|m| m.name).unwrap_or_default();
+                println!("{:<15} {:<20} {:>14} {:>12} {:>12}", &attrs.id[..13.min(attrs.id.len())], name, cpu, human(mem), human(fs));
+            }
+        }
+        Command::Events => {
+            let mut stream = rt.get_container_events(cri::GetEventsRequest {}).await?.into_inner();
+            while let Some(ev) = stream.message().await? {
+                let kind = ["CREATED", "STARTED", "STOPPED", "DELETED"].get(ev.container_event_type as usize).copied().unwrap_or("?");
+                println!("{} {kind} {}", ev.created_at, ev.container_id);
             }
         }
         _ => unreachable!("image commands are handled in main"),
