@@ -13,6 +13,7 @@ use tonic::Code;
 
 struct Env {
     d: Daemon,
+    portmap: bool,
     bridge: String,
     image: String,
     ipam: tempfile::TempDir,
@@ -22,28 +23,57 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).output();
+        if self.portmap {
+            remove_portmap_chains();
+        }
+    }
+}
+
+/// The portmap plugin leaves its shared chains behind once it has run; a test that brought them
+/// takes them away again, unless another pod's hostPort still uses them.
+fn remove_portmap_chains() {
+    let ipt = |args: &[&str]| std::process::Command::new("iptables").arg("-t").arg("nat").args(args).output();
+    let Ok(dnat) = ipt(&["-S", "CNI-HOSTPORT-DNAT"]) else { return };
+    if String::from_utf8_lossy(&dnat.stdout).lines().count() > 1 {
+        return;
+    }
+    let _ = ipt(&["-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]);
+    let _ = ipt(&["-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]);
+    let _ = ipt(&["-D", "POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"]);
+    for chain in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"] {
+        let _ = ipt(&["-F", chain]);
+        let _ = ipt(&["-X", chain]);
     }
 }
 
 async fn env(tag: u8) -> Env {
+    env_with(tag, false).await
+}
+
+/// `portmap`: chain the portmap plugin for hostPorts (it programs iptables).
+async fn env_with(tag: u8, portmap: bool) -> Env {
     let reg = Registry::start();
     reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
     let bridge = format!("crl{}{tag}", std::process::id() % 100_000);
     let subnet = format!("10.{}.{}.0/24", 233 + tag, std::process::id() % 200);
     let ipam = tempfile::tempdir().unwrap();
+    let mut plugins = vec![serde_json::json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam.path()}})];
+    if portmap {
+        plugins.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+    }
     let mut cfg = DaemonConfig::trusting(&reg);
     cfg.cni_conflist = Some(
         serde_json::json!({
             "cniVersion": "1.0.0", "name": format!("test-{bridge}"),
-            "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam.path()}}],
+            "plugins": plugins,
         })
         .to_string(),
     );
     let d = Daemon::start(cfg).await;
     let image = format!("{}/busybox:1", reg.addr);
     d.pull(&image).await.expect("pull busybox");
-    Env { d, bridge, image, ipam, _reg: reg }
+    Env { d, portmap, bridge, image, ipam, _reg: reg }
 }
 
 fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
@@ -682,4 +712,47 @@ async fn users_groups_env_and_mounts() {
     assert!(lines[2].contains(&"42"), "{text}");
     assert_eq!(&text.lines().skip(3).collect::<Vec<_>>(), &["hi", "/etc", "from the host", "read-only"]);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+/// Connects and reads what the server says, retrying while it comes up.
+async fn fetch(addr: std::net::SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    for _ in 0..200 {
+        if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await {
+            let mut out = String::new();
+            if tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await.is_ok() && !out.is_empty() {
+                return out;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing served at {addr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_reaches_a_pod_port_and_a_host_port() {
+    let e = env_with(15, true).await;
+    let d = &e.d;
+    let host_port = 20000 + (std::process::id() % 10000) as i32;
+    let mut pc = pod_config("web", &d.dir.path().join("logs/web"));
+    pc.port_mappings = vec![cri::PortMapping { protocol: 0, container_port: 8080, host_port, host_ip: String::new() }];
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let server = create(d, &pod, &pc, container_config("srv", &e.image, "exec /bin/busybox nc -ll -p 8080 -e /bin/echo hello-from-pod"))
+        .await
+        .unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: server }).await.unwrap();
+    let st =
+        rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+    let ip: std::net::IpAddr = st.status.unwrap().network.unwrap().ip.parse().unwrap();
+    assert_eq!(fetch((ip, 8080).into()).await.trim(), "hello-from-pod", "the pod's own address");
+    // The hostPort on one of the node's own addresses (the bridge's gateway).
+    let gateway: std::net::IpAddr = match ip {
+        std::net::IpAddr::V4(v4) => std::net::Ipv4Addr::new(v4.octets()[0], v4.octets()[1], v4.octets()[2], 1).into(),
+        other => other,
+    };
+    assert_eq!(fetch((gateway, host_port as u16).into()).await.trim(), "hello-from-pod", "the hostPort");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    let rules = std::process::Command::new("iptables").args(["-t", "nat", "-S"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains(&format!("--dport {host_port}")), "hostPort rules removed");
 }
