@@ -134,6 +134,9 @@ impl Lifecycle {
             }
         }
         let pod_entry = self.pods.resolve(pod_id).ok_or_else(|| LifecycleError::PodNotFound { id: pod_id.into() })?;
+        // Held through creation: a pod cannot be stopped or removed under a container being
+        // made in it.
+        let _pod_op = pod_entry.op.lock().await;
         let pod = pod_entry.get();
         if pod.state != PodState::Ready {
             return Err(LifecycleError::WrongState {
