@@ -16,7 +16,11 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match args.first().map(String::as_str) {
-        Some("run") => exec("cargo", &[&["run", "--release", "--bin", "crio", "--"], rest.as_slice()].concat()),
+        // The whole package: the daemon starts crio-monitor from its own directory.
+        Some("run") => {
+            exec("cargo", &["build", "--release", "-p", "crio-daemon"])?;
+            exec("target/release/crio", &rest)
+        }
         Some("test") => {
             exec("bash", &[".ci/deps"])?;
             exec("cargo", &[&["test", "--workspace"], rest.as_slice()].concat())
