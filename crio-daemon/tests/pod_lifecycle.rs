@@ -756,3 +756,43 @@ async fn the_node_reaches_a_pod_port_and_a_host_port() {
     let rules = std::process::Command::new("iptables").args(["-t", "nat", "-S"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&rules.stdout).contains(&format!("--dport {host_port}")), "hostPort rules removed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_and_swap_limits() {
+    let e = env(16).await;
+    let d = &e.d;
+    let pc = pod_config("dev", &d.dir.path().join("logs/dev"));
+    let pod = run_pod(d, pc.clone()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let mut cfg = container_config("dev", &e.image, "exec sleep 60");
+    cfg.devices = vec![cri::Device { container_path: "/dev/xnull".into(), host_path: "/dev/null".into(), permissions: "rw".into() }];
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(d, &pod, &pc, cfg).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let out = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), "test -c /dev/xnull && echo x > /dev/xnull && echo ok".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let memsw = format!("/sys/fs/cgroup/memory/crio-{id}/memory.memsw.limit_in_bytes");
+    if Path::new(&memsw).exists() {
+        assert_eq!(std::fs::read_to_string(&memsw).unwrap().trim(), (128u64 << 20).to_string());
+    }
+    let mut bad = container_config("bad", &e.image, "true");
+    bad.devices = vec![cri::Device { container_path: "/dev/x".into(), host_path: "/etc/hostname".into(), permissions: "rw".into() }];
+    let err = create(d, &pod, &pc, bad).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("/etc/hostname"), "{err:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

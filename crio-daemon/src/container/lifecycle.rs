@@ -203,6 +203,9 @@ impl Lifecycle {
         let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
         let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(LifecycleError::Task)??;
         tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
+        for vol in spec::make_image_volumes(&rootfs, run) {
+            tracing::warn!(container_id = %ct.id, volume = %vol, "image volume not created: its path leaves the root filesystem");
+        }
         let sec = &ct.spec.security;
         let resolved = user::resolve(&rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
             .map_err(|e| LifecycleError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;

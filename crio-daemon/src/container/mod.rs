@@ -23,6 +23,15 @@ pub struct MountSpec {
     pub propagation: String,
 }
 
+/// A host device made available in the container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    pub container_path: PathBuf,
+    pub host_path: PathBuf,
+    /// Cgroup access: some of "rwm".
+    pub permissions: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_shares: u64,
@@ -32,6 +41,14 @@ pub struct Resources {
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
     pub oom_score_adj: i64,
+    #[serde(default)]
+    pub memory_swap_limit: i64,
+    /// (page size like "2MB", bytes)
+    #[serde(default)]
+    pub hugepages: Vec<(String, u64)>,
+    /// cgroup v2 files and values.
+    #[serde(default)]
+    pub unified: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +77,8 @@ pub struct ContainerSpec {
     pub working_dir: String,
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<MountSpec>,
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
     LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 use serde::Deserialize;
@@ -48,6 +49,39 @@ pub struct ImageRunConfig {
     pub working_dir: String,
     #[serde(default)]
     pub stop_signal: String,
+    #[serde(default)]
+    pub volumes: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+/// CRI-O's `image_volumes = "mkdir"`: each volume the image declares becomes a directory in the
+/// container's root filesystem. Paths that climb out, or pass through a symlink, are skipped.
+pub fn make_image_volumes(rootfs: &Path, image: &ImageRunConfig) -> Vec<String> {
+    let mut skipped = Vec::new();
+    for vol in image.volumes.iter().flat_map(|v| v.keys()) {
+        let mut dir = rootfs.to_path_buf();
+        let mut ok = true;
+        for comp in Path::new(vol).components() {
+            match comp {
+                std::path::Component::Normal(c) => {
+                    dir.push(c);
+                    match std::fs::symlink_metadata(&dir) {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => ok = false,
+                        Err(_) => ok = std::fs::create_dir(&dir).is_ok(),
+                    }
+                }
+                std::path::Component::RootDir | std::path::Component::CurDir => {}
+                _ => ok = false,
+            }
+            if !ok {
+                break;
+            }
+        }
+        if !ok {
+            skipped.push(vol.clone());
+        }
+    }
+    skipped
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +92,8 @@ pub enum SpecError {
     Build(String),
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
+    #[error("device {path}: {why}")]
+    Device { path: std::path::PathBuf, why: String },
 }
 
 fn build_err(e: impl std::fmt::Display) -> SpecError {
@@ -113,6 +149,42 @@ fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<
         options.push(propagation.into());
     }
     MountBuilder::default().destination(dest).typ("bind").source(source).options(options).build().map_err(build_err)
+}
+
+/// Host devices as OCI devices plus the cgroup rules that allow them.
+fn devices(list: &[super::DeviceSpec]) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), SpecError> {
+    let mut devices = Vec::new();
+    let mut rules = Vec::new();
+    for d in list {
+        let st = rustix::fs::stat(&d.host_path).map_err(|e| SpecError::Device { path: d.host_path.clone(), why: e.to_string() })?;
+        let typ = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::CharacterDevice => LinuxDeviceType::C,
+            rustix::fs::FileType::BlockDevice => LinuxDeviceType::B,
+            _ => return Err(SpecError::Device { path: d.host_path.clone(), why: "not a character or block device".into() }),
+        };
+        let (major, minor) = (rustix::fs::major(st.st_rdev) as i64, rustix::fs::minor(st.st_rdev) as i64);
+        let perms = if d.permissions.is_empty() { "rwm".to_string() } else { d.permissions.clone() };
+        if perms.chars().any(|c| !"rwm".contains(c)) {
+            return Err(SpecError::Device { path: d.host_path.clone(), why: format!("permissions {perms:?} are not some of \"rwm\"") });
+        }
+        let mode = st.st_mode & 0o7777;
+        devices.push(
+            LinuxDeviceBuilder::default()
+                .path(&d.container_path)
+                .typ(typ)
+                .major(major)
+                .minor(minor)
+                .file_mode(mode)
+                .uid(st.st_uid)
+                .gid(st.st_gid)
+                .build()
+                .map_err(build_err)?,
+        );
+        rules.push(
+            LinuxDeviceCgroupBuilder::default().allow(true).typ(typ).major(major).minor(minor).access(perms).build().map_err(build_err)?,
+        );
+    }
+    Ok((devices, rules))
 }
 
 pub struct SpecInput<'a> {
@@ -226,14 +298,41 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         cpu = cpu.mems(r.cpuset_mems.clone());
     }
     resources = resources.cpu(cpu.build().map_err(build_err)?);
-    if r.memory_limit > 0 {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(r.memory_limit).build().map_err(build_err)?);
+    if r.memory_limit > 0 || r.memory_swap_limit > 0 {
+        let mut memory = LinuxMemoryBuilder::default();
+        if r.memory_limit > 0 {
+            memory = memory.limit(r.memory_limit);
+        }
+        if r.memory_swap_limit > 0 {
+            memory = memory.swap(r.memory_swap_limit);
+        }
+        resources = resources.memory(memory.build().map_err(build_err)?);
+    }
+    if !r.hugepages.is_empty() {
+        let limits = r
+            .hugepages
+            .iter()
+            .map(|(size, limit)| {
+                LinuxHugepageLimitBuilder::default().page_size(size.clone()).limit(*limit as i64).build().map_err(build_err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        resources = resources.hugepage_limits(limits);
+    }
+    if !r.unified.is_empty() {
+        resources = resources.unified(r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
+    }
+    let (devices, device_rules) = devices(&spec.devices)?;
+    if !device_rules.is_empty() {
+        resources = resources.devices(device_rules);
     }
     let parent = pod.spec.cgroup_parent.trim_end_matches('/');
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(build_err)?)
         .cgroups_path(format!("{parent}/crio-{id}"));
+    if !devices.is_empty() {
+        linux = linux.devices(devices);
+    }
     if let Some(filter) = super::seccomp::section(&sec.seccomp, sec.privileged)? {
         linux = linux.seccomp(filter);
     }
@@ -282,6 +381,24 @@ mod tests {
         assert_eq!(process_args(&req(&["/bin/sh"], &[]), &image).unwrap(), ["/bin/sh"]);
         assert_eq!(process_args(&req(&["/bin/sh"], &["-c", "true"]), &image).unwrap(), ["/bin/sh", "-c", "true"]);
         assert!(matches!(process_args(&req(&[], &[]), &img(&[], &[])), Err(SpecError::NoCommand)));
+    }
+
+    #[test]
+    fn image_volumes_are_made_inside_the_rootfs_only() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(t.path(), root.join("escape")).unwrap();
+        let mut vols = std::collections::BTreeMap::new();
+        for v in ["/data/db", "/escape/x", "/../up"] {
+            vols.insert(v.to_string(), serde_json::Value::Null);
+        }
+        let image = ImageRunConfig { volumes: Some(vols), ..Default::default() };
+        let mut skipped = make_image_volumes(&root, &image);
+        skipped.sort();
+        assert_eq!(skipped, ["/../up", "/escape/x"]);
+        assert!(root.join("data/db").is_dir());
+        assert!(!t.path().join("x").exists());
     }
 
     #[test]

@@ -19,7 +19,16 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
         .ok_or_else(|| Status::invalid_argument("config.image.image is required"))?;
     let linux = config.linux.unwrap_or_default();
     let sec = linux.security_context.unwrap_or_default();
-    let caps = sec.capabilities.unwrap_or_default();
+    let caps = sec.capabilities.clone().unwrap_or_default();
+    let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
+    if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
+        tracing::info!(container = %meta.name, "AppArmor requested but this host has no AppArmor; running without it");
+    }
+    if sec.selinux_options.as_ref().is_some_and(|o| !o.r#type.is_empty() || !o.level.is_empty())
+        && !std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        tracing::info!(container = %meta.name, "SELinux options requested but this host has no SELinux; ignored");
+    }
     let res = linux.resources.unwrap_or_default();
     let mounts = config
         .mounts
@@ -45,6 +54,15 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
         working_dir: config.working_dir,
         envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
         mounts,
+        devices: config
+            .devices
+            .into_iter()
+            .map(|d| crate::container::DeviceSpec {
+                container_path: d.container_path.into(),
+                host_path: d.host_path.into(),
+                permissions: d.permissions,
+            })
+            .collect(),
         labels: config.labels.into_iter().collect(),
         annotations: config.annotations.into_iter().collect(),
         log_path: config.log_path,
@@ -70,6 +88,9 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             cpuset_cpus: res.cpuset_cpus,
             cpuset_mems: res.cpuset_mems,
             oom_score_adj: res.oom_score_adj,
+            memory_swap_limit: res.memory_swap_limit_in_bytes,
+            hugepages: res.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+            unified: res.unified.into_iter().collect(),
         },
     })
 }
@@ -325,6 +346,9 @@ pub async fn update_resources(
         cpuset_cpus: r.cpuset_cpus,
         cpuset_mems: r.cpuset_mems,
         oom_score_adj: r.oom_score_adj,
+        memory_swap_limit: r.memory_swap_limit_in_bytes,
+        hugepages: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+        unified: r.unified.into_iter().collect(),
     };
     let span = info_span!("update_container_resources", container_id = %req.container_id);
     s.lifecycle.update_resources(&req.container_id, &resources).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
