@@ -80,18 +80,7 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             supplemental_groups: sec.supplemental_groups,
             seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path)?,
         },
-        resources: Resources {
-            cpu_shares: res.cpu_shares.max(0) as u64,
-            cpu_quota: res.cpu_quota,
-            cpu_period: res.cpu_period.max(0) as u64,
-            memory_limit: res.memory_limit_in_bytes,
-            cpuset_cpus: res.cpuset_cpus,
-            cpuset_mems: res.cpuset_mems,
-            oom_score_adj: res.oom_score_adj,
-            memory_swap_limit: res.memory_swap_limit_in_bytes,
-            hugepages: res.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
-            unified: res.unified.into_iter().collect(),
-        },
+        resources: resources(res),
     })
 }
 
@@ -119,6 +108,22 @@ fn seccomp_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Resul
             }
         },
     })
+}
+
+/// CRI resources to ours, for CreateContainer and UpdateContainerResources alike.
+fn resources(r: cri::LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_shares: r.cpu_shares.max(0) as u64,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period.max(0) as u64,
+        memory_limit: r.memory_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        oom_score_adj: r.oom_score_adj,
+        memory_swap_limit: r.memory_swap_limit_in_bytes,
+        hugepages: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+        unified: r.unified.into_iter().collect(),
+    }
 }
 
 fn state(c: &Container) -> i32 {
@@ -338,18 +343,7 @@ pub async fn update_resources(
 ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
     let req = req.into_inner();
     let r = req.linux.ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
-    let resources = Resources {
-        cpu_shares: r.cpu_shares.max(0) as u64,
-        cpu_quota: r.cpu_quota,
-        cpu_period: r.cpu_period.max(0) as u64,
-        memory_limit: r.memory_limit_in_bytes,
-        cpuset_cpus: r.cpuset_cpus,
-        cpuset_mems: r.cpuset_mems,
-        oom_score_adj: r.oom_score_adj,
-        memory_swap_limit: r.memory_swap_limit_in_bytes,
-        hugepages: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
-        unified: r.unified.into_iter().collect(),
-    };
+    let resources = resources(r);
     let span = info_span!("update_container_resources", container_id = %req.container_id);
     s.lifecycle.update_resources(&req.container_id, &resources).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
     Ok(Response::new(cri::UpdateContainerResourcesResponse {}))

@@ -379,12 +379,10 @@ impl Lifecycle {
 
 /// SIGKILL to a monitor, but only if `pid` still is the monitor of `socket` (pids are reused).
 fn kill_monitor(pid: u32, socket: &Path) {
-    if pid == 0 {
+    if pid == 0 || !super::recover::serves(pid, socket) {
         return;
     }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = cmdline.split(|b| *b == 0).any(|arg| arg == socket.as_os_str().as_encoded_bytes());
-    if let (true, Some(p)) = (ours, rustix::process::Pid::from_raw(pid as i32)) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
 }

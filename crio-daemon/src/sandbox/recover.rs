@@ -105,12 +105,15 @@ fn orphan_pod(id: &str, dir: &Path, run_dir: &Path) -> PodSandbox {
 
 /// The pid of the monitor serving `socket`, found by its command line.
 pub(super) fn find_monitor(socket: &Path) -> Option<u32> {
-    let want = socket.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let mut args = cmdline.split(|b| *b == 0);
-        let is_monitor = args.next()?.ends_with(b"crio-monitor");
-        (is_monitor && args.next()? == want).then_some(pid)
+        serves(pid, socket).then_some(pid)
     })
+}
+
+/// Whether `pid` is `crio-monitor <socket>` (pids are reused; never signal on a pid alone).
+pub(super) fn serves(pid: u32, socket: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let mut args = cmdline.split(|b| *b == 0);
+    args.next().is_some_and(|a| a.ends_with(b"crio-monitor")) && args.next() == Some(socket.as_os_str().as_encoded_bytes())
 }
