@@ -98,6 +98,11 @@ fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConf
     }
 }
 
+/// ExecSync of a shell script with a 5 s timeout.
+fn sh(id: &str, script: &str) -> cri::ExecSyncRequest {
+    cri::ExecSyncRequest { container_id: id.into(), cmd: vec!["/bin/sh".into(), "-c".into(), script.into()], timeout: 5 }
+}
+
 async fn run_pod(d: &Daemon, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
     let req = cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
     Ok(d.runtime().await.run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
@@ -599,11 +604,7 @@ async fn shared_shm_and_namespaced_sysctls() {
     rt.start_container(cri::StartContainerRequest { container_id: writer.clone() }).await.unwrap();
     let reader = create(d, &pod, &pc, container_config("reader", &e.image, "exec sleep 60")).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: reader.clone() }).await.unwrap();
-    let exec = |id: &str, script: &str| cri::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        timeout: 5,
-    };
+    let exec = sh;
     let mut got = String::new();
     for _ in 0..100 {
         got = String::from_utf8(rt.exec_sync(exec(&reader, "cat /dev/shm/note 2>/dev/null")).await.unwrap().into_inner().stdout).unwrap();
@@ -655,11 +656,7 @@ async fn seccomp_runtime_default_unconfined_and_localhost() {
         });
         let id = create(d, &pod, &pc, cfg).await.unwrap();
         rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
-        let exec = |script: &str| cri::ExecSyncRequest {
-            container_id: id.clone(),
-            cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            timeout: 5,
-        };
+        let exec = |script: &str| sh(&id, script);
         let out = rt.exec_sync(exec("grep '^Seccomp:' /proc/self/status")).await.unwrap().into_inner();
         let line = String::from_utf8(out.stdout).unwrap();
         assert_eq!(line.split_whitespace().nth(1), Some(mode), "{name}: {line}");
@@ -699,11 +696,7 @@ async fn users_groups_env_and_mounts() {
     });
     let id = create(d, &pod, &pc, cfg).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
-    let exec = |script: &str| cri::ExecSyncRequest {
-        container_id: id.clone(),
-        cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        timeout: 5,
-    };
+    let exec = |script: &str| sh(&id, script);
     let out = rt.exec_sync(exec("grep -E '^(Uid|Gid|Groups):' /proc/self/status; echo $GREETING; pwd; cat /data/hello.txt; echo x > /data/w 2>/dev/null || echo read-only")).await.unwrap().into_inner();
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
@@ -776,15 +769,7 @@ async fn devices_and_swap_limits() {
     });
     let id = create(d, &pod, &pc, cfg).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
-    let out = rt
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.clone(),
-            cmd: vec!["/bin/sh".into(), "-c".into(), "test -c /dev/xnull && echo x > /dev/xnull && echo ok".into()],
-            timeout: 5,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = rt.exec_sync(sh(&id, "test -c /dev/xnull && echo x > /dev/xnull && echo ok")).await.unwrap().into_inner();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{}", String::from_utf8_lossy(&out.stderr));
     let memsw = format!("/sys/fs/cgroup/memory/crio-{id}/memory.memsw.limit_in_bytes");
     if Path::new(&memsw).exists() {
