@@ -38,6 +38,27 @@ pub fn pin_new(kind: Kind, path: &Path, setup: impl FnOnce() -> io::Result<()> +
     pinned
 }
 
+/// Pins the namespace that `source` (a `/proc/<pid>/ns/<kind>` file) refers to at `path`.
+pub fn pin_existing(source: &Path, path: &Path) -> io::Result<()> {
+    fs::File::create(path)?;
+    let pinned = rustix::mount::mount_bind(source, path).map_err(io::Error::from);
+    if pinned.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    pinned
+}
+
+/// Whether `a` and `b` are the same namespace (both nsfs files: /proc links or pins).
+pub fn same(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        }
+        _ => false,
+    }
+}
+
 /// Unpins and deletes; a namespace already gone is success.
 pub fn unpin(path: &Path) -> io::Result<()> {
     match rustix::mount::unmount(path, UnmountFlags::DETACH) {

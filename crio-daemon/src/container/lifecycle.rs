@@ -3,8 +3,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::spec::{self, ImageConfig, SpecInput};
-use super::{Container, ContainerSpec, ContainerState, user};
+use super::spec::{self, ImageConfig, PidNamespace, SpecInput};
+use super::{Container, ContainerSpec, ContainerState, PidMode, user};
 use crate::monitor::client::MonitorClient;
 use crate::monitor::protocol::{ExitRecord, Request};
 use crate::sandbox::lifecycle::io_err;
@@ -213,7 +213,17 @@ impl Lifecycle {
             tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE; clamped to 0");
         }
         let held = held_capabilities();
-        let input = SpecInput { id: &ct.id, spec: &ct.spec, image: run, pod, rootfs: &rootfs, user: &resolved, held_capabilities: &held };
+        let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
+        let input = SpecInput {
+            id: &ct.id,
+            spec: &ct.spec,
+            image: run,
+            pod,
+            rootfs: &rootfs,
+            user: &resolved,
+            held_capabilities: &held,
+            pid_namespace: &pid_namespace,
+        };
         let oci = spec::build(&input).map_err(|e| LifecycleError::InvalidArgument { field: "config", why: e.to_string() })?;
         let config_path = ct.bundle.join("config.json");
         oci.save(&config_path).map_err(|e| LifecycleError::Io {
@@ -238,6 +248,33 @@ impl Lifecycle {
             unified.join(&ct.cgroup_path, pid).map_err(io_err("joining the unified cgroup", &unified.path(&ct.cgroup_path)))?;
         }
         Ok(pid)
+    }
+
+    /// The PID namespace a container asks for, as a place to join or make.
+    fn pid_namespace(&self, mode: &PidMode, pod: &crate::sandbox::PodSandbox) -> Result<PidNamespace, LifecycleError> {
+        Ok(match mode {
+            PidMode::Node => PidNamespace::Host,
+            PidMode::Pod if pod.spec.host_pid => PidNamespace::Host,
+            PidMode::Pod => pod.pidns.clone().map_or(PidNamespace::New, PidNamespace::Join),
+            PidMode::Container => PidNamespace::New,
+            PidMode::Target(target) => {
+                let ct = self.containers.resolve(target).map(|e| e.get()).filter(|c| c.pod_id == pod.id).ok_or_else(|| {
+                    LifecycleError::InvalidArgument {
+                        field: "config.linux.security_context.namespace_options.target_id",
+                        why: format!("container {target} is not in pod sandbox {}", pod.id),
+                    }
+                })?;
+                if ct.state != ContainerState::Running || ct.pid <= 0 {
+                    return Err(LifecycleError::WrongState {
+                        what: "target container",
+                        id: ct.id,
+                        state: format!("{:?}", ct.state),
+                        op: "share its PID namespace",
+                    });
+                }
+                PidNamespace::Join(format!("/proc/{}/ns/pid", ct.pid).into())
+            }
+        })
     }
 
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.

@@ -87,6 +87,22 @@ pub struct ContainerSpec {
     pub stdin: bool,
     pub security: Security,
     pub resources: Resources,
+    #[serde(default)]
+    pub pid_mode: PidMode,
+}
+
+/// Which PID namespace a container's processes live in (CRI's NamespaceMode for pid).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// The pod's shared one when it has one (shareProcessNamespace), else its own.
+    Pod,
+    /// Its own.
+    #[default]
+    Container,
+    /// The node's.
+    Node,
+    /// That of another container of the same pod (ephemeral debug containers).
+    Target(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

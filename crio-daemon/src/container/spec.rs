@@ -1,7 +1,7 @@
 //! The OCI runtime spec for a container: the CRI request over the image config over
 //! defaults, joined to its pod's namespaces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
@@ -187,6 +187,14 @@ fn devices(list: &[super::DeviceSpec]) -> Result<(Vec<LinuxDevice>, Vec<LinuxDev
     Ok((devices, rules))
 }
 
+/// Where a container's PID namespace comes from, resolved against its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidNamespace {
+    Host,
+    New,
+    Join(PathBuf),
+}
+
 pub struct SpecInput<'a> {
     pub id: &'a str,
     pub spec: &'a ContainerSpec,
@@ -196,10 +204,11 @@ pub struct SpecInput<'a> {
     pub user: &'a ResolvedUser,
     /// Capabilities this daemon holds: a privileged container gets these, never more.
     pub held_capabilities: &'a [String],
+    pub pid_namespace: &'a PidNamespace,
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { id, spec, image, pod, rootfs, user, held_capabilities } = input;
+    let SpecInput { id, spec, image, pod, rootfs, user, held_capabilities, pid_namespace } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps: Vec<String> = if sec.privileged {
@@ -266,9 +275,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     }
 
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
-    // hostPID pods see the node's processes; others get a PID namespace per container.
-    if !pod.spec.host_pid {
-        namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
+    match pid_namespace {
+        PidNamespace::Host => {}
+        PidNamespace::New => namespaces.push(namespace(LinuxNamespaceType::Pid, None)?),
+        PidNamespace::Join(path) => namespaces.push(namespace(LinuxNamespaceType::Pid, Some(path))?),
     }
     if let Some(p) = &pod.netns {
         namespaces.push(namespace(LinuxNamespaceType::Network, Some(p))?);

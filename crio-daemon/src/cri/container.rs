@@ -7,7 +7,7 @@ use tracing::{Instrument, info_span};
 
 use super::pod::{selector_matches, to_hash_map};
 use super::{Services, lifecycle_status};
-use crate::container::{Container, ContainerSpec, ContainerState, MountSpec, Resources, Security};
+use crate::container::{Container, ContainerSpec, ContainerState, MountSpec, PidMode, Resources, Security};
 
 #[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
 fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
@@ -19,6 +19,18 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
         .ok_or_else(|| Status::invalid_argument("config.image.image is required"))?;
     let linux = config.linux.unwrap_or_default();
     let sec = linux.security_context.unwrap_or_default();
+    let pid_mode = match sec.namespace_options.as_ref().map(|n| (n.pid, n.target_id.clone())) {
+        None | Some((0, _)) => PidMode::Pod,
+        Some((1, _)) => PidMode::Container,
+        Some((2, _)) => PidMode::Node,
+        Some((3, target)) if !target.is_empty() => PidMode::Target(target),
+        Some((3, _)) => {
+            return Err(Status::invalid_argument("config.linux.security_context.namespace_options.target_id is required for TARGET"));
+        }
+        Some((other, _)) => {
+            return Err(Status::invalid_argument(format!("config.linux.security_context.namespace_options.pid: unknown mode {other}")));
+        }
+    };
     let caps = sec.capabilities.clone().unwrap_or_default();
     let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
     if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
@@ -81,6 +93,7 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path)?,
         },
         resources: resources(res),
+        pid_mode,
     })
 }
 

@@ -10,6 +10,10 @@ use super::{Services, lifecycle_status};
 use crate::network::cni::PortMapping;
 use crate::sandbox::{Dns, PodSandbox, PodSpec, PodState};
 
+/// NamespaceMode::POD: shared by the pod's containers.
+const POD: i32 = 0;
+/// NamespaceMode::CONTAINER: each container its own.
+const CONTAINER: i32 = 1;
 /// NamespaceMode::NODE: share the host's.
 const NODE: i32 = 2;
 
@@ -49,6 +53,7 @@ fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         host_network: ns.network == NODE,
         host_ipc: ns.ipc == NODE,
         host_pid: ns.pid == NODE,
+        share_pid: ns.pid == POD,
         cgroup_parent: linux.cgroup_parent,
         runtime_handler: req.runtime_handler,
         sysctls: linux.sysctls.into_iter().collect(),
@@ -118,7 +123,13 @@ pub(super) fn status_message(p: &PodSandbox) -> cri::PodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {
                     network: mode(p.spec.host_network),
-                    pid: mode(p.spec.host_pid),
+                    pid: if p.spec.share_pid {
+                        POD
+                    } else if p.spec.host_pid {
+                        NODE
+                    } else {
+                        CONTAINER
+                    },
                     ipc: mode(p.spec.host_ipc),
                     ..Default::default()
                 }),

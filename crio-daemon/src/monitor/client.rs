@@ -44,12 +44,14 @@ pub struct MonitorClient {
 }
 
 /// Starts a monitor serving `socket`; it detaches into its own session and outlives us. Its
-/// stderr goes to `log`. Returns its pid.
-pub async fn spawn(binary: &Path, socket: &Path, log: &Path) -> Result<u32, MonitorError> {
+/// stderr goes to `log`. With `pid_namespace` it also holds a PID namespace for the pod.
+/// Returns its pid.
+pub async fn spawn(binary: &Path, socket: &Path, log: &Path, pid_namespace: bool) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn { binary: binary.into(), source };
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
     let mut child = tokio::process::Command::new(binary)
         .arg(socket)
+        .args(pid_namespace.then_some("--pid-namespace"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -35,6 +35,9 @@ pub struct Response {
     pub pid: Option<i32>,
     #[serde(default)]
     pub containers: Vec<Watched>,
+    /// PID 1 of the pod's shared PID namespace (`State`), if the monitor holds one.
+    #[serde(default)]
+    pub pid_holder: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,17 +31,23 @@ struct Container {
 struct Monitor {
     reaper: Reaper,
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// PID 1 of the pod's shared PID namespace, when the pod has one.
+    pid_holder: Option<i32>,
 }
 
-/// Runs the monitor on `socket` until killed.
-pub fn run(socket: &Path) -> io::Result<()> {
+/// Runs the monitor on `socket` until killed; with `pid_namespace`, it first starts the holder
+/// of the pod's shared PID namespace.
+pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)?;
     // Its own session: signals aimed at the daemon's process group do not reach it.
     let _ = rustix::process::setsid();
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    let monitor = Monitor { reaper: Reaper::start(), containers: Arc::default() };
+    let reaper = Reaper::start();
+    // From this thread, which serves until the monitor dies: the holder dies with it.
+    let pid_holder = if pid_namespace { Some(crate::sys::spawn_pid_namespace_holder()?) } else { None };
+    let monitor = Monitor { reaper, containers: Arc::default(), pid_holder };
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let m = monitor.clone();
@@ -81,7 +87,7 @@ impl Monitor {
                 let mut list: Vec<Watched> =
                     containers.iter().map(|(id, c)| Watched { id: id.clone(), pid: c.pid, exit: c.exit }).collect();
                 list.sort_by(|a, b| a.id.cmp(&b.id));
-                Ok(Response { containers: list, ..Default::default() })
+                Ok(Response { containers: list, pid_holder: self.pid_holder, ..Default::default() })
             }
         };
         result.unwrap_or_else(|error| Response { error, ..Default::default() })

@@ -213,6 +213,8 @@ impl Lifecycle {
             netns: None,
             ipcns: None,
             utsns: None,
+            pidns: None,
+            pid_holder: 0,
             dir: c.state_dir.join("pods").join(&id),
             run_dir: c.runroot.join("pods").join(&id),
             monitor_pid: 0,
@@ -290,7 +292,17 @@ impl Lifecycle {
             tokio::fs::write(&path, text).await.map_err(io_err("writing pod file", &path))?;
         }
         let socket = pod.monitor_socket();
-        pod.monitor_pid = client::spawn(&self.monitor_binary, &socket, &pod.run_dir.join("monitor.log")).await?;
+        let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
+        pod.monitor_pid = client::spawn(&self.monitor_binary, &socket, &pod.run_dir.join("monitor.log"), share_pid).await?;
+        if share_pid {
+            let state = client::MonitorClient::new(&socket).request(&crate::monitor::protocol::Request::State).await?;
+            let holder = state.pid_holder.unwrap_or(0);
+            let source = PathBuf::from(format!("/proc/{holder}/ns/pid"));
+            let path = pod.run_dir.join("pid");
+            // Pinned by path, so a container never joins whatever later reuses the pid.
+            namespace::pin_existing(&source, &path).map_err(io_err("pinning the pod's PID namespace", &path))?;
+            (pod.pidns, pod.pid_holder) = (Some(path), holder);
+        }
         Ok(())
     }
 
@@ -319,7 +331,7 @@ impl Lifecycle {
         if !everything {
             return;
         }
-        for ns in [&pod.ipcns, &pod.utsns].into_iter().flatten() {
+        for ns in [&pod.ipcns, &pod.utsns, &pod.pidns].into_iter().flatten() {
             let _ = namespace::unpin(ns);
         }
         if let Some(shm) = pod.shm() {
@@ -340,6 +352,9 @@ impl Lifecycle {
             self.stop_container(&ct.id, 0).await?;
         }
         if pod.state == PodState::Ready {
+            // What is left in a shared PID namespace (processes orphaned by the containers)
+            // ends with its PID 1.
+            kill_pid_holder(&pod);
             self.tear_down_pod(&pod, false).await;
             self.pods.update(&pod.id, &entry, |p| p.state = PodState::NotReady).await?;
             tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox stopped");
@@ -374,6 +389,16 @@ impl Lifecycle {
 
     pub fn containers_of(&self, pod_id: &str) -> Vec<Container> {
         self.containers.all().into_iter().map(|e| e.get()).filter(|c| c.pod_id == pod_id).collect()
+    }
+}
+
+/// SIGKILL to the pod's PID namespace holder, through a pidfd checked to be in the pinned
+/// namespace, so a reused pid is never signalled.
+fn kill_pid_holder(pod: &PodSandbox) {
+    let (Some(ns), Some(pid)) = (&pod.pidns, rustix::process::Pid::from_raw(pod.pid_holder)) else { return };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return };
+    if namespace::same(Path::new(&format!("/proc/{pid}/ns/pid")), ns) {
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
     }
 }
 

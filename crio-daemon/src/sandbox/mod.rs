@@ -35,6 +35,10 @@ pub struct PodSpec {
     pub host_network: bool,
     pub host_ipc: bool,
     pub host_pid: bool,
+    /// One PID namespace for all the pod's containers (shareProcessNamespace), held by a
+    /// process of the pod's monitor.
+    #[serde(default)]
+    pub share_pid: bool,
     pub cgroup_parent: String,
     pub runtime_handler: String,
     /// Namespaced sysctls, applied in every container's (shared) namespaces.
@@ -76,6 +80,11 @@ pub struct PodSandbox {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pinned shared PID namespace, with the pid of its PID 1 (a child of the monitor).
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    #[serde(default)]
+    pub pid_holder: i32,
     /// Persistent files: resolv.conf, hosts, hostname.
     pub dir: PathBuf,
     /// Volatile: namespace pins, the monitor's socket.

@@ -97,6 +97,8 @@ fn orphan_pod(id: &str, dir: &Path, run_dir: &Path) -> PodSandbox {
         netns: existing("net"),
         ipcns: existing("ipc"),
         utsns: existing("uts"),
+        pidns: existing("pid"),
+        pid_holder: 0,
         dir: dir.into(),
         run_dir: run_dir.into(),
         monitor_pid,
@@ -112,7 +114,12 @@ pub(super) fn find_monitor(socket: &Path) -> Option<u32> {
 }
 
 /// Whether `pid` is `crio-monitor <socket>` (pids are reused; never signal on a pid alone).
+/// The holder of a pod's PID namespace is a fork of its monitor with the same command line
+/// but its own name.
 pub(super) fn serves(pid: u32, socket: &Path) -> bool {
+    if std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_ascii_end() != b"crio-monitor") {
+        return false;
+    }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let mut args = cmdline.split(|b| *b == 0);
     args.next().is_some_and(|a| a.ends_with(b"crio-monitor")) && args.next() == Some(socket.as_os_str().as_encoded_bytes())

@@ -49,3 +49,48 @@ pub fn wait_any_exited() -> io::Result<Option<i32>> {
         }
     }
 }
+
+/// Starts the holder of a new PID namespace: a copy of the calling process (a fork without
+/// exec, so it costs a few pages) that is PID 1 of a fresh namespace, reaps whatever is
+/// orphaned there and does nothing else. Returns its pid as we see it.
+///
+/// Call it from a thread that lives as long as the holder should: the holder is killed when
+/// that thread exits (`PR_SET_PDEATHSIG`), and so is everything in its namespace.
+pub fn spawn_pid_namespace_holder() -> io::Result<i32> {
+    let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone with a null stack and no CLONE_VM/CLONE_THREAD behaves as fork: the child
+    // gets a private copy of this thread's stack and the address space. In a multi-threaded
+    // process the child may only make async-signal-safe calls, which `holder_main` honours:
+    // it never returns into Rust code that could allocate or take a lock held by a thread
+    // that does not exist in the child.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => holder_main(),
+        pid => Ok(pid as i32),
+    }
+}
+
+/// The holder's whole life: plain syscalls on stack values, never returning.
+fn holder_main() -> ! {
+    // SAFETY: every call below is async-signal-safe and only reads or writes the stack
+    // values passed to it (zeroed sigset_t is a valid empty set to fill); nothing allocates.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        libc::prctl(libc::PR_SET_NAME, c"crio-pidns".as_ptr());
+        // The monitor's sockets, logs and pipes stay with the monitor.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        // Reap first, then wait: a child that exits in between leaves SIGCHLD pending (it is
+        // blocked), so sigwaitinfo returns at once and no zombie is left behind.
+        loop {
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigwaitinfo(&chld, std::ptr::null_mut());
+        }
+    }
+}

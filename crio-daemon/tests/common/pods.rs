@@ -1,0 +1,133 @@
+//! Pods over CRI for the lifecycle tests: an environment with its own bridge, subnet and
+//! IPAM directory, a registry holding busybox, and request helpers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use super::daemon::DaemonConfig;
+use super::{Daemon, ImageBuilder, Layer, Registry};
+
+pub struct Env {
+    pub d: Daemon,
+    pub portmap: bool,
+    pub bridge: String,
+    pub image: String,
+    pub ipam: tempfile::TempDir,
+    pub reg: Registry,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).output();
+        if self.portmap {
+            remove_portmap_chains();
+        }
+    }
+}
+
+/// The portmap plugin leaves its shared chains behind once it has run; a test that brought them
+/// takes them away again, unless another pod's hostPort still uses them.
+pub fn remove_portmap_chains() {
+    let ipt = |args: &[&str]| std::process::Command::new("iptables").arg("-t").arg("nat").args(args).output();
+    let Ok(dnat) = ipt(&["-S", "CNI-HOSTPORT-DNAT"]) else { return };
+    if String::from_utf8_lossy(&dnat.stdout).lines().count() > 1 {
+        return;
+    }
+    let _ = ipt(&["-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]);
+    let _ = ipt(&["-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]);
+    let _ = ipt(&["-D", "POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"]);
+    for chain in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"] {
+        let _ = ipt(&["-F", chain]);
+        let _ = ipt(&["-X", chain]);
+    }
+}
+
+pub async fn env(tag: u8) -> Env {
+    env_with(tag, false).await
+}
+
+/// `portmap`: chain the portmap plugin for hostPorts (it programs iptables).
+pub async fn env_with(tag: u8, portmap: bool) -> Env {
+    let reg = Registry::start();
+    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let bridge = format!("crl{}{tag}", std::process::id() % 100_000);
+    let subnet = format!("10.{}.{}.0/24", 233 + tag, std::process::id() % 200);
+    let ipam = tempfile::tempdir().unwrap();
+    let mut plugins = vec![serde_json::json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam.path()}})];
+    if portmap {
+        plugins.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+    }
+    let mut cfg = DaemonConfig::trusting(&reg);
+    cfg.cni_conflist = Some(
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": format!("test-{bridge}"),
+            "plugins": plugins,
+        })
+        .to_string(),
+    );
+    let d = Daemon::start(cfg).await;
+    let image = format!("{}/busybox:1", reg.addr);
+    d.pull(&image).await.expect("pull busybox");
+    Env { d, portmap, bridge, image, ipam, reg }
+}
+
+pub fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "default".into(), attempt: 0 }),
+        hostname: format!("{name}-host"),
+        log_directory: logs.display().to_string(),
+        dns_config: Some(cri::DnsConfig { servers: vec!["10.96.0.10".into()], searches: vec!["default.svc".into()], options: vec![] }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: [("c".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// ExecSync of a shell script with a 5 s timeout.
+pub fn sh(id: &str, script: &str) -> cri::ExecSyncRequest {
+    cri::ExecSyncRequest { container_id: id.into(), cmd: vec!["/bin/sh".into(), "-c".into(), script.into()], timeout: 5 }
+}
+
+pub async fn run_pod(d: &Daemon, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    let req = cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+    Ok(d.runtime().await.run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
+}
+
+pub async fn create(
+    d: &Daemon,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    let req = cri::CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
+    Ok(d.runtime().await.create_container(req).await?.into_inner().container_id)
+}
+
+pub async fn status(d: &Daemon, id: &str) -> cri::ContainerStatus {
+    let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: false };
+    d.runtime().await.container_status(req).await.expect("ContainerStatus").into_inner().status.unwrap()
+}
+
+pub async fn wait_state(d: &Daemon, id: &str, state: cri::ContainerState) -> cri::ContainerStatus {
+    for _ in 0..500 {
+        let st = status(d, id).await;
+        if st.state == state as i32 {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("container {id} never reached {state:?}");
+}
