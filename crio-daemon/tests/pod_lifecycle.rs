@@ -309,7 +309,7 @@ async fn stats_oom_and_live_resource_updates() {
     let cg = String::from_utf8(cg.stdout).unwrap();
     let unified = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
     if unified {
-        assert!(cg.lines().any(|l| l == format!("0::/crio-{busy}")), "{cg}");
+        assert!(cg.lines().any(|l| l == format!("0::/crio/pod-{pod}/crio-{busy}")), "{cg}");
     }
     let listed = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
     assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.as_str()).collect::<Vec<_>>(), [busy.as_str()], "running only");
@@ -321,11 +321,12 @@ async fn stats_oom_and_live_resource_updates() {
         ..Default::default()
     };
     rt.update_container_resources(req).await.expect("UpdateContainerResources");
-    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/crio-{busy}/memory.limit_in_bytes")).unwrap();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/crio/pod-{pod}/crio-{busy}/memory.limit_in_bytes")).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crio-{busy}")).exists(), "cgroup removed with the container");
-    assert!(!Path::new(&format!("/sys/fs/cgroup/unified/crio-{busy}")).exists(), "unified cgroup removed with the container");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    for h in ["memory", "unified"] {
+        assert!(!Path::new(&format!("/sys/fs/cgroup/{h}/crio/pod-{pod}")).exists(), "{h} cgroups removed with the pod");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

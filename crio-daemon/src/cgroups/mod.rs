@@ -1,8 +1,13 @@
-//! Reading container cgroups for stats and OOM kills, on cgroup v1 (and hybrid, where the v1
-//! controllers hold the numbers) and on pure v2. The OCI runtime creates and fills the
-//! cgroups; the daemon only reads them. The root is a parameter, so tests use a temp tree.
+//! Container and pod cgroups on cgroup v1 (and hybrid, where the v1 controllers hold the
+//! numbers) and on pure v2: reading them for stats and OOM kills, and making pod cgroups
+//! (`pod`). The OCI runtime creates and fills each container's cgroup. The root is a
+//! parameter, so tests use a temp tree.
+
+mod pod;
 
 use std::path::{Path, PathBuf};
+
+pub use pod::{CgroupError, cpu_weight};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {

@@ -170,7 +170,7 @@ impl Lifecycle {
             bundle: self.config.crio.state_dir.join("containers").join(&id),
             pid: 0,
             stop_signal: signal_number(&run.stop_signal),
-            cgroup_path: format!("{}/crio-{id}", pod.spec.cgroup_parent.trim_end_matches('/')),
+            cgroup_path: format!("{}/crio-{id}", pod.cgroup().trim_end_matches('/')),
             spec,
         };
         match self.set_up_container(&ct, &pod, &run).await {
@@ -469,7 +469,7 @@ impl Lifecycle {
     ) -> Result<(crate::sandbox::PodSandbox, Option<crate::cgroups::Usage>, Vec<crate::network::stats::InterfaceCounters>), LifecycleError>
     {
         let pod = self.pod(id)?;
-        let usage = if pod.spec.cgroup_parent.is_empty() {
+        let usage = if pod.cgroup().is_empty() {
             let running: Vec<_> = self.containers_of(&pod.id).into_iter().filter(|c| c.state == ContainerState::Running).collect();
             let samples: Vec<_> = running.iter().filter_map(|c| self.cgroups.usage(&c.cgroup_path)).collect();
             (!samples.is_empty()).then(|| {
@@ -485,7 +485,7 @@ impl Lifecycle {
                 })
             })
         } else {
-            self.cgroups.usage(&pod.spec.cgroup_parent)
+            self.cgroups.usage(pod.cgroup())
         };
         let interfaces = match &pod.netns {
             Some(ns) if pod.state == crate::sandbox::PodState::Ready => {

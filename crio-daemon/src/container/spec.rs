@@ -335,7 +335,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !device_rules.is_empty() {
         resources = resources.devices(device_rules);
     }
-    let parent = pod.spec.cgroup_parent.trim_end_matches('/');
+    let parent = pod.cgroup().trim_end_matches('/');
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(build_err)?)

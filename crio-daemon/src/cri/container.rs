@@ -124,7 +124,7 @@ fn seccomp_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Resul
 }
 
 /// CRI resources to ours, for CreateContainer and UpdateContainerResources alike.
-fn resources(r: cri::LinuxContainerResources) -> Resources {
+pub(super) fn resources(r: cri::LinuxContainerResources) -> Resources {
     Resources {
         cpu_shares: r.cpu_shares.max(0) as u64,
         cpu_quota: r.cpu_quota,

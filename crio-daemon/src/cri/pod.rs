@@ -55,6 +55,7 @@ fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         host_pid: ns.pid == NODE,
         share_pid: ns.pid == POD,
         cgroup_parent: linux.cgroup_parent,
+        resources: linux.resources.map(super::container::resources),
         runtime_handler: req.runtime_handler,
         sysctls: linux.sysctls.into_iter().collect(),
     })

@@ -59,6 +59,8 @@ pub enum LifecycleError {
     NetNs(#[from] NetNsError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("a background task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -193,6 +195,10 @@ impl Lifecycle {
             }
         }
         self.runtime(&spec.runtime_handler)?;
+        if Path::new(&spec.cgroup_parent).components().any(|c| c == std::path::Component::ParentDir) {
+            let why = format!("{:?} leaves the cgroup hierarchy", spec.cgroup_parent);
+            return Err(LifecycleError::InvalidArgument { field: "config.linux.cgroup_parent", why });
+        }
         for key in spec.sysctls.keys() {
             super::check_sysctl(key, spec.host_network, spec.host_ipc)
                 .map_err(|why| LifecycleError::InvalidArgument { field: "config.linux.sysctls", why })?;
@@ -215,6 +221,8 @@ impl Lifecycle {
             utsns: None,
             pidns: None,
             pid_holder: 0,
+            cgroup: if spec.cgroup_parent.is_empty() { format!("/crio/pod-{id}") } else { spec.cgroup_parent.clone() },
+            cgroup_created: false,
             dir: c.state_dir.join("pods").join(&id),
             run_dir: c.runroot.join("pods").join(&id),
             monitor_pid: 0,
@@ -238,6 +246,9 @@ impl Lifecycle {
         for d in [&pod.dir, &pod.run_dir] {
             tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
         }
+        let (cgroups, path, resources) = (self.cgroups.clone(), pod.cgroup.clone(), pod.spec.resources.clone());
+        pod.cgroup_created =
+            tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref())).await.map_err(LifecycleError::Task)??;
         let hostname = if pod.spec.hostname.is_empty() { pod.spec.name.clone() } else { pod.spec.hostname.clone() };
         if !pod.spec.host_ipc {
             let path = pod.run_dir.join("ipc");
@@ -338,6 +349,16 @@ impl Lifecycle {
             let _ = rustix::mount::unmount(&shm, rustix::mount::UnmountFlags::DETACH);
         }
         kill_monitor(pod.monitor_pid, &pod.monitor_socket());
+        if let Some(unified) = &self.unified
+            && let Err(e) = unified.remove(pod.cgroup())
+        {
+            tracing::warn!(pod_sandbox_id = %pod.id, error = %e, "removing the pod's unified cgroup failed");
+        }
+        if pod.cgroup_created
+            && let Err(e) = self.cgroups.remove(pod.cgroup())
+        {
+            tracing::warn!(pod_sandbox_id = %pod.id, error = %crate::error_chain(&e), "removing the pod cgroup failed");
+        }
         for d in [&pod.run_dir, &pod.dir] {
             let _ = tokio::fs::remove_dir_all(d).await;
         }

@@ -40,6 +40,9 @@ pub struct PodSpec {
     #[serde(default)]
     pub share_pid: bool,
     pub cgroup_parent: String,
+    /// Pod-level limits, applied when the daemon makes the pod cgroup itself.
+    #[serde(default)]
+    pub resources: Option<crate::container::Resources>,
     pub runtime_handler: String,
     /// Namespaced sysctls, applied in every container's (shared) namespaces.
     #[serde(default)]
@@ -85,6 +88,12 @@ pub struct PodSandbox {
     pub pidns: Option<PathBuf>,
     #[serde(default)]
     pub pid_holder: i32,
+    /// The pod cgroup (its containers' parent): `cgroup_parent`, or one of ours under /crio.
+    #[serde(default)]
+    pub cgroup: String,
+    /// Whether the daemon made the pod cgroup (and so removes it with the pod).
+    #[serde(default)]
+    pub cgroup_created: bool,
     /// Persistent files: resolv.conf, hosts, hostname.
     pub dir: PathBuf,
     /// Volatile: namespace pins, the monitor's socket.
@@ -93,6 +102,11 @@ pub struct PodSandbox {
 }
 
 impl PodSandbox {
+    /// The parent of the pod's container cgroups.
+    pub fn cgroup(&self) -> &str {
+        if self.cgroup.is_empty() { &self.spec.cgroup_parent } else { &self.cgroup }
+    }
+
     pub fn monitor_socket(&self) -> PathBuf {
         self.run_dir.join("monitor.sock")
     }

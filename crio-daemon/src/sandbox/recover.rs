@@ -19,13 +19,6 @@ fn dirs(dir: &Path) -> Vec<String> {
 impl Lifecycle {
     pub async fn recover(&self) {
         let c = &self.config.crio;
-        let pods: HashSet<String> = self.pods.all().iter().map(|e| e.get().id).collect();
-        let pod_dirs: HashSet<String> = dirs(&c.state_dir.join("pods")).into_iter().chain(dirs(&c.runroot.join("pods"))).collect();
-        for id in pod_dirs.difference(&pods) {
-            tracing::warn!(pod_sandbox_id = %id, "cleaning up a pod sandbox left half-created by a previous run");
-            let orphan = orphan_pod(id, &c.state_dir.join("pods").join(id), &c.runroot.join("pods").join(id));
-            self.tear_down_pod(&orphan, true).await;
-        }
         let containers: HashSet<String> = self.containers.all().iter().map(|e| e.get().id).collect();
         let runtime = self.runtime("").ok().cloned();
         for id in dirs(&c.state_dir.join("containers")).into_iter().filter(|id| !containers.contains(id)) {
@@ -33,7 +26,20 @@ impl Lifecycle {
             if let Some(rt) = &runtime {
                 let _ = rt.delete(&id, true).await;
             }
-            let _ = tokio::fs::remove_dir_all(c.state_dir.join("containers").join(&id)).await;
+            let bundle = c.state_dir.join("containers").join(&id);
+            // The runtime removed the v1 cgroups; the unified one of a hybrid host is ours.
+            if let (Some(unified), Some(path)) = (&self.unified, cgroups_path(&bundle.join("config.json"))) {
+                let _ = unified.remove(&path);
+            }
+            let _ = tokio::fs::remove_dir_all(&bundle).await;
+        }
+        // After the containers: a pod cgroup can only go once the cgroups below it have.
+        let pods: HashSet<String> = self.pods.all().iter().map(|e| e.get().id).collect();
+        let pod_dirs: HashSet<String> = dirs(&c.state_dir.join("pods")).into_iter().chain(dirs(&c.runroot.join("pods"))).collect();
+        for id in pod_dirs.difference(&pods) {
+            tracing::warn!(pod_sandbox_id = %id, "cleaning up a pod sandbox left half-created by a previous run");
+            let orphan = orphan_pod(id, &c.state_dir.join("pods").join(id), &c.runroot.join("pods").join(id));
+            self.tear_down_pod(&orphan, true).await;
         }
         let store = self.images.store().clone();
         let owned = containers.clone();
@@ -83,7 +89,14 @@ impl Lifecycle {
     }
 }
 
-/// What teardown needs of a pod that has no record: its paths, whatever of them exists.
+/// The `linux.cgroupsPath` of an OCI bundle's config.
+fn cgroups_path(config: &Path) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(config).ok()?).ok()?;
+    spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
+}
+
+/// What teardown needs of a pod that has no record: its paths, whatever of them exists. Its
+/// cgroup is the one the daemon would have made; a kubelet's is not known and stays.
 fn orphan_pod(id: &str, dir: &Path, run_dir: &Path) -> PodSandbox {
     let existing = |name: &str| -> Option<PathBuf> { Some(run_dir.join(name)).filter(|p| p.exists()) };
     let monitor_pid = find_monitor(&run_dir.join("monitor.sock")).unwrap_or(0);
@@ -99,6 +112,8 @@ fn orphan_pod(id: &str, dir: &Path, run_dir: &Path) -> PodSandbox {
         utsns: existing("uts"),
         pidns: existing("pid"),
         pid_holder: 0,
+        cgroup: format!("/crio/pod-{id}"),
+        cgroup_created: true,
         dir: dir.into(),
         run_dir: run_dir.into(),
         monitor_pid,

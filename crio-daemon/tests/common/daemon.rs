@@ -237,6 +237,7 @@ pub fn reap_leftovers(dir: &Path) {
             let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
         }
     }
+    remove_pod_cgroups(&dir.join("state/pods"));
     let needle = dir.as_os_str().as_encoded_bytes();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -244,6 +245,24 @@ pub fn reap_leftovers(dir: &Path) {
         let is_monitor = cmdline.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"crio-monitor"));
         if is_monitor && cmdline.windows(needle.len()).any(|w| w == needle) {
             let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Removes the cgroups the daemon made for the pods recorded in `records`, deepest first, in
+/// every hierarchy (the runtime already removed its containers' v1 cgroups).
+fn remove_pod_cgroups(records: &Path) {
+    for entry in fs::read_dir(records).into_iter().flatten().flatten() {
+        let Ok(text) = fs::read(entry.path()) else { continue };
+        let Ok(pod) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
+        let (Some(cgroup), Some(true)) = (pod["cgroup"].as_str(), pod["cgroup_created"].as_bool()) else { continue };
+        for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let top = h.path().join(cgroup.trim_start_matches('/'));
+            let mut dirs = vec![top.clone()];
+            dirs.extend(fs::read_dir(&top).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            for d in dirs.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
         }
     }
 }
