@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::daemon::unmount_under;
 use common::{Daemon, Registry};
 use crio::monitor::client::{self, MonitorClient};
-use crio::monitor::protocol::{ExitRecord, Request};
+use crio::monitor::protocol::{CreateRequest, ExitRecord, Request};
 use crio::oci::OciRuntime;
 use crio::storage::Store;
 use oci_spec::runtime::{RootBuilder, Spec};
@@ -63,7 +63,7 @@ impl Fixture {
         spec.save(bundle.join("config.json")).unwrap();
         let log = self.dir.join(format!("logs/{name}.log"));
         let exit = self.dir.join(format!("{name}.exit.json"));
-        let req = Request::Create {
+        let req = Request::Create(CreateRequest {
             id: id.clone(),
             bundle,
             runtime: RUNC.into(),
@@ -71,7 +71,8 @@ impl Fixture {
             log_path: log.clone(),
             log_max_size,
             exit_file: exit.clone(),
-        };
+            ..Default::default()
+        });
         let resp = self.monitor.request(&req).await.expect("create through the monitor");
         assert!(resp.pid.unwrap() > 0);
         self.runtime.start(&id).await.expect("start");
@@ -180,15 +181,15 @@ async fn create_failure_reports_the_runtime_error() {
     process.set_args(Some(vec!["/does/not/exist".into()]));
     spec.set_process(Some(process));
     spec.save(bundle.join("config.json")).unwrap();
-    let req = Request::Create {
+    let req = Request::Create(CreateRequest {
         id: id.clone(),
         bundle,
         runtime: RUNC.into(),
         runtime_root: fx.runtime.root.clone(),
         log_path: fx.dir.join("bad.log"),
-        log_max_size: 0,
         exit_file: fx.dir.join("bad.exit"),
-    };
+        ..Default::default()
+    });
     let err = fx.monitor.request(&req).await.unwrap_err().to_string();
     assert!(err.contains("/does/not/exist"), "{err}");
 }

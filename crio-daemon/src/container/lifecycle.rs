@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::spec::{self, ImageConfig, PidNamespace, SpecInput};
 use super::{Container, ContainerSpec, ContainerState, PidMode, user};
 use crate::monitor::client::MonitorClient;
-use crate::monitor::protocol::{ExitRecord, Request};
+use crate::monitor::protocol::{CreateRequest, ExitRecord, Request};
 use crate::sandbox::lifecycle::io_err;
 use crate::sandbox::{Lifecycle, LifecycleError, PodState, now_nanos};
 use crate::state::new_id;
@@ -117,9 +117,6 @@ impl Lifecycle {
     pub async fn create_container(&self, pod_id: &str, spec: ContainerSpec) -> Result<Container, LifecycleError> {
         if spec.name.is_empty() {
             return Err(LifecycleError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });
-        }
-        if spec.tty || spec.stdin {
-            return Err(LifecycleError::Unsupported { what: "tty and stdin containers (they need Attach, which is not implemented yet)" });
         }
         for m in &spec.mounts {
             if !m.host_path.is_absolute() || !m.container_path.is_absolute() {
@@ -232,7 +229,11 @@ impl Lifecycle {
             source: std::io::Error::other(e),
         })?;
         let runtime = self.runtime(&pod.spec.runtime_handler)?;
-        let req = Request::Create {
+        // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
+        let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
+        let req = Request::Create(CreateRequest {
+            console_socket,
+            stdin: ct.spec.stdin,
             id: ct.id.clone(),
             bundle: ct.bundle.clone(),
             runtime: runtime.path.clone(),
@@ -240,7 +241,7 @@ impl Lifecycle {
             log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
             log_max_size: self.config.crio.runtime.log_size_max.max(0) as u64,
             exit_file: ct.exit_file(),
-        };
+        });
         let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
         let pid = resp.pid.unwrap_or(0);
         if let Some(unified) = &self.unified {

@@ -3,6 +3,7 @@
 //! the process; `client` is how the daemon starts and talks to it.
 
 pub mod client;
+mod console;
 pub mod log_format;
 mod logs;
 pub mod protocol;

@@ -9,21 +9,31 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Run `<runtime> create` with the monitor holding the container's stdio and reaping it.
-    Create {
-        id: String,
-        bundle: PathBuf,
-        runtime: PathBuf,
-        runtime_root: PathBuf,
-        log_path: PathBuf,
-        /// Bytes after which the log is truncated and continues; 0 is no cap.
-        log_max_size: u64,
-        /// Where the exit record is written, atomically, when the container's init exits.
-        exit_file: PathBuf,
-    },
+    Create(CreateRequest),
     /// Reopen a container's log file (after the kubelet rotated it).
     ReopenLog { id: String },
     /// The containers this monitor watches.
     State,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    pub log_path: PathBuf,
+    /// Bytes after which the log is truncated and continues; 0 is no cap.
+    pub log_max_size: u64,
+    /// Where the exit record is written, atomically, when the container's init exits.
+    pub exit_file: PathBuf,
+    /// For a tty container: where the runtime sends the pty master (a short path: unix
+    /// socket paths are limited to 108 bytes).
+    #[serde(default)]
+    pub console_socket: Option<PathBuf>,
+    /// Keep the container's stdin open (a pipe the monitor holds) instead of /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

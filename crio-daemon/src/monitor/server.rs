@@ -5,16 +5,18 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::console::ConsoleSocket;
 use super::log_format::Stream;
 use super::logs::{LogSink, pump};
-use super::protocol::{ExitRecord, Request, Response, Watched};
+use super::protocol::{CreateRequest, ExitRecord, Request, Response, Watched};
 use super::reaper::Reaper;
 
 /// After a container's init exits, how long its other processes may keep its output open
@@ -25,6 +27,8 @@ struct Container {
     pid: i32,
     log: Arc<LogSink>,
     exit: Option<ExitRecord>,
+    /// The write end of its stdin (or its pty master), held open while it runs.
+    stdin: Option<OwnedFd>,
 }
 
 #[derive(Clone)]
@@ -75,9 +79,7 @@ impl Monitor {
 
     fn handle(&self, req: Request) -> Response {
         let result = match req {
-            Request::Create { id, bundle, runtime, runtime_root, log_path, log_max_size, exit_file } => self
-                .create(&id, &bundle, &runtime, &runtime_root, &log_path, log_max_size, exit_file)
-                .map(|pid| Response { pid: Some(pid), ..Default::default() }),
+            Request::Create(req) => self.create(req).map(|pid| Response { pid: Some(pid), ..Default::default() }),
             Request::ReopenLog { id } => match self.containers.lock().expect("containers poisoned").get(&id) {
                 Some(c) => c.log.reopen().map(|()| Response::default()).map_err(|e| format!("reopening the log of {id}: {e}")),
                 None => Err(format!("container {id} is not watched by this monitor")),
@@ -93,36 +95,60 @@ impl Monitor {
         result.unwrap_or_else(|error| Response { error, ..Default::default() })
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the fields of one request")]
-    fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        runtime: &Path,
-        root: &Path,
-        log_path: &Path,
-        log_max: u64,
-        exit_file: PathBuf,
-    ) -> Result<i32, String> {
+    fn create(&self, req: CreateRequest) -> Result<i32, String> {
+        let id = req.id.as_str();
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
             return Err(format!("container {id} already exists in this monitor"));
         }
-        let log = LogSink::open(log_path, log_max).map_err(|e| format!("opening log {}: {e}", log_path.display()))?;
-        let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let pid_file = bundle.join("pid");
-        let runtime_log = bundle.join("runtime.log");
-        let mut cmd = Command::new(runtime);
-        cmd.arg("--root").arg(root).arg("--log").arg(&runtime_log).args(["--log-format", "json", "create", "--bundle"]);
-        cmd.arg(bundle).arg("--pid-file").arg(&pid_file).arg(id);
-        cmd.env_remove("NOTIFY_SOCKET").stdin(Stdio::null()).stdout(out_w).stderr(err_w);
-        let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", runtime.display()))?;
+        let log = LogSink::open(&req.log_path, req.log_max_size).map_err(|e| format!("opening log {}: {e}", req.log_path.display()))?;
+        let pid_file = req.bundle.join("pid");
+        let runtime_log = req.bundle.join("runtime.log");
+        let mut cmd = Command::new(&req.runtime);
+        cmd.arg("--root").arg(&req.runtime_root).arg("--log").arg(&runtime_log).args(["--log-format", "json", "create", "--bundle"]);
+        cmd.arg(&req.bundle).arg("--pid-file").arg(&pid_file);
+        cmd.env_remove("NOTIFY_SOCKET");
+        // A tty container's stdio is the pty the runtime sends us; others get pipes.
+        let console = match &req.console_socket {
+            Some(path) => {
+                cmd.arg("--console-socket").arg(path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                Some(Arc::new(ConsoleSocket::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))?))
+            }
+            None => None,
+        };
+        let mut pipes = None;
+        let mut stdin = None;
+        if console.is_none() {
+            let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+            if req.stdin {
+                let (in_r, in_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+                cmd.stdin(in_r);
+                stdin = Some(OwnedFd::from(in_w));
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+            cmd.stdout(out_w).stderr(err_w);
+            pipes = Some((out_r, err_r));
+        }
+        cmd.arg(id);
+        let receiver = console.clone().map(|c| std::thread::spawn(move || c.receive()));
+        let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
         // Our copies of the write ends must close, or the pumps would never see EOF.
         drop(cmd);
         let status = self.reaper.wait(runtime_pid);
+        let master = match (receiver, &console) {
+            (Some(receiver), Some(socket)) => {
+                if !receiver.is_finished() {
+                    ConsoleSocket::wake(socket.path());
+                }
+                receiver.join().map_err(|_| "console receiver panicked".to_string())?.ok()
+            }
+            _ => None,
+        };
+        drop(console);
         if status.code != 0 {
             let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
-            return Err(format!("{} create {id} failed (exit {}): {msg}", runtime.display(), status.code));
+            return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code));
         }
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
@@ -130,10 +156,28 @@ impl Monitor {
             .parse()
             .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
         self.reaper.watch(pid);
-        let pumps = [spawn_pump(out_r, Stream::Stdout, log.clone()), spawn_pump(err_r, Stream::Stderr, log.clone())];
-        self.containers.lock().expect("containers poisoned").insert(id.into(), Container { pid, log, exit: None });
+        let pumps = match (pipes, master) {
+            (Some((out_r, err_r)), _) => {
+                vec![spawn_pump(out_r, Stream::Stdout, log.clone()), spawn_pump(err_r, Stream::Stderr, log.clone())]
+            }
+            (None, Some(master)) => {
+                // The container's stdin too: kept open for as long as the container runs.
+                let reader = std::fs::File::from(master.try_clone().map_err(|e| format!("dup of the pty master: {e}"))?);
+                stdin = Some(master);
+                vec![spawn_pump(reader, Stream::Stdout, log.clone())]
+            }
+            (None, None) => {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid).expect("a positive pid"),
+                    rustix::process::Signal::KILL,
+                );
+                return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()));
+            }
+        };
+        self.containers.lock().expect("containers poisoned").insert(id.into(), Container { pid, log, exit: None, stdin });
         let m = self.clone();
         let id = id.to_string();
+        let exit_file = req.exit_file;
         std::thread::spawn(move || {
             let exit = m.reaper.wait(pid);
             let deadline = std::time::Instant::now() + DRAIN_GRACE;
@@ -149,13 +193,14 @@ impl Monitor {
             }
             if let Some(c) = m.containers.lock().expect("containers poisoned").get_mut(&id) {
                 c.exit = Some(record);
+                c.stdin = None;
             }
         });
         Ok(pid)
     }
 }
 
-fn spawn_pump(from: std::io::PipeReader, stream: Stream, log: Arc<LogSink>) -> std::thread::JoinHandle<()> {
+fn spawn_pump(from: impl std::io::Read + Send + 'static, stream: Stream, log: Arc<LogSink>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || pump(from, stream, log))
 }
 
