@@ -311,6 +311,12 @@ async fn stats_oom_and_live_resource_updates() {
     if unified {
         assert!(cg.lines().any(|l| l == format!("0::/crio/pod-{pod}/crio-{busy}")), "{cg}");
     }
+    if unified {
+        // PSI comes from the container's unified cgroup: in verbose status, as CRI has no field.
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: busy.clone(), verbose: true }).await.unwrap();
+        let psi: serde_json::Value = serde_json::from_str(&st.into_inner().info["pressure"]).expect("pressure in verbose info");
+        assert!(psi["cpu"]["some"]["total"].is_u64() && psi["memory"]["some"]["avg10"].is_f64(), "{psi}");
+    }
     let listed = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
     assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.as_str()).collect::<Vec<_>>(), [busy.as_str()], "running only");
 

@@ -4,6 +4,7 @@
 //! parameter, so tests use a temp tree.
 
 mod pod;
+pub mod pressure;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,11 @@ impl Cgroups {
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The v2 directory of the cgroup at `path` on a pure v2 host.
+    pub fn v2_dir(&self, path: &str) -> Option<PathBuf> {
+        (self.layout == Layout::V2).then(|| self.root.join(path.trim_start_matches('/')))
     }
 
     fn dir(&self, controller: &str, path: &str) -> PathBuf {

@@ -501,6 +501,13 @@ impl Lifecycle {
         Ok((pod, usage, interfaces))
     }
 
+    /// PSI of a container's cgroup, where the kernel has it: its v2 cgroup, on hybrid hosts the
+    /// one it has in the unified hierarchy.
+    pub fn pressure(&self, ct: &Container) -> Option<crate::cgroups::pressure::Pressure> {
+        let dir = self.cgroups.v2_dir(&ct.cgroup_path).or_else(|| self.unified.as_ref().map(|u| u.path(&ct.cgroup_path)))?;
+        crate::cgroups::pressure::read(&dir)
+    }
+
     /// Applies new resources to a running container (`<runtime> update`).
     pub async fn update_resources(&self, id: &str, resources: &super::Resources) -> Result<(), LifecycleError> {
         let ct = self.container(id).await?;

@@ -237,6 +237,9 @@ pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> 
     let mut info = std::collections::HashMap::new();
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&c).unwrap_or_default());
+        if let Some(p) = s.lifecycle.pressure(&c) {
+            info.insert("pressure".to_string(), serde_json::to_string(&p).unwrap_or_default());
+        }
     }
     Ok(Response::new(cri::ContainerStatusResponse { status: Some(status), info }))
 }

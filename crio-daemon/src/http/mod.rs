@@ -51,6 +51,8 @@ pub struct ContainerInfo {
     pub ip_addresses: Vec<String>,
     pub state: String,
     pub exit_code: i32,
+    /// PSI of its cgroup, where the kernel exposes it.
+    pub pressure: Option<crate::cgroups::pressure::Pressure>,
 }
 
 async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response {
@@ -73,6 +75,7 @@ async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response 
         ip_addresses: ips,
         state: format!("{:?}", ct.state),
         exit_code: ct.exit_code,
+        pressure: lifecycle.pressure(&ct),
     })
     .into_response()
 }
