@@ -91,6 +91,12 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
     let config = Arc::new(loaded.config);
     let c = &config.crio;
     tracing::info!(files = ?loaded.files, root = %c.root.display(), listen = %c.api.listen.display(), "starting crio");
+    if c.runtime.cgroup_manager == "systemd" && !crio::cgroups::systemd::running(std::path::Path::new("/run/systemd/system")) {
+        anyhow::bail!(
+            "crio.runtime.cgroup_manager = \"systemd\" needs systemd running as init (/run/systemd/system is missing); \
+             set it to \"cgroupfs\" on this host"
+        );
+    }
     let (root, runroot) = (c.root.clone(), c.runroot.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&root, &runroot))
         .await?

@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
 use std::process::Command;
 
 use common::Daemon;
@@ -152,4 +153,22 @@ fn starts_with_no_config_file_at_all() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let parsed: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(parsed["crio"]["api"]["listen"].as_str(), Some("/var/run/crio/crio.sock"));
+}
+
+#[test]
+fn the_systemd_cgroup_manager_is_refused_where_systemd_is_not_init() {
+    assert!(!Path::new("/run/systemd/system").exists(), "this test needs a host whose init is not systemd");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("10-systemd.conf"), "[crio.runtime]\ncgroup_manager = \"systemd\"\n").unwrap();
+    let p = |s: &str| t.path().join(s).display().to_string();
+    let out = Command::new(CRIO)
+        .args(["--config-dir", &p("d"), "--root", &p("root"), "--runroot", &p("rr"), "--listen", &p("crio.sock")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cgroup_manager") && err.contains("systemd running as init"), "{err}");
+    assert!(!t.path().join("crio.sock").exists(), "nothing served");
 }

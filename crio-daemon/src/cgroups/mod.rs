@@ -5,6 +5,7 @@
 
 mod pod;
 pub mod pressure;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 

@@ -167,7 +167,7 @@ impl Lifecycle {
             bundle: self.config.crio.state_dir.join("containers").join(&id),
             pid: 0,
             stop_signal: signal_number(&run.stop_signal),
-            cgroup_path: format!("{}/crio-{id}", pod.cgroup().trim_end_matches('/')),
+            cgroup_path: self.container_cgroup(&pod, &id).0,
             spec,
         };
         match self.set_up_container(&ct, &pod, &run).await {
@@ -212,7 +212,6 @@ impl Lifecycle {
         let held = held_capabilities();
         let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
         let input = SpecInput {
-            id: &ct.id,
             spec: &ct.spec,
             image: run,
             pod,
@@ -220,6 +219,7 @@ impl Lifecycle {
             user: &resolved,
             held_capabilities: &held,
             pid_namespace: &pid_namespace,
+            cgroups_path: &self.container_cgroup(pod, &ct.id).1,
         };
         let oci = spec::build(&input).map_err(|e| LifecycleError::InvalidArgument { field: "config", why: e.to_string() })?;
         let config_path = ct.bundle.join("config.json");
@@ -234,6 +234,7 @@ impl Lifecycle {
         let req = Request::Create(CreateRequest {
             console_socket,
             stdin: ct.spec.stdin,
+            systemd_cgroup: runtime.systemd_cgroup,
             id: ct.id.clone(),
             bundle: ct.bundle.clone(),
             runtime: runtime.path.clone(),
@@ -470,7 +471,8 @@ impl Lifecycle {
     ) -> Result<(crate::sandbox::PodSandbox, Option<crate::cgroups::Usage>, Vec<crate::network::stats::InterfaceCounters>), LifecycleError>
     {
         let pod = self.pod(id)?;
-        let usage = if pod.cgroup().is_empty() {
+        let pod_cgroup = self.pod_cgroup_path(&pod);
+        let usage = if pod_cgroup.is_empty() {
             let running: Vec<_> = self.containers_of(&pod.id).into_iter().filter(|c| c.state == ContainerState::Running).collect();
             let samples: Vec<_> = running.iter().filter_map(|c| self.cgroups.usage(&c.cgroup_path)).collect();
             (!samples.is_empty()).then(|| {
@@ -486,7 +488,7 @@ impl Lifecycle {
                 })
             })
         } else {
-            self.cgroups.usage(pod.cgroup())
+            self.cgroups.usage(&pod_cgroup)
         };
         let interfaces = match &pod.netns {
             Some(ns) if pod.state == crate::sandbox::PodState::Ready => {

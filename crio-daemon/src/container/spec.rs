@@ -196,7 +196,6 @@ pub enum PidNamespace {
 }
 
 pub struct SpecInput<'a> {
-    pub id: &'a str,
     pub spec: &'a ContainerSpec,
     pub image: &'a ImageRunConfig,
     pub pod: &'a PodSandbox,
@@ -205,10 +204,12 @@ pub struct SpecInput<'a> {
     /// Capabilities this daemon holds: a privileged container gets these, never more.
     pub held_capabilities: &'a [String],
     pub pid_namespace: &'a PidNamespace,
+    /// The runtime's cgroupsPath (a path, or `<slice>:crio:<id>` under systemd).
+    pub cgroups_path: &'a str,
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { id, spec, image, pod, rootfs, user, held_capabilities, pid_namespace } = input;
+    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps: Vec<String> = if sec.privileged {
@@ -335,11 +336,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !device_rules.is_empty() {
         resources = resources.devices(device_rules);
     }
-    let parent = pod.cgroup().trim_end_matches('/');
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(build_err)?)
-        .cgroups_path(format!("{parent}/crio-{id}"));
+        .cgroups_path(cgroups_path.to_string());
     if !devices.is_empty() {
         linux = linux.devices(devices);
     }

@@ -31,6 +31,9 @@ pub struct CreateRequest {
     /// socket paths are limited to 108 bytes).
     #[serde(default)]
     pub console_socket: Option<PathBuf>,
+    /// Pass `--systemd-cgroup` to the runtime.
+    #[serde(default)]
+    pub systemd_cgroup: bool,
     /// Keep the container's stdin open (a pipe the monitor holds) instead of /dev/null.
     #[serde(default)]
     pub stdin: bool,

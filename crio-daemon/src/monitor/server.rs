@@ -104,7 +104,12 @@ impl Monitor {
         let pid_file = req.bundle.join("pid");
         let runtime_log = req.bundle.join("runtime.log");
         let mut cmd = Command::new(&req.runtime);
-        cmd.arg("--root").arg(&req.runtime_root).arg("--log").arg(&runtime_log).args(["--log-format", "json", "create", "--bundle"]);
+        cmd.arg("--root")
+            .arg(&req.runtime_root)
+            .args(req.systemd_cgroup.then_some("--systemd-cgroup"))
+            .arg("--log")
+            .arg(&runtime_log)
+            .args(["--log-format", "json", "create", "--bundle"]);
         cmd.arg(&req.bundle).arg("--pid-file").arg(&pid_file);
         cmd.env_remove("NOTIFY_SOCKET");
         // A tty container's stdio is the pty the runtime sends us; others get pipes.

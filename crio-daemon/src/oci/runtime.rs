@@ -82,16 +82,18 @@ pub struct OciRuntime {
     /// The runtime's state directory (`--root`).
     pub root: PathBuf,
     pub timeout: Duration,
+    /// `--systemd-cgroup`: cgroups are systemd scopes (cgroupsPath `<slice>:<prefix>:<name>`).
+    pub systemd_cgroup: bool,
 }
 
 impl OciRuntime {
     pub fn new(name: &str, path: &Path, root: &Path) -> Self {
-        Self { name: name.into(), path: path.into(), root: root.into(), timeout: DEFAULT_TIMEOUT }
+        Self { name: name.into(), path: path.into(), root: root.into(), timeout: DEFAULT_TIMEOUT, systemd_cgroup: false }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.path);
-        c.arg("--root").arg(&self.root).args(args);
+        c.arg("--root").arg(&self.root).args(self.systemd_cgroup.then_some("--systemd-cgroup")).args(args);
         // A runtime that sees NOTIFY_SOCKET hands it to the container, which then tells systemd
         // it is the daemon that became ready.
         c.env_remove("NOTIFY_SOCKET").stdin(Stdio::null()).kill_on_drop(true);
@@ -127,7 +129,7 @@ impl OciRuntime {
     pub async fn create(&self, id: &str, bundle: &Path, opts: CreateOptions) -> Result<(), OciError> {
         let command = "create";
         let mut c = Command::new(&self.path);
-        c.arg("--root").arg(&self.root);
+        c.arg("--root").arg(&self.root).args(self.systemd_cgroup.then_some("--systemd-cgroup"));
         if let Some(log) = &opts.log_file {
             c.arg("--log").arg(log).arg("--log-format").arg("json");
         }

@@ -86,6 +86,8 @@ pub struct Lifecycle {
     pub(crate) cpu_samples: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
     pub(crate) events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
     pub(crate) creations: super::retry::Creations,
+    /// cgroup_manager = "systemd": pod cgroups are slices, containers scopes.
+    pub(crate) systemd: bool,
 }
 
 impl Lifecycle {
@@ -134,7 +136,9 @@ impl Lifecycle {
             .map(|(name, h)| {
                 let root =
                     if h.runtime_root.as_os_str().is_empty() { c.runroot.join("runtime").join(name) } else { h.runtime_root.clone() };
-                (name.clone(), OciRuntime::new(name, &h.runtime_path, &root))
+                let mut rt = OciRuntime::new(name, &h.runtime_path, &root);
+                rt.systemd_cgroup = c.runtime.cgroup_manager == "systemd";
+                (name.clone(), rt)
             })
             .collect();
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
@@ -148,8 +152,11 @@ impl Lifecycle {
         let exits = c.state_dir.join("exits");
         crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(crate::container::events::EVENT_BUFFER);
-        let unified = crate::cgroups::Unified::detect(&cgroups);
+        let systemd = c.runtime.cgroup_manager == "systemd";
+        // Under systemd, systemd places scopes in the unified hierarchy itself.
+        let unified = if systemd { None } else { crate::cgroups::Unified::detect(&cgroups) };
         Ok(Self {
+            systemd,
             unified,
             creations: Default::default(),
             events,
@@ -165,6 +172,22 @@ impl Lifecycle {
             cgroups,
             cpu_samples: Default::default(),
         })
+    }
+
+    /// The cgroup directory of a pod (its slice's path under systemd).
+    pub(crate) fn pod_cgroup_path(&self, pod: &PodSandbox) -> String {
+        if self.systemd { crate::cgroups::systemd::slice_path(pod.cgroup()).unwrap_or_default() } else { pod.cgroup().to_string() }
+    }
+
+    /// The cgroup a new container of `pod` gets: its directory, and the runtime's cgroupsPath.
+    pub(crate) fn container_cgroup(&self, pod: &PodSandbox, id: &str) -> (String, String) {
+        if self.systemd {
+            let path = crate::cgroups::systemd::scope_path(pod.cgroup(), id).unwrap_or_default();
+            (path, crate::cgroups::systemd::cgroups_path(pod.cgroup(), id))
+        } else {
+            let path = format!("{}/crio-{id}", pod.cgroup().trim_end_matches('/'));
+            (path.clone(), path)
+        }
     }
 
     /// The CNI network pods get, if one is usable.
@@ -195,9 +218,13 @@ impl Lifecycle {
             }
         }
         self.runtime(&spec.runtime_handler)?;
-        if Path::new(&spec.cgroup_parent).components().any(|c| c == std::path::Component::ParentDir) {
-            let why = format!("{:?} leaves the cgroup hierarchy", spec.cgroup_parent);
-            return Err(LifecycleError::InvalidArgument { field: "config.linux.cgroup_parent", why });
+        let bad_parent = |why| LifecycleError::InvalidArgument { field: "config.linux.cgroup_parent", why };
+        if self.systemd {
+            if !spec.cgroup_parent.is_empty() {
+                crate::cgroups::systemd::slice_path(&spec.cgroup_parent).map_err(bad_parent)?;
+            }
+        } else if Path::new(&spec.cgroup_parent).components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(bad_parent(format!("{:?} leaves the cgroup hierarchy", spec.cgroup_parent)));
         }
         for key in spec.sysctls.keys() {
             super::check_sysctl(key, spec.host_network, spec.host_ipc)
@@ -221,7 +248,11 @@ impl Lifecycle {
             utsns: None,
             pidns: None,
             pid_holder: 0,
-            cgroup: if spec.cgroup_parent.is_empty() { format!("/crio/pod-{id}") } else { spec.cgroup_parent.clone() },
+            cgroup: match (spec.cgroup_parent.is_empty(), self.systemd) {
+                (false, _) => spec.cgroup_parent.clone(),
+                (true, false) => format!("/crio/pod-{id}"),
+                (true, true) => crate::cgroups::systemd::DEFAULT_SLICE.into(),
+            },
             cgroup_created: false,
             dir: c.state_dir.join("pods").join(&id),
             run_dir: c.runroot.join("pods").join(&id),
@@ -246,9 +277,13 @@ impl Lifecycle {
         for d in [&pod.dir, &pod.run_dir] {
             tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
         }
-        let (cgroups, path, resources) = (self.cgroups.clone(), pod.cgroup.clone(), pod.spec.resources.clone());
-        pod.cgroup_created =
-            tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref())).await.map_err(LifecycleError::Task)??;
+        // Slices are systemd's (the kubelet asks it for them); cgroupfs pod cgroups may be ours.
+        if !self.systemd {
+            let (cgroups, path, resources) = (self.cgroups.clone(), pod.cgroup.clone(), pod.spec.resources.clone());
+            pod.cgroup_created = tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref()))
+                .await
+                .map_err(LifecycleError::Task)??;
+        }
         let hostname = if pod.spec.hostname.is_empty() { pod.spec.name.clone() } else { pod.spec.hostname.clone() };
         if !pod.spec.host_ipc {
             let path = pod.run_dir.join("ipc");
