@@ -129,6 +129,11 @@ impl Lifecycle {
                     why: format!("host path {} does not exist", m.host_path.display()),
                 });
             }
+            if matches!(m.propagation.as_str(), "rshared" | "rslave") {
+                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                super::propagation::check(&m.host_path, &m.propagation, &info)
+                    .map_err(|why| LifecycleError::InvalidArgument { field: "config.mounts", why })?;
+            }
         }
         let pod_entry = self.pods.resolve(pod_id).ok_or_else(|| LifecycleError::PodNotFound { id: pod_id.into() })?;
         // Held through creation: a pod cannot be stopped or removed under a container being
@@ -606,6 +611,7 @@ mod tests {
     #[test]
     fn held_capabilities_are_named() {
         let caps = held_capabilities();
+        assert!(caps.iter().all(|c| super::spec::capability(c).is_ok()), "{caps:?}");
         assert!(caps.iter().all(|c| c.starts_with("CAP_")));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod events;
 mod lifecycle;
+mod propagation;
 pub mod seccomp;
 pub mod spec;
 pub mod user;
@@ -64,6 +65,12 @@ pub struct Security {
     pub supplemental_groups: Vec<i64>,
     #[serde(default)]
     pub seccomp: seccomp::Profile,
+    /// Paths hidden from the container (the kubelet's list); empty is the runtime's default.
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    /// Paths made read-only in the container; empty is the runtime's default.
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
 }
 
 /// A CreateContainer request, validated and protocol-free.

@@ -90,6 +90,8 @@ pub enum SpecError {
     NoCommand,
     #[error("building the OCI spec: {0}")]
     Build(String),
+    #[error("unknown capability {name:?}")]
+    UnknownCapability { name: String },
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
     #[error("device {path}: {why}")]
@@ -208,6 +210,12 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
 }
 
+/// A capability by its kernel name, with or without `CAP_`, in any case.
+pub fn capability(name: &str) -> Result<Capability, SpecError> {
+    let upper = name.to_ascii_uppercase();
+    upper.strip_prefix("CAP_").unwrap_or(&upper).parse().map_err(|_| SpecError::UnknownCapability { name: name.into() })
+}
+
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
@@ -230,7 +238,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         }
         caps
     };
-    let caps: std::collections::HashSet<Capability> = caps.iter().filter_map(|c| c.parse().ok()).collect();
+    let caps = caps.iter().map(|c| capability(c)).collect::<Result<std::collections::HashSet<Capability>, _>>()?;
     let mut capabilities = oci_spec::runtime::LinuxCapabilities::default();
     capabilities.set_bounding(Some(caps.clone())).set_effective(Some(caps.clone())).set_permitted(Some(caps.clone()));
     capabilities.set_inheritable(None).set_ambient(None);
@@ -350,9 +358,16 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         linux = linux.sysctl(pod.spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
     }
     if !sec.privileged {
+        let or_default = |given: &Vec<String>, default: fn() -> Vec<String>| if given.is_empty() { default() } else { given.clone() };
         linux = linux
-            .masked_paths(oci_spec::runtime::get_default_maskedpaths())
-            .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+            .masked_paths(or_default(&sec.masked_paths, oci_spec::runtime::get_default_maskedpaths))
+            .readonly_paths(or_default(&sec.readonly_paths, oci_spec::runtime::get_default_readonly_paths));
+    }
+    // A shared or slave bind needs the container's root mount to propagate the same way.
+    if spec.mounts.iter().any(|m| m.propagation == "rshared") {
+        linux = linux.rootfs_propagation("rshared");
+    } else if spec.mounts.iter().any(|m| m.propagation == "rslave") {
+        linux = linux.rootfs_propagation("rslave");
     }
     let mut out = Spec::default();
     out.set_hostname(Some(hostname))

@@ -91,6 +91,8 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             no_new_privs: sec.no_new_privs,
             supplemental_groups: sec.supplemental_groups,
             seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path)?,
+            masked_paths: sec.masked_paths,
+            readonly_paths: sec.readonly_paths,
         },
         resources: resources(res),
         pid_mode,
