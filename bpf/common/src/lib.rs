@@ -1,0 +1,99 @@
+//! `#[repr(C)]` mirrors of `bpf/crio_events.h`, the types the kernel programs and the loader
+//! exchange through maps and the ring buffer. Sizes are checked at compile time on both
+//! sides (`_Static_assert` in the header, `const` asserts here).
+#![no_std]
+#![deny(unsafe_code)]
+
+pub const COMM_LEN: usize = 16;
+pub const FILENAME_LEN: usize = 256;
+pub const ID_LEN: usize = 64;
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_FORK: u32 = 2;
+pub const EVENT_EXIT: u32 = 3;
+pub const EVENT_OOM: u32 = 4;
+
+pub const CGROUP_CONTAINER: u32 = 1;
+pub const CGROUP_POD: u32 = 2;
+
+/// OOM events: `memcg_id` was looked for (0 then means the node's limit fired).
+pub const FLAG_MEMCG_KNOWN: u32 = 1;
+
+/// Index in the `counters` per-CPU array: events dropped because the ring buffer was full.
+pub const COUNTER_LOST: u32 = 0;
+
+/// Value of the `containers` map, keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupInfo {
+    pub pod_id: [u8; ID_LEN],
+    pub container_id: [u8; ID_LEN],
+    pub kind: u32,
+    pub reserved: u32,
+}
+
+/// One ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub memcg_id: u64,
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub exit_code: i32,
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; FILENAME_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<CgroupInfo>() == 136);
+const _: () = assert!(core::mem::size_of::<Event>() == 320);
+
+impl CgroupInfo {
+    /// Ids longer than the field are cut (runtime ids are 64 hex digits: they fit).
+    pub fn new(pod_id: &str, container_id: &str, kind: u32) -> Self {
+        let mut info = CgroupInfo { pod_id: [0; ID_LEN], container_id: [0; ID_LEN], kind, reserved: 0 };
+        copy_into(&mut info.pod_id, pod_id.as_bytes());
+        copy_into(&mut info.container_id, container_id.as_bytes());
+        info
+    }
+}
+
+fn copy_into(dst: &mut [u8], src: &[u8]) {
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// The text of a NUL-padded C string field.
+pub fn c_str(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+#[cfg(feature = "user")]
+mod sys {
+    #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    // SAFETY: CgroupInfo is #[repr(C)], made only of integers and byte arrays with no padding
+    // (136 bytes, asserted), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::CgroupInfo {}
+    // SAFETY: as above: #[repr(C)], integers and byte arrays, 320 bytes without padding.
+    unsafe impl aya::Pod for super::Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_fit_and_strings_end_at_nul() {
+        let id = "a".repeat(64);
+        let info = CgroupInfo::new("pod", &id, CGROUP_CONTAINER);
+        assert_eq!(c_str(&info.pod_id), b"pod");
+        assert_eq!(&info.container_id[..], id.as_bytes());
+        assert_eq!(c_str(&info.container_id), id.as_bytes());
+    }
+}

@@ -1,0 +1,181 @@
+//! The runtime's eBPF side: loads `bpf/crio.bpf.c` (built by build.rs), pins its maps under a
+//! directory of the BPF filesystem, attaches each program on its own (one that cannot load is
+//! reported and the others still run), and hands out the kernel's events.
+//!
+//! The daemon fills the `containers` map (cgroup id -> pod and container ids) before a
+//! container's first instruction; the programs report only what happens in those cgroups.
+//! Maps are pinned by name, so they survive a daemon restart and other tools can read them
+//! (`bpftool map dump pinned <dir>/containers`).
+#![deny(unsafe_code)]
+
+pub mod bpffs;
+mod events;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use crio_ebpf_common::{COUNTER_LOST, CgroupInfo};
+
+pub use crio_ebpf_common::{CGROUP_CONTAINER, CGROUP_POD, CgroupInfo as Tracked, c_str};
+pub use events::{EventKind, KernelEvent};
+
+/// The object build.rs made; empty when the build had no BPF toolchain.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crio.bpf.o"));
+
+/// Each program, the tracepoint it attaches to, and what it gives.
+pub const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("crio_exec", "sched_process_exec", "exec events"),
+    ("crio_fork", "sched_process_fork", "fork events"),
+    ("crio_exit", "sched_process_exit", "exit events"),
+    ("crio_oom_victim", "mark_victim", "OOM attribution"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("this build has no eBPF programs (clang, bpftool or kernel BTF were missing when it was built)")]
+    NotBuilt,
+    #[error("failed to mount the BPF filesystem at {path}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to create the pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to load the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("failed to read the kernel's BTF")]
+    Btf(#[source] aya::BtfError),
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading the event ring buffer")]
+    Ring(#[source] std::io::Error),
+}
+
+/// A program that could not be attached, and why.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub program: &'static str,
+    pub feature: &'static str,
+    pub reason: String,
+}
+
+pub struct Tracer {
+    /// Owns the programs and their links: dropping it detaches them.
+    _ebpf: Ebpf,
+    containers: Mutex<HashMap<MapData, u64, CgroupInfo>>,
+    counters: PerCpuArray<MapData, u64>,
+    ring: Mutex<Option<RingBuf<MapData>>>,
+    pin_dir: PathBuf,
+    /// Nanoseconds to add to CLOCK_BOOTTIME to get the wall clock.
+    boot_to_wall: i128,
+    pub unavailable: Vec<Unavailable>,
+}
+
+impl Tracer {
+    /// Loads the programs with their maps pinned in `pin_dir` (inside a BPF filesystem, which
+    /// is mounted at `bpffs` first if it is not there yet).
+    pub fn load(bpffs: &Path, pin_dir: &Path) -> Result<Tracer, EbpfError> {
+        if OBJECT.is_empty() {
+            return Err(EbpfError::NotBuilt);
+        }
+        bpffs::ensure_mounted(bpffs).map_err(|source| EbpfError::Mount { path: bpffs.into(), source })?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::PinDir { path: pin_dir.into(), source })?;
+        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(OBJECT).map_err(EbpfError::Load)?;
+        let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
+        let mut unavailable = Vec::new();
+        for &(program, tracepoint, feature) in PROGRAMS {
+            if let Err(reason) = attach(&mut ebpf, &btf, program, tracepoint) {
+                unavailable.push(Unavailable { program, feature, reason });
+            }
+        }
+        let map = |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(EbpfError::MissingMap { name });
+        let containers =
+            HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?;
+        let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
+        let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
+        Ok(Tracer {
+            _ebpf: ebpf,
+            containers: Mutex::new(containers),
+            counters,
+            ring: Mutex::new(Some(ring)),
+            pin_dir: pin_dir.into(),
+            boot_to_wall: events::boot_to_wall(),
+            unavailable,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Starts reporting what happens in the cgroup `cgroup_id`.
+    pub fn track(&self, cgroup_id: u64, pod_id: &str, container_id: &str, kind: u32) -> Result<(), EbpfError> {
+        let info = CgroupInfo::new(pod_id, container_id, kind);
+        self.containers
+            .lock()
+            .expect("containers map poisoned")
+            .insert(cgroup_id, info, 0)
+            .map_err(|source| EbpfError::Map { name: "containers", source })
+    }
+
+    /// Stops reporting on `cgroup_id`; one not tracked is untracked.
+    pub fn untrack(&self, cgroup_id: u64) -> Result<(), EbpfError> {
+        use aya::maps::MapError;
+        match self.containers.lock().expect("containers map poisoned").remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(EbpfError::Map { name: "containers", source }),
+        }
+    }
+
+    /// Every tracked cgroup (after a restart, what the pinned map still holds).
+    pub fn tracked(&self) -> Vec<(u64, CgroupInfo)> {
+        let map = self.containers.lock().expect("containers map poisoned");
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Events the kernel dropped because the ring buffer was full, on all CPUs.
+    pub fn lost(&self) -> u64 {
+        self.counters.get(&COUNTER_LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+    }
+
+    /// Reads events until the runtime shuts down, calling `sink` for each. Only one reader
+    /// may run; a second call returns at once.
+    pub async fn read_events(&self, mut sink: impl FnMut(KernelEvent)) -> Result<(), EbpfError> {
+        let Some(ring) = self.ring.lock().expect("ring poisoned").take() else { return Ok(()) };
+        let mut fd = sys::register_ring(ring).map_err(EbpfError::Ring)?;
+        loop {
+            let mut ready = fd.readable_mut().await.map_err(EbpfError::Ring)?;
+            let ring = ready.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if let Some(e) = events::decode(&item, self.boot_to_wall) {
+                    sink(e);
+                }
+            }
+            ready.clear_ready();
+        }
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &str, tracepoint: &str) -> Result<(), String> {
+    let prog = ebpf.program_mut(program).ok_or_else(|| format!("{program} is missing from the object"))?;
+    let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+    prog.load(tracepoint, btf).map_err(|e| format!("loading {program} for {tracepoint}: {e}"))?;
+    prog.attach().map_err(|e| format!("attaching {program} to {tracepoint}: {e}"))?;
+    Ok(())
+}
