@@ -11,6 +11,7 @@ pub mod container;
 pub mod cri;
 pub mod http;
 pub mod image;
+pub mod kernel;
 pub mod monitor;
 pub mod namespace;
 pub mod network;

@@ -97,25 +97,16 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
              set it to \"cgroupfs\" on this host"
         );
     }
-    let (root, runroot) = (c.root.clone(), c.runroot.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open(&root, &runroot))
-        .await?
-        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))
-        .context("opening the image store")?;
-    let images = Arc::new(ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?);
-    // The monitor ships beside the daemon.
-    let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
-    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, std::path::Path::new("/sys/fs/cgroup"))
-        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
-    lifecycle.recover().await;
-    let lifecycle = Arc::new(lifecycle);
-    if let Err(e) = lifecycle.watch_exits() {
-        tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");
-    }
-    let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
-    let router =
-        cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone(), lifecycle)).fallback(crio::http::fallback);
+    // First: a second daemon on the same socket stops here, before it touches any state the
+    // live one owns (recovery would otherwise clean up the live daemon's pods).
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    let router = match init(&config).await {
+        Ok(router) => router,
+        Err(e) => {
+            let _ = std::fs::remove_file(&c.api.listen);
+            return Err(e);
+        }
+    };
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");
     crio::server::serve(listener, router, shutdown_signal()).await;
     // A clean stop leaves no socket for clients to mistake for a live daemon.
@@ -124,6 +115,31 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Everything behind the socket: store, images, kernel tracing, recovered pods and containers.
+async fn init(config: &Arc<config::Config>) -> anyhow::Result<axum::Router> {
+    let c = &config.crio;
+    let (root, runroot) = (c.root.clone(), c.runroot.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open(&root, &runroot))
+        .await?
+        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))
+        .context("opening the image store")?;
+    let images = Arc::new(ImageService::new(&c.image, Arc::new(store)).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?);
+    // The monitor ships beside the daemon.
+    let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
+    let ebpf = c.ebpf.clone();
+    let kernel = Arc::new(tokio::task::spawn_blocking(move || crio::kernel::Kernel::load(&ebpf)).await?);
+    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, std::path::Path::new("/sys/fs/cgroup"), kernel.clone())
+        .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    lifecycle.recover().await;
+    kernel.start();
+    let lifecycle = Arc::new(lifecycle);
+    if let Err(e) = lifecycle.watch_exits() {
+        tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");
+    }
+    let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
+    Ok(cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone(), lifecycle)).fallback(crio::http::fallback))
 }
 
 async fn shutdown_signal() {

@@ -40,10 +40,13 @@ async fn socket_is_0660_and_serves_cri_and_http() {
     let st = rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
     let conds = st.status.unwrap().conditions;
     let names: Vec<_> = conds.iter().map(|c| c.r#type.as_str()).collect();
-    assert_eq!(names, ["RuntimeReady", "NetworkReady"]);
+    assert_eq!(names, ["RuntimeReady", "NetworkReady", "KernelTracingReady"]);
     for c in &conds {
         assert!(c.status || (!c.reason.is_empty() && !c.message.is_empty()), "a false condition says why: {c:?}");
     }
+    // This machine's kernel runs every program (BTF, tracepoints); the maps are pinned.
+    assert!(conds[2].status, "{:?}", conds[2]);
+    assert!(common::daemon::pin_dir(d.dir.path()).join("containers").exists());
     assert!(st.info["config"].contains("\"root\""), "verbose status carries the config");
     let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
     assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
@@ -171,4 +174,12 @@ fn the_systemd_cgroup_manager_is_refused_where_systemd_is_not_init() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cgroup_manager") && err.contains("systemd running as init"), "{err}");
     assert!(!t.path().join("crio.sock").exists(), "nothing served");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_ebpf_disabled_status_says_so_and_the_daemon_serves() {
+    let d = Daemon::start(DaemonConfig { extra: "[crio.ebpf]\nenable = false\n".into(), ..Default::default() }).await;
+    let st = d.runtime().await.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let kernel = st.status.unwrap().conditions.into_iter().find(|c| c.r#type == "KernelTracingReady").expect("the condition");
+    assert!(!kernel.status && kernel.reason == "EBPFFeaturesOff" && kernel.message.contains("enable = false"), "{kernel:?}");
 }

@@ -275,6 +275,29 @@ async fn stats_oom_and_live_resource_updates() {
     rt.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
     let st = wait_state(d, &hog, cri::ContainerState::ContainerExited).await;
     assert_eq!((st.reason.as_str(), st.exit_code), ("OOMKilled", 137));
+    // The kernel programs name the victim and the limit that fired.
+    assert!(st.message.starts_with("OOM killed: tail (pid ") && st.message.ends_with("by the container's memory limit"), "{}", st.message);
+
+    // A child killed for memory does not end the container nor mark it OOMKilled.
+    let mut child = container_config("child", &e.image, "tail /dev/zero; echo survived; exec sleep 1000");
+    child.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
+        ..Default::default()
+    });
+    let child = create(d, &pod, &pc, child).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: child.clone() }).await.unwrap();
+    let log = d.dir.path().join("logs/res/child/0.log");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("survived")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = status(d, &child).await;
+    assert_eq!((st.state, st.reason.as_str()), (cri::ContainerState::ContainerRunning as i32, ""), "{}", st.message);
+    rt.stop_container(cri::StopContainerRequest { container_id: child.clone(), timeout: 0 }).await.unwrap();
+    let st = status(d, &child).await;
+    assert_eq!((st.reason.as_str(), st.exit_code), ("Error", 137), "killed by StopContainer, not by the OOM killer");
 
     // A busy loop: CPU and memory numbers move.
     let busy = create(d, &pod, &pc, container_config("busy", &e.image, "while true; do :; done")).await.unwrap();

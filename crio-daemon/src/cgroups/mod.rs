@@ -49,6 +49,11 @@ impl Cgroups {
         self.layout
     }
 
+    /// The memory controller's directory of the cgroup at `path`.
+    pub fn memory_dir(&self, path: &str) -> PathBuf {
+        self.dir("memory", path)
+    }
+
     /// The v2 directory of the cgroup at `path` on a pure v2 host.
     pub fn v2_dir(&self, path: &str) -> Option<PathBuf> {
         (self.layout == Layout::V2).then(|| self.root.join(path.trim_start_matches('/')))

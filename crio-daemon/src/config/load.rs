@@ -173,6 +173,11 @@ fn validate(config: &Config, origins: &BTreeMap<String, PathBuf>) -> Result<(), 
     if !LOG_LEVELS.contains(&level.as_str()) {
         return Err(invalid("crio.runtime.log_level", &c.runtime.log_level, LOG_LEVELS.join(", ")));
     }
+    let (bpffs, pins) = (&c.ebpf.bpffs, &c.ebpf.pin_dir);
+    if !pins.starts_with(bpffs) || pins == bpffs {
+        let allowed = format!("a directory inside crio.ebpf.bpffs ({})", bpffs.display());
+        return Err(invalid("crio.ebpf.pin_dir", &pins.display().to_string(), allowed));
+    }
     if !CGROUP_MANAGERS.contains(&c.runtime.cgroup_manager.as_str()) {
         return Err(invalid("crio.runtime.cgroup_manager", &c.runtime.cgroup_manager, CGROUP_MANAGERS.join(", ")));
     }

@@ -40,6 +40,7 @@ pub struct Crio {
     pub image: Image,
     pub network: Network,
     pub metrics: Metrics,
+    pub ebpf: Ebpf,
 }
 
 impl Default for Crio {
@@ -54,6 +55,7 @@ impl Default for Crio {
             image: Image::default(),
             network: Network::default(),
             metrics: Metrics::default(),
+            ebpf: Ebpf::default(),
         }
     }
 }
@@ -200,5 +202,23 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self { enable_metrics: false, metrics_host: "127.0.0.1".into(), metrics_port: 9090, metrics_socket: PathBuf::new() }
+    }
+}
+
+/// `[crio.ebpf]` (ours; CRI-O has no such table): kernel tracing of containers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Ebpf {
+    /// Load the programs; without them OOM kills are read from cgroup files.
+    pub enable: bool,
+    /// Where the BPF filesystem is (mounted there at start if it is not).
+    pub bpffs: PathBuf,
+    /// Where the maps are pinned, inside `bpffs`, for bpftool and other tools.
+    pub pin_dir: PathBuf,
+}
+
+impl Default for Ebpf {
+    fn default() -> Self {
+        Self { enable: true, bpffs: "/sys/fs/bpf".into(), pin_dir: "/sys/fs/bpf/crio".into() }
     }
 }

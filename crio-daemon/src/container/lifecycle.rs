@@ -69,6 +69,16 @@ pub fn held_capabilities() -> Vec<String> {
     CAPABILITY_NAMES.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| format!("CAP_{n}")).collect()
 }
 
+fn oom_message(k: &crate::kernel::OomKill) -> String {
+    let level = match k.level {
+        crate::kernel::OomLevel::Container => "the container's memory limit",
+        crate::kernel::OomLevel::Pod => "the pod's memory limit",
+        crate::kernel::OomLevel::Above => "a memory limit above the pod",
+        crate::kernel::OomLevel::Node => "the node running out of memory",
+    };
+    format!("OOM killed: {} (pid {}) by {level}", k.victim_comm, k.victim_pid)
+}
+
 /// The container's log file under the pod's log directory; escapes are refused.
 fn log_path(dir: &Path, rel: &str) -> Result<PathBuf, LifecycleError> {
     if dir.as_os_str().is_empty() || rel.is_empty() {
@@ -173,11 +183,13 @@ impl Lifecycle {
             pid: 0,
             stop_signal: signal_number(&run.stop_signal),
             cgroup_path: self.container_cgroup(&pod, &id).0,
+            cgroup_id: 0,
             spec,
         };
         match self.set_up_container(&ct, &pod, &run).await {
             Ok(pid) => {
-                let ct = Container { pid, ..ct };
+                let mut ct = Container { pid, ..ct };
+                ct.cgroup_id = self.track_container(&ct, &pod);
                 if let Err(e) = self.containers.insert(&id, ct.clone()).await {
                     self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
                     self.names.release(&ct.full_name);
@@ -257,6 +269,14 @@ impl Lifecycle {
         Ok(pid)
     }
 
+    /// Tells the kernel programs the container's cgroup (before it starts: its first
+    /// instruction is seen). Returns the cgroup id, 0 when not tracked.
+    pub(crate) fn track_container(&self, ct: &Container, pod: &crate::sandbox::PodSandbox) -> u64 {
+        let Some(dir) = self.v2_dir(&ct.cgroup_path) else { return 0 };
+        let memcgs = (self.cgroups.memory_dir(&ct.cgroup_path), self.cgroups.memory_dir(&self.pod_cgroup_path(pod)));
+        self.kernel.track_container((&pod.id, &ct.id), ct.pid.max(0) as u32, &dir, (&memcgs.0, &memcgs.1)).unwrap_or(0)
+    }
+
     /// The PID namespace a container asks for, as a place to join or make.
     fn pid_namespace(&self, mode: &PidMode, pod: &crate::sandbox::PodSandbox) -> Result<PidNamespace, LifecycleError> {
         Ok(match mode {
@@ -300,6 +320,7 @@ impl Lifecycle {
         }
         let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
         let _ = tokio::fs::remove_file(ct.exit_file()).await;
+        self.kernel.untrack(ct.cgroup_id, Some(&ct.id));
         if let Some(unified) = &self.unified
             && let Err(e) = unified.remove(&ct.cgroup_path)
         {
@@ -333,6 +354,32 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Whether the container's init was OOM killed, with a message naming the victim: from
+    /// the kernel programs when they attribute OOM kills (a child's OOM kill does not count),
+    /// else from the cgroup's OOM counter with an init that died of SIGKILL.
+    async fn oom_of(&self, ct: &Container, signal: Option<i32>) -> (Option<String>, Option<crate::kernel::InitFate>) {
+        let mut fate = self.kernel.fate(&ct.id);
+        if !self.kernel.oom_attribution() {
+            // The cgroup lives until the runtime deletes the container, so its counter still
+            // tells whether the kernel killed something there for memory.
+            let oom = signal == Some(libc::SIGKILL) && self.cgroups.oom_kills(&ct.cgroup_path) > 0;
+            return (oom.then(|| "OOM killed (from the cgroup's OOM counter)".to_string()), fate);
+        }
+        // An init killed while its cgroup counts an OOM kill: the kernel's event may still be
+        // on its way through the ring buffer.
+        if signal == Some(libc::SIGKILL) && fate.as_ref().is_none_or(|f| f.oom.is_none()) && self.cgroups.oom_kills(&ct.cgroup_path) > 0 {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                fate = self.kernel.fate(&ct.id);
+                if fate.as_ref().is_some_and(|f| f.oom.is_some()) {
+                    break;
+                }
+            }
+        }
+        let message = fate.as_ref().and_then(|f| f.oom.as_ref()).map(oom_message);
+        (message, fate)
+    }
+
     /// The container as it is now: a recorded exit turns it Exited.
     pub async fn container(&self, id: &str) -> Result<Container, LifecycleError> {
         let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
@@ -340,22 +387,27 @@ impl Lifecycle {
         if matches!(ct.state, ContainerState::Running | ContainerState::Created)
             && let Some(exit) = read_exit(&ct.exit_file()).await
         {
-            // The cgroup lives until the runtime deletes the container, so its OOM counter
-            // still tells whether the kernel killed something there for memory. Only an init
-            // that died of SIGKILL counts: a child's OOM does not end the container.
-            let oom = exit.signal == Some(libc::SIGKILL) && self.cgroups.oom_kills(&ct.cgroup_path) > 0;
+            let (oom, fate) = self.oom_of(&ct, exit.signal).await;
             let was = entry.get().state;
             let updated = self
                 .containers
                 .update(&ct.id, &entry, |c| {
                     c.state = ContainerState::Exited;
                     c.exit_code = exit.exit_code;
-                    c.finished_at_nanos = exit.exited_at_unix_nanos as i64;
-                    c.reason = match (oom, exit.exit_code) {
-                        (true, _) => "OOMKilled".into(),
-                        (false, 0) => "Completed".into(),
-                        (false, _) => "Error".into(),
+                    // The kernel's time of the init's exit, else the monitor's (a little later).
+                    c.finished_at_nanos = fate
+                        .as_ref()
+                        .and_then(|f| f.exited_at)
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(exit.exited_at_unix_nanos as i64, |d| d.as_nanos() as i64);
+                    c.reason = match (&oom, exit.exit_code) {
+                        (Some(_), _) => "OOMKilled".into(),
+                        (None, 0) => "Completed".into(),
+                        (None, _) => "Error".into(),
                     };
+                    if let Some(message) = oom {
+                        c.message = message;
+                    }
                     if c.started_at_nanos == 0 {
                         c.started_at_nanos = c.finished_at_nanos;
                     }
@@ -365,6 +417,19 @@ impl Lifecycle {
                 self.emit(&updated, super::EventKind::Stopped);
             }
             return Ok(updated);
+        }
+        // The kernel saw the init chosen as an OOM victim: say so before it is even gone.
+        if ct.state == ContainerState::Running
+            && ct.reason.is_empty()
+            && let Some(kill) = self.kernel.fate(&ct.id).and_then(|f| f.oom)
+        {
+            return Ok(self
+                .containers
+                .update(&ct.id, &entry, |c| {
+                    c.reason = "OOMKilled".into();
+                    c.message = oom_message(&kill);
+                })
+                .await?);
         }
         Ok(ct)
     }

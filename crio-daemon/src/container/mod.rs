@@ -144,6 +144,9 @@ pub struct Container {
     /// The OCI spec's cgroupsPath, where stats and OOM kills are read.
     #[serde(default)]
     pub cgroup_path: String,
+    /// Its default-hierarchy cgroup's id, as tracked by the kernel programs (0: not tracked).
+    #[serde(default)]
+    pub cgroup_id: u64,
 }
 
 impl Container {

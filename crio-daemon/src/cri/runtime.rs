@@ -40,6 +40,22 @@ impl Runtime {
         }
     }
 
+    /// Whether the kernel programs run in full; the message names what is off and why.
+    fn kernel_condition(&self) -> cri::RuntimeCondition {
+        let kernel = &self.services.lifecycle.kernel;
+        let ready = kernel.enabled() && kernel.off.is_empty();
+        cri::RuntimeCondition {
+            r#type: "KernelTracingReady".into(),
+            status: ready,
+            reason: if ready { String::new() } else { "EBPFFeaturesOff".into() },
+            message: if ready {
+                String::new()
+            } else {
+                format!("eBPF features off, cgroup-file fallbacks in use: {}", kernel.off.join("; "))
+            },
+        }
+    }
+
     fn network_condition(&self) -> cri::RuntimeCondition {
         let ready = self.services.lifecycle.network_name().is_some();
         let dir = &self.services.config.crio.network.network_dir;
@@ -95,7 +111,7 @@ runtime_service! {
 
     #[instrument(skip_all)]
     async fn status(&self, request: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
-        let conditions = vec![self.runtime_condition(), self.network_condition()];
+        let conditions = vec![self.runtime_condition(), self.network_condition(), self.kernel_condition()];
         let mut info = HashMap::new();
         if request.get_ref().verbose {
             let config = serde_json::to_string(&*self.services.config).map_err(|e| super::status(tonic::Code::Internal, &e))?;

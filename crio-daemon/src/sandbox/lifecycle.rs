@@ -88,6 +88,7 @@ pub struct Lifecycle {
     pub(crate) creations: super::retry::Creations,
     /// cgroup_manager = "systemd": pod cgroups are slices, containers scopes.
     pub(crate) systemd: bool,
+    pub kernel: Arc<crate::kernel::Kernel>,
 }
 
 impl Lifecycle {
@@ -97,6 +98,7 @@ impl Lifecycle {
         images: Arc<ImageService>,
         monitor_binary: PathBuf,
         cgroup_root: &Path,
+        kernel: Arc<crate::kernel::Kernel>,
     ) -> Result<Self, LifecycleError> {
         let c = &config.crio;
         let (pods, bad_pods) = Records::<PodSandbox>::load(&c.state_dir.join("pods"))?;
@@ -156,6 +158,7 @@ impl Lifecycle {
         // Under systemd, systemd places scopes in the unified hierarchy itself.
         let unified = if systemd { None } else { crate::cgroups::Unified::detect(&cgroups) };
         Ok(Self {
+            kernel,
             systemd,
             unified,
             creations: Default::default(),
@@ -172,6 +175,12 @@ impl Lifecycle {
             cgroups,
             cpu_samples: Default::default(),
         })
+    }
+
+    /// A cgroup's directory in the default (v2) hierarchy: the v2 tree, or a hybrid host's
+    /// unified one. `None` on pure v1.
+    pub(crate) fn v2_dir(&self, path: &str) -> Option<PathBuf> {
+        self.cgroups.v2_dir(path).or_else(|| self.unified.as_ref().map(|u| u.path(path)))
     }
 
     /// The cgroup directory of a pod (its slice's path under systemd).
@@ -254,6 +263,7 @@ impl Lifecycle {
                 (true, true) => crate::cgroups::systemd::DEFAULT_SLICE.into(),
             },
             cgroup_created: false,
+            cgroup_id: 0,
             dir: c.state_dir.join("pods").join(&id),
             run_dir: c.runroot.join("pods").join(&id),
             monitor_pid: 0,
@@ -283,6 +293,14 @@ impl Lifecycle {
             pod.cgroup_created = tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref()))
                 .await
                 .map_err(LifecycleError::Task)??;
+        }
+        // The kernel learns the pod's cgroup before anything runs in it; on hybrid hosts that is
+        // the pod's directory in the unified hierarchy, made here.
+        if let Some(dir) = self.v2_dir(&self.pod_cgroup_path(pod)) {
+            if self.unified.is_some() {
+                tokio::fs::create_dir_all(&dir).await.map_err(io_err("creating the pod's unified cgroup", &dir))?;
+            }
+            pod.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
         }
         let hostname = if pod.spec.hostname.is_empty() { pod.spec.name.clone() } else { pod.spec.hostname.clone() };
         if !pod.spec.host_ipc {
@@ -384,6 +402,7 @@ impl Lifecycle {
             let _ = rustix::mount::unmount(&shm, rustix::mount::UnmountFlags::DETACH);
         }
         kill_monitor(pod.monitor_pid, &pod.monitor_socket());
+        self.kernel.untrack(pod.cgroup_id, None);
         if let Some(unified) = &self.unified
             && let Err(e) = unified.remove(pod.cgroup())
         {

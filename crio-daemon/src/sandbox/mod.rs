@@ -94,6 +94,9 @@ pub struct PodSandbox {
     /// Whether the daemon made the pod cgroup (and so removes it with the pod).
     #[serde(default)]
     pub cgroup_created: bool,
+    /// Its default-hierarchy cgroup's id, as tracked by the kernel programs (0: not tracked).
+    #[serde(default)]
+    pub cgroup_id: u64,
     /// Persistent files: resolv.conf, hosts, hostname.
     pub dir: PathBuf,
     /// Volatile: namespace pins, the monitor's socket.

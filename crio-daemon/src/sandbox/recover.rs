@@ -52,6 +52,30 @@ impl Lifecycle {
         })
         .await;
         self.reconcile_lost().await;
+        self.retrack();
+    }
+
+    /// Rebuilds what the kernel programs know: every recorded pod and container cgroup is
+    /// tracked again (the pinned map may have outlived us, or not), and pinned entries no
+    /// record owns are dropped.
+    fn retrack(&self) {
+        if !self.kernel.enabled() {
+            return;
+        }
+        let mut owned = HashSet::new();
+        let pods: std::collections::HashMap<String, PodSandbox> =
+            self.pods.all().into_iter().map(|e| (e.get().id.clone(), e.get())).collect();
+        for pod in pods.values() {
+            if let Some(dir) = self.v2_dir(&self.pod_cgroup_path(pod)) {
+                owned.extend(self.kernel.track_pod(&pod.id, &dir));
+            }
+        }
+        for ct in self.containers.all().into_iter().map(|e| e.get()) {
+            if let Some(pod) = pods.get(&ct.pod_id) {
+                owned.insert(self.track_container(&ct, pod));
+            }
+        }
+        self.kernel.reconcile(&owned);
     }
 
     /// Containers recorded as running that the runtime no longer has, with no exit record:
@@ -114,6 +138,7 @@ fn orphan_pod(id: &str, dir: &Path, run_dir: &Path) -> PodSandbox {
         pid_holder: 0,
         cgroup: format!("/crio/pod-{id}"),
         cgroup_created: true,
+        cgroup_id: 0,
         dir: dir.into(),
         run_dir: run_dir.into(),
         monitor_pid,

@@ -84,6 +84,8 @@ impl Daemon {
             fs::write(d.join("cni/10-test.conflist"), net).unwrap();
         }
         fs::write(conf_d.join("10-test.conf"), conf).unwrap();
+        // In the main file, so a test's drop-in can still add to [crio.ebpf].
+        fs::write(d.join("crio.conf"), format!("[crio.ebpf]\npin_dir = \"{}\"\n", pin_dir(d).display())).unwrap();
         let socket = d.join("crio.sock");
         let mut daemon = Daemon { socket, child: None, dir };
         daemon.spawn().await;
@@ -225,7 +227,14 @@ impl Drop for Daemon {
         self.stop();
         reap_leftovers(self.dir.path());
         unmount_under(self.dir.path());
+        let _ = fs::remove_dir_all(pin_dir(self.dir.path()));
     }
+}
+
+/// Where a test daemon pins its BPF maps: its own directory of the BPF filesystem.
+pub fn pin_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().trim_start_matches('.').to_string()).unwrap_or_default();
+    PathBuf::from(format!("/sys/fs/bpf/crio-test-{name}"))
 }
 
 /// What a failed test may leave: containers in the runtime root under `dir` and monitor

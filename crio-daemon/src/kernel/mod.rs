@@ -1,0 +1,264 @@
+//! What the kernel sees of our containers, through `crio_ebpf`: the daemon tells it which
+//! cgroups are whose (at creation, before the first instruction), and turns its events into
+//! container events: exec/fork/exit with the owning pod and container, the exact exit time of
+//! a container's init, and OOM kills with the victim and the level whose limit fired.
+//! Without eBPF (no BTF, no privilege, a build without programs) everything here is a no-op
+//! and the cgroup-file fallbacks elsewhere apply; `off` says why, for Status.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crio_ebpf::{CGROUP_CONTAINER, CGROUP_POD, EventKind, KernelEvent, Tracer};
+use tokio::sync::broadcast;
+
+/// Events buffered per subscriber before it is told it fell behind.
+const SUBSCRIBER_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OomLevel {
+    /// The container's own memory limit.
+    Container,
+    /// The pod's limit.
+    Pod,
+    /// A cgroup limit above the pod (the QoS class's, say).
+    Above,
+    /// No cgroup limit: the node ran out of memory.
+    Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomKill {
+    pub victim_pid: u32,
+    pub victim_comm: String,
+    pub victim_is_init: bool,
+    pub level: OomLevel,
+}
+
+/// A kernel event of one of our containers (or pods).
+#[derive(Debug, Clone)]
+pub struct ContainerKernelEvent {
+    pub pod_id: String,
+    /// Empty for an event in the pod's own cgroup.
+    pub container_id: String,
+    pub event: KernelEvent,
+    pub oom: Option<OomKill>,
+}
+
+/// Per-container counts, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub execs: u64,
+    pub forks: u64,
+    pub exits: u64,
+    pub oom_kills: u64,
+}
+
+/// How a container's init ended, as the kernel saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitFate {
+    pub exited_at: Option<SystemTime>,
+    pub oom: Option<OomKill>,
+}
+
+#[derive(Debug, Clone)]
+struct Owner {
+    pod_id: String,
+    container_id: String,
+    init_pid: u32,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Default-hierarchy cgroup id -> whose.
+    cgroups: HashMap<u64, Owner>,
+    /// Memory cgroup id -> the container or pod id it limits.
+    memcgs: HashMap<u64, String>,
+    fates: HashMap<String, InitFate>,
+    counters: HashMap<String, Counters>,
+}
+
+pub struct Kernel {
+    tracer: Option<Arc<Tracer>>,
+    /// The features that are off, and why (empty when all work).
+    pub off: Vec<String>,
+    index: Mutex<Index>,
+    events: broadcast::Sender<Arc<ContainerKernelEvent>>,
+    /// Events subscribers missed because they fell behind.
+    pub dropped: AtomicU64,
+}
+
+/// The cgroup id of a cgroup directory: its inode number.
+pub fn cgroup_id(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+impl Kernel {
+    /// No kernel tracing, for `why`.
+    pub fn disabled(why: impl Into<String>) -> Kernel {
+        let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        Kernel { tracer: None, off: vec![why.into()], index: Mutex::default(), events, dropped: AtomicU64::new(0) }
+    }
+
+    /// Loads the programs (blocking: parses the kernel's BTF). What cannot load is warned
+    /// about once, here.
+    pub fn load(config: &crate::config::Ebpf) -> Kernel {
+        if !config.enable {
+            return Kernel::disabled("eBPF is disabled in the configuration ([crio.ebpf] enable = false)");
+        }
+        match Tracer::load(&config.bpffs, &config.pin_dir) {
+            Ok(tracer) => {
+                let off: Vec<String> = tracer.unavailable.iter().map(|u| format!("{}: {}", u.feature, u.reason)).collect();
+                if !off.is_empty() {
+                    tracing::warn!(off = ?off, "some eBPF programs could not load; their features use fallbacks");
+                }
+                tracing::info!(pin_dir = %config.pin_dir.display(), "eBPF container tracing loaded");
+                let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+                Kernel { tracer: Some(Arc::new(tracer)), off, index: Mutex::default(), events, dropped: AtomicU64::new(0) }
+            }
+            Err(e) => {
+                let why = crate::error_chain(&e);
+                tracing::warn!(error = %why, "eBPF container tracing is off; OOM kills come from cgroup files");
+                Kernel::disabled(why)
+            }
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Whether OOM kills are attributed in the kernel (else the cgroup files decide).
+    pub fn oom_attribution(&self) -> bool {
+        self.tracer.as_ref().is_some_and(|t| t.unavailable.iter().all(|u| u.program != "crio_oom_victim"))
+    }
+
+    /// Events the kernel dropped (ring buffer full).
+    pub fn lost(&self) -> u64 {
+        self.tracer.as_ref().map(|t| t.lost()).unwrap_or(0)
+    }
+
+    /// Tracks a container's cgroup (`cgroup_dir`, the default hierarchy's) and remembers its
+    /// memory cgroups (own and pod's) for OOM levels. Returns the cgroup id.
+    pub fn track_container(&self, ids: (&str, &str), init_pid: u32, cgroup_dir: &Path, memcgs: (&Path, &Path)) -> Option<u64> {
+        let tracer = self.tracer.as_ref()?;
+        let (pod_id, container_id) = ids;
+        let id = cgroup_id(cgroup_dir)?;
+        if let Err(e) = tracer.track(id, pod_id, container_id, CGROUP_CONTAINER) {
+            tracing::warn!(container_id, error = %crate::error_chain(&e), "could not track the container's cgroup");
+            return None;
+        }
+        let mut index = self.index.lock().expect("kernel index poisoned");
+        index.cgroups.insert(id, Owner { pod_id: pod_id.into(), container_id: container_id.into(), init_pid });
+        for (dir, owner) in [(memcgs.0, container_id), (memcgs.1, pod_id)] {
+            if let Some(m) = cgroup_id(dir) {
+                index.memcgs.insert(m, owner.into());
+            }
+        }
+        Some(id)
+    }
+
+    /// Tracks a pod's own cgroup. Returns its id.
+    pub fn track_pod(&self, pod_id: &str, cgroup_dir: &Path) -> Option<u64> {
+        let tracer = self.tracer.as_ref()?;
+        let id = cgroup_id(cgroup_dir)?;
+        tracer.track(id, pod_id, "", CGROUP_POD).ok()?;
+        let owner = Owner { pod_id: pod_id.into(), container_id: String::new(), init_pid: 0 };
+        self.index.lock().expect("kernel index poisoned").cgroups.insert(id, owner);
+        Some(id)
+    }
+
+    /// Forgets a cgroup (and, for a container, what was learnt of it).
+    pub fn untrack(&self, cgroup_id: u64, container_id: Option<&str>) {
+        let Some(tracer) = &self.tracer else { return };
+        if cgroup_id != 0
+            && let Err(e) = tracer.untrack(cgroup_id)
+        {
+            tracing::warn!(cgroup_id, error = %crate::error_chain(&e), "could not untrack a cgroup");
+        }
+        let mut index = self.index.lock().expect("kernel index poisoned");
+        index.cgroups.remove(&cgroup_id);
+        if let Some(id) = container_id {
+            index.memcgs.retain(|_, owner| owner != id);
+            index.fates.remove(id);
+            index.counters.remove(id);
+        }
+    }
+
+    /// After a restart: drops pinned entries of cgroups no record owns.
+    pub fn reconcile(&self, owned: &HashSet<u64>) {
+        let Some(tracer) = &self.tracer else { return };
+        for (id, _) in tracer.tracked() {
+            if !owned.contains(&id) {
+                let _ = tracer.untrack(id);
+            }
+        }
+    }
+
+    pub fn fate(&self, container_id: &str) -> Option<InitFate> {
+        self.index.lock().expect("kernel index poisoned").fates.get(container_id).cloned()
+    }
+
+    pub fn counters(&self) -> HashMap<String, Counters> {
+        self.index.lock().expect("kernel index poisoned").counters.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ContainerKernelEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Starts reading the kernel's events (on the current tokio runtime).
+    pub fn start(self: &Arc<Self>) {
+        let Some(tracer) = self.tracer.clone() else { return };
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tracer.read_events(|e| me.handle(e)).await {
+                tracing::error!(error = %crate::error_chain(&e), "reading kernel events stopped");
+            }
+        });
+    }
+
+    fn handle(&self, event: KernelEvent) {
+        let resolved = {
+            let mut index = self.index.lock().expect("kernel index poisoned");
+            let Some(owner) = index.cgroups.get(&event.cgroup_id).cloned() else { return };
+            let is_init = owner.init_pid != 0 && event.pid == owner.init_pid;
+            let oom = match &event.kind {
+                EventKind::Oom { memcg_id } => {
+                    let level = match memcg_id.and_then(|m| index.memcgs.get(&m)) {
+                        Some(o) if *o == owner.container_id => OomLevel::Container,
+                        Some(o) if *o == owner.pod_id => OomLevel::Pod,
+                        _ if memcg_id.is_some() => OomLevel::Above,
+                        _ => OomLevel::Node,
+                    };
+                    Some(OomKill { victim_pid: event.pid, victim_comm: event.comm.clone(), victim_is_init: is_init, level })
+                }
+                _ => None,
+            };
+            if !owner.container_id.is_empty() {
+                let c = index.counters.entry(owner.container_id.clone()).or_default();
+                match event.kind {
+                    EventKind::Exec { .. } => c.execs += 1,
+                    EventKind::Fork => c.forks += 1,
+                    EventKind::Exit { .. } => c.exits += 1,
+                    EventKind::Oom { .. } => c.oom_kills += 1,
+                }
+                if is_init {
+                    let fate = index.fates.entry(owner.container_id.clone()).or_default();
+                    match &event.kind {
+                        EventKind::Exit { .. } => fate.exited_at = Some(event.time),
+                        EventKind::Oom { .. } => fate.oom = oom.clone(),
+                        _ => {}
+                    }
+                }
+            }
+            ContainerKernelEvent { pod_id: owner.pod_id, container_id: owner.container_id, event, oom }
+        };
+        // No subscriber is fine: nothing to deliver.
+        let _ = self.events.send(Arc::new(resolved));
+    }
+}
