@@ -5,6 +5,7 @@
 //! on the same socket; `server` binds the socket and serves both.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cgroups;
 pub mod config;
 pub mod container;

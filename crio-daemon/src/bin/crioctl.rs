@@ -117,7 +117,20 @@ enum Command {
     /// Resource use of running containers.
     Stats,
     /// Follow container events until interrupted.
-    Events,
+    Events {
+        /// The kernel's events instead (exec, fork, exit, OOM kills), from the eBPF programs.
+        #[arg(long)]
+        kernel: bool,
+        /// With --kernel: only this pod's.
+        #[arg(long, requires = "kernel")]
+        pod: Option<String>,
+        /// With --kernel: only this container's.
+        #[arg(long, requires = "kernel")]
+        container: Option<String>,
+        /// With --kernel: only these kinds (exec, fork, exit, oom).
+        #[arg(long = "kind", requires = "kernel")]
+        kinds: Vec<String>,
+    },
 }
 
 async fn channel(socket: &str) -> anyhow::Result<Channel> {
@@ -141,6 +154,9 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ch = channel(&cli.socket).await?;
+    if let Command::Events { kernel: true, pod, container, kinds } = cli.command {
+        return kernel_events(ch, pod, container, kinds).await;
+    }
     let mut rt = RuntimeServiceClient::new(ch.clone());
     let mut img = ImageServiceClient::new(ch).max_decoding_message_size(80 * 1024 * 1024);
     match cli.command {
@@ -333,7 +349,7 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
                 println!("{:<15} {:<20} {:>14} {:>12} {:>12}", &attrs.id[..13.min(attrs.id.len())], name, cpu, human(mem), human(fs));
             }
         }
-        Command::Events => {
+        Command::Events { .. } => {
             let mut stream = rt.get_container_events(cri::GetEventsRequest {}).await?.into_inner();
             while let Some(ev) = stream.message().await? {
                 let kind = ["CREATED", "STARTED", "STOPPED", "DELETED"].get(ev.container_event_type as usize).copied().unwrap_or("?");
@@ -341,6 +357,37 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
             }
         }
         _ => unreachable!("image commands are handled in main"),
+    }
+    Ok(())
+}
+
+/// `events --kernel`: the kernel programs' events, filtered on the daemon's side.
+async fn kernel_events(ch: Channel, pod: Option<String>, container: Option<String>, kinds: Vec<String>) -> anyhow::Result<()> {
+    use crio::api::kernel_v1 as k;
+    let kinds = kinds
+        .iter()
+        .map(|s| k::EventKind::from_str_name(&format!("EVENT_KIND_{}", s.to_uppercase())).map(|k| k as i32))
+        .collect::<Option<Vec<_>>>()
+        .context("--kind is one of exec, fork, exit, oom")?;
+    let req = k::WatchRequest { pod_sandbox_id: pod.unwrap_or_default(), container_id: container.unwrap_or_default(), kinds };
+    let mut client = k::kernel_events_client::KernelEventsClient::new(ch);
+    let mut stream = client.watch(req).await?.into_inner();
+    while let Some(ev) = stream.message().await? {
+        if ev.missed > 0 {
+            println!("... {} events missed (this client fell behind)", ev.missed);
+        }
+        let kind = k::EventKind::try_from(ev.kind).map(|k| k.as_str_name().trim_start_matches("EVENT_KIND_")).unwrap_or("?");
+        let detail = match k::EventKind::try_from(ev.kind) {
+            Ok(k::EventKind::Exec) => ev.filename.clone(),
+            Ok(k::EventKind::Exit) => format!("code {}", ev.exit_code),
+            Ok(k::EventKind::Oom) => ev
+                .oom
+                .map(|o| format!("{:?} init={}", k::OomLevel::try_from(o.level).unwrap_or_default(), o.victim_is_init))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let ctr = if ev.container_id.is_empty() { "-" } else { &ev.container_id[..ev.container_id.len().min(13)] };
+        println!("{} {kind:<5} {ctr:<13} pid {} ppid {} {} {detail}", ev.timestamp, ev.pid, ev.ppid, ev.comm);
     }
     Ok(())
 }

@@ -35,5 +35,5 @@ pub fn routes(services: &Services) -> tonic::service::Routes {
     let images = ImageServiceServer::new(image::Images::new(services.clone()))
         .max_decoding_message_size(api.grpc_max_recv_msg_size)
         .max_encoding_message_size(api.grpc_max_send_msg_size);
-    tonic::service::Routes::new(runtime).add_service(images)
+    tonic::service::Routes::new(runtime).add_service(images).add_service(crate::api::kernel::server(services.lifecycle.kernel.clone()))
 }

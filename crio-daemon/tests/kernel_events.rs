@@ -1,0 +1,85 @@
+//! The kernel's view of containers through the daemon: the crio.kernel.v1 stream (exec, fork,
+//! exit with codes, filtered by pod, container and kind), the exact exit time in
+//! ContainerStatus, per-container counts, and `crioctl events --kernel`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use common::pods::*;
+use crio::api::kernel_v1 as k;
+use k8s_cri::v1 as cri;
+
+async fn next(stream: &mut tonic::Streaming<k::Event>) -> k::Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10s")
+        .expect("stream")
+        .expect("open stream")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kernel_reports_what_runs_in_a_container() {
+    let e = env(1).await;
+    let d = &e.d;
+    let pc = pod_config("traced", &d.dir.path().join("logs/traced"));
+    let pod = run_pod(d, pc.clone()).await.expect("RunPodSandbox");
+    let mut client = k::kernel_events_client::KernelEventsClient::new(d.channel().await);
+    let mut stream = client.watch(k::WatchRequest { pod_sandbox_id: pod.clone(), ..Default::default() }).await.expect("Watch").into_inner();
+
+    let ct = create(d, &pod, &pc, container_config("c", &e.image, "/bin/true; exit 4")).await.expect("CreateContainer");
+    d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
+    let mut seen = Vec::new();
+    let init_exit = loop {
+        let ev = next(&mut stream).await;
+        assert_eq!((ev.pod_sandbox_id.as_str(), ev.container_id.as_str(), ev.missed), (pod.as_str(), ct.as_str(), 0), "{ev:?}");
+        let done = ev.kind == k::EventKind::Exit as i32 && ev.exit_code == 4;
+        seen.push(ev);
+        if done {
+            break seen.last().unwrap().clone();
+        }
+    };
+    let init = init_exit.pid;
+    let kinds = |kind: k::EventKind| seen.iter().filter(move |e| e.kind == kind as i32);
+    assert!(kinds(k::EventKind::Exec).any(|e| e.pid == init && e.filename == "/bin/sh"), "the init's exec: {seen:#?}");
+    let child = kinds(k::EventKind::Fork).find(|e| e.ppid == init).expect("the shell forks");
+    assert!(kinds(k::EventKind::Exec).any(|e| e.pid == child.pid && e.filename == "/bin/true"), "{seen:#?}");
+    assert!(kinds(k::EventKind::Exit).any(|e| e.pid == child.pid && e.exit_code == 0), "{seen:#?}");
+
+    // The status carries the kernel's exit time, not the monitor's later one.
+    let st = wait_state(d, &ct, cri::ContainerState::ContainerExited).await;
+    assert_eq!((st.exit_code, st.finished_at), (4, init_exit.timestamp));
+    let stats = client.stats(k::StatsRequest {}).await.expect("Stats").into_inner();
+    assert!(stats.enabled && stats.off.is_empty() && stats.lost == 0, "{stats:?}");
+    let counts = stats.containers.iter().find(|c| c.container_id == ct).expect("counts for the container");
+    assert!(counts.execs >= 2 && counts.forks >= 1 && counts.exits >= 2, "{counts:?}");
+
+    let bad = client.watch(k::WatchRequest { kinds: vec![42], ..Default::default() }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // crioctl follows one container's execs.
+    let long = create(d, &pod, &pc, container_config("long", &e.image, "exec sleep 1000")).await.unwrap();
+    d.runtime().await.start_container(cri::StartContainerRequest { container_id: long.clone() }).await.unwrap();
+    wait_state(d, &long, cri::ContainerState::ContainerRunning).await;
+    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_crioctl"))
+        .args(["--socket", d.socket.to_str().unwrap(), "events", "--kernel", "--container", &long, "--kind", "exec"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("crioctl");
+    let lines = BufReader::new(ctl.stdout.take().unwrap()).lines();
+    let reader = std::thread::spawn(move || lines.map_while(Result::ok).find(|l| l.contains("/bin/echo")));
+    // The stream is open once crioctl runs; exec until it has reported one.
+    for _ in 0..100 {
+        d.runtime().await.exec_sync(sh(&long, "/bin/echo hi")).await.expect("ExecSync");
+        if reader.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    let line = reader.join().unwrap().expect("crioctl printed the exec");
+    assert!(line.contains("EXEC") && line.contains(&long[..13]), "{line}");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
