@@ -4,6 +4,8 @@
  * and containers' (the `containers` map, filled before a container's first instruction);
  * these programs report what happens inside them and nowhere else:
  *   exec, fork and exit of processes (BTF tracepoints, filtered in the kernel by cgroup id);
+ *   bytes and packets in and out of every pod (cgroup_skb on the pod's cgroup, so host-network
+ *   pods count too), per container and per protocol;
  *   OOM kills (the mark_victim tracepoint), with the memory cgroup whose limit fired, found
  *   by walking the victim's memory cgroups up to the first one at its limit.
  * Everything goes through one ring buffer; a full buffer is counted, never silent.
@@ -11,6 +13,7 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -38,6 +41,14 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct crio_net_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} net SEC(".maps");
 
 static __always_inline bool known(__u64 cgroup_id)
 {
@@ -166,4 +177,72 @@ int BPF_PROG(crio_oom_victim, struct task_struct *task)
 	e->flags = CRIO_FLAG_MEMCG_KNOWN;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+
+/* The transport protocol of the IP packet at the start of `skb` (cgroup_skb sees L3). */
+static __always_inline __u8 transport(struct __sk_buff *skb)
+{
+	__u8 proto = 0;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		bpf_skb_load_bytes(skb, 9, &proto, 1);
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		bpf_skb_load_bytes(skb, 6, &proto, 1);
+	return proto;
+}
+
+/* Loopback has this index in every network namespace. */
+#define LOOPBACK_IFINDEX 1
+
+static __always_inline void count(struct __sk_buff *skb, bool ingress)
+{
+	/* What stays on loopback never crossed the pod's network. */
+	if (skb->ifindex == LOOPBACK_IFINDEX)
+		return;
+	__u64 cgroup_id = bpf_skb_cgroup_id(skb);
+	struct crio_net_counters *c = bpf_map_lookup_elem(&net, &cgroup_id);
+	if (!c) {
+		struct crio_net_counters zero = {};
+		bpf_map_update_elem(&net, &cgroup_id, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&net, &cgroup_id);
+		if (!c)
+			return;
+	}
+	__u64 len = skb->len;
+	__u8 proto = transport(skb);
+	/* Per-CPU values: no other writer, no atomics. */
+	if (ingress) {
+		c->rx_bytes += len;
+		c->rx_packets += 1;
+		if (proto == IPPROTO_TCP_)
+			c->tcp_rx_bytes += len;
+		else if (proto == IPPROTO_UDP_)
+			c->udp_rx_bytes += len;
+	} else {
+		c->tx_bytes += len;
+		c->tx_packets += 1;
+		if (proto == IPPROTO_TCP_)
+			c->tcp_tx_bytes += len;
+		else if (proto == IPPROTO_UDP_)
+			c->udp_tx_bytes += len;
+	}
+}
+
+/* Accounting only: every packet passes. */
+SEC("cgroup_skb/ingress")
+int crio_ingress(struct __sk_buff *skb)
+{
+	count(skb, true);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int crio_egress(struct __sk_buff *skb)
+{
+	count(skb, false);
+	return 1;
 }

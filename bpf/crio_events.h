@@ -44,6 +44,19 @@ struct crio_event {
 	char filename[CRIO_FILENAME_LEN]; /* exec: the file run */
 };
 
+/* Value of the `net` per-CPU map, keyed by the cgroup id of the socket's owner: what crossed
+ * the pod's cgroup_skb hooks, loopback left out. Bytes are IP packet lengths. */
+struct crio_net_counters {
+	__u64 rx_bytes;
+	__u64 rx_packets;
+	__u64 tx_bytes;
+	__u64 tx_packets;
+	__u64 tcp_rx_bytes;
+	__u64 tcp_tx_bytes;
+	__u64 udp_rx_bytes;
+	__u64 udp_tx_bytes;
+};
+
 /* OOM: memcg_id was looked for, so 0 there means no cgroup limit fired: the node's did. */
 #define CRIO_FLAG_MEMCG_KNOWN 1
 
@@ -55,5 +68,6 @@ enum crio_counter {
 
 _Static_assert(sizeof(struct crio_cgroup_info) == 136, "crio_cgroup_info layout");
 _Static_assert(sizeof(struct crio_event) == 320, "crio_event layout");
+_Static_assert(sizeof(struct crio_net_counters) == 64, "crio_net_counters layout");
 
 #endif

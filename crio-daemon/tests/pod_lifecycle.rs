@@ -421,62 +421,6 @@ async fn container_events_arrive_in_order_without_polling() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pod_stats_count_traffic_between_pods() {
-    use crio::network::netns::NetNs;
-    use std::io::{Read, Write};
-    let e = env(10).await;
-    let d = &e.d;
-    let mut rt = d.runtime().await;
-    let (a, b) = (
-        run_pod(d, pod_config("net-a", &d.dir.path().join("logs/a"))).await.unwrap(),
-        run_pod(d, pod_config("net-b", &d.dir.path().join("logs/b"))).await.unwrap(),
-    );
-    let ip = |id: String| {
-        let mut rt = rt.clone();
-        async move {
-            rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap()
-                .network
-                .unwrap()
-                .ip
-        }
-    };
-    let b_ip: std::net::IpAddr = ip(b.clone()).await.parse().unwrap();
-    let ns = |id: &str| NetNs { path: d.dir.path().join("run/pods").join(id).join("net") };
-    const SIZE: usize = 4 << 20;
-    let listener = ns(&b).run(move || std::net::TcpListener::bind((b_ip, 9000)).unwrap()).unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut sink = Vec::new();
-        s.read_to_end(&mut sink).unwrap();
-        sink.len()
-    });
-    ns(&a).run(move || std::net::TcpStream::connect((b_ip, 9000)).unwrap().write_all(&vec![7u8; SIZE]).unwrap()).unwrap();
-    assert_eq!(server.join().unwrap(), SIZE);
-    let stats = |id: String| {
-        let mut rt = rt.clone();
-        async move { rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: id }).await.unwrap().into_inner().stats.unwrap() }
-    };
-    let net = |s: &cri::PodSandboxStats| s.linux.as_ref().unwrap().network.as_ref().unwrap().default_interface.clone().unwrap();
-    let (sa, sb) = (net(&stats(a.clone()).await), net(&stats(b.clone()).await));
-    assert_eq!(sa.name, "eth0");
-    let tx = sa.tx_bytes.unwrap().value;
-    let rx = sb.rx_bytes.unwrap().value;
-    // Payload plus TCP/IP headers, within a few percent.
-    assert!(tx >= SIZE as u64 && tx < SIZE as u64 * 11 / 10, "a sent {tx}");
-    assert!(rx >= SIZE as u64 && rx < SIZE as u64 * 11 / 10, "b received {rx}");
-    let all = rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None }).await.unwrap().into_inner().stats;
-    assert_eq!(all.len(), 2);
-    for id in [a, b] {
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_the_deadline_gets_the_same_pod() {
     let e = env(11).await;
     let d = &e.d;

@@ -15,12 +15,12 @@ mod sys;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
 use aya::{Btf, Ebpf, EbpfLoader};
 use crio_ebpf_common::{COUNTER_LOST, CgroupInfo};
 
-pub use crio_ebpf_common::{CGROUP_CONTAINER, CGROUP_POD, CgroupInfo as Tracked, c_str};
+pub use crio_ebpf_common::{CGROUP_CONTAINER, CGROUP_POD, CgroupInfo as Tracked, NetCounters, c_str};
 pub use events::{EventKind, KernelEvent};
 
 /// The object build.rs made; empty when the build had no BPF toolchain.
@@ -33,6 +33,10 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("crio_exit", "sched_process_exit", "exit events"),
     ("crio_oom_victim", "mark_victim", "OOM attribution"),
 ];
+
+/// The network accounting programs, attached to each pod's cgroup.
+const NET_PROGRAMS: [(&str, CgroupSkbAttachType); 2] =
+    [("crio_ingress", CgroupSkbAttachType::Ingress), ("crio_egress", CgroupSkbAttachType::Egress)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -64,6 +68,21 @@ pub enum EbpfError {
     },
     #[error("reading the event ring buffer")]
     Ring(#[source] std::io::Error),
+    #[error("network accounting is not loaded")]
+    NoNetAccounting,
+    #[error("failed to open cgroup {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching {program} to cgroup {path}")]
+    Attach {
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
 }
 
 /// A program that could not be attached, and why.
@@ -74,9 +93,15 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// The network programs' links on one pod cgroup.
+type NetLinks = Vec<(&'static str, aya::programs::cgroup_skb::CgroupSkbLinkId)>;
+
 pub struct Tracer {
     /// Owns the programs and their links: dropping it detaches them.
-    _ebpf: Ebpf,
+    ebpf: Mutex<Ebpf>,
+    net: Option<Mutex<PerCpuHashMap<MapData, u64, crio_ebpf_common::NetCounters>>>,
+    /// Per pod cgroup id, its network links.
+    net_links: Mutex<std::collections::HashMap<u64, NetLinks>>,
     containers: Mutex<HashMap<MapData, u64, CgroupInfo>>,
     counters: PerCpuArray<MapData, u64>,
     ring: Mutex<Option<RingBuf<MapData>>>,
@@ -103,13 +128,33 @@ impl Tracer {
                 unavailable.push(Unavailable { program, feature, reason });
             }
         }
+        let mut net_ok = true;
+        for (program, _) in NET_PROGRAMS {
+            let loaded = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("{program} is missing from the object"))
+                .and_then(|p| <&mut CgroupSkb>::try_from(p).map_err(|e| e.to_string()))
+                .and_then(|p| p.load().map_err(|e| format!("loading {program}: {e}")));
+            if let Err(reason) = loaded {
+                unavailable.push(Unavailable { program, feature: "network accounting", reason });
+                net_ok = false;
+            }
+        }
         let map = |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(EbpfError::MissingMap { name });
+        let net = match net_ok {
+            true => {
+                Some(Mutex::new(PerCpuHashMap::try_from(map(&mut ebpf, "net")?).map_err(|source| EbpfError::Map { name: "net", source })?))
+            }
+            false => None,
+        };
         let containers =
             HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?;
         let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
         let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
         Ok(Tracer {
-            _ebpf: ebpf,
+            ebpf: Mutex::new(ebpf),
+            net,
+            net_links: Mutex::default(),
             containers: Mutex::new(containers),
             counters,
             ring: Mutex::new(Some(ring)),
@@ -149,6 +194,64 @@ impl Tracer {
         map.iter().filter_map(Result::ok).collect()
     }
 
+    /// Attaches the network accounting programs to the pod cgroup at `dir` (id `cgroup_id`);
+    /// already attached is attached.
+    pub fn account_network(&self, cgroup_id: u64, dir: &Path) -> Result<(), EbpfError> {
+        if self.net.is_none() {
+            return Err(EbpfError::NoNetAccounting);
+        }
+        let mut links = self.net_links.lock().expect("net links poisoned");
+        if links.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        let cgroup = std::fs::File::open(dir).map_err(|source| EbpfError::Cgroup { path: dir.into(), source })?;
+        let mut ebpf = self.ebpf.lock().expect("ebpf poisoned");
+        let mut attached: NetLinks = Vec::new();
+        for (program, kind) in NET_PROGRAMS {
+            let prog: &mut CgroupSkb = ebpf.program_mut(program).and_then(|p| p.try_into().ok()).ok_or(EbpfError::NoNetAccounting)?;
+            // Attached as a bpf_link (the kernel wants no flags then): links on one cgroup
+            // coexist, so other tools' programs there keep running beside ours.
+            match prog.attach(&cgroup, kind, CgroupAttachMode::Single) {
+                Ok(link) => attached.push((program, link)),
+                Err(source) => {
+                    detach(&mut ebpf, attached);
+                    return Err(EbpfError::Attach { program, path: dir.into(), source });
+                }
+            }
+        }
+        links.insert(cgroup_id, attached);
+        Ok(())
+    }
+
+    /// Whether the network programs run on the pod cgroup `cgroup_id`.
+    pub fn accounts_network(&self, cgroup_id: u64) -> bool {
+        self.net_links.lock().expect("net links poisoned").contains_key(&cgroup_id)
+    }
+
+    /// Detaches the network programs from a pod cgroup (nothing if they were not attached).
+    pub fn stop_accounting(&self, cgroup_id: u64) {
+        if let Some(attached) = self.net_links.lock().expect("net links poisoned").remove(&cgroup_id) {
+            detach(&mut self.ebpf.lock().expect("ebpf poisoned"), attached);
+        }
+    }
+
+    /// What crossed the network for sockets of the cgroup `cgroup_id`, summed over CPUs.
+    pub fn net_counters(&self, cgroup_id: u64) -> Option<crio_ebpf_common::NetCounters> {
+        let per_cpu = self.net.as_ref()?.lock().expect("net map poisoned").get(&cgroup_id, 0).ok()?;
+        let mut sum = crio_ebpf_common::NetCounters::default();
+        for c in per_cpu.iter() {
+            sum += *c;
+        }
+        Some(sum)
+    }
+
+    /// Forgets a cgroup's network counters (its owner is gone).
+    pub fn forget_net(&self, cgroup_id: u64) {
+        if let Some(net) = &self.net {
+            let _ = net.lock().expect("net map poisoned").remove(&cgroup_id);
+        }
+    }
+
     /// Events the kernel dropped because the ring buffer was full, on all CPUs.
     pub fn lost(&self) -> u64 {
         self.counters.get(&COUNTER_LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
@@ -168,6 +271,14 @@ impl Tracer {
                 }
             }
             ready.clear_ready();
+        }
+    }
+}
+
+fn detach(ebpf: &mut Ebpf, links: NetLinks) {
+    for (program, link) in links {
+        if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut CgroupSkb>::try_from(p).ok()) {
+            let _ = p.detach(link);
         }
     }
 }

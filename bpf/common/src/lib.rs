@@ -32,6 +32,33 @@ pub struct CgroupInfo {
     pub reserved: u32,
 }
 
+/// Value of the `net` per-CPU map (one per CPU; sum them), keyed by the socket owner's cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tcp_rx_bytes: u64,
+    pub tcp_tx_bytes: u64,
+    pub udp_rx_bytes: u64,
+    pub udp_tx_bytes: u64,
+}
+
+impl core::ops::AddAssign for NetCounters {
+    fn add_assign(&mut self, o: Self) {
+        self.rx_bytes += o.rx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tcp_rx_bytes += o.tcp_rx_bytes;
+        self.tcp_tx_bytes += o.tcp_tx_bytes;
+        self.udp_rx_bytes += o.udp_rx_bytes;
+        self.udp_tx_bytes += o.udp_tx_bytes;
+    }
+}
+
 /// One ring buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +79,7 @@ pub struct Event {
 
 const _: () = assert!(core::mem::size_of::<CgroupInfo>() == 136);
 const _: () = assert!(core::mem::size_of::<Event>() == 320);
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 64);
 
 impl CgroupInfo {
     /// Ids longer than the field are cut (runtime ids are 64 hex digits: they fit).
@@ -82,6 +110,8 @@ mod sys {
     unsafe impl aya::Pod for super::CgroupInfo {}
     // SAFETY: as above: #[repr(C)], integers and byte arrays, 320 bytes without padding.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: #[repr(C)], eight u64 and nothing else: no padding, any bit pattern is valid.
+    unsafe impl aya::Pod for super::NetCounters {}
 }
 
 #[cfg(test)]

@@ -560,7 +560,7 @@ impl Lifecycle {
         } else {
             self.cgroups.usage(&pod_cgroup)
         };
-        let interfaces = match &pod.netns {
+        let mut interfaces = match &pod.netns {
             Some(ns) if pod.state == crate::sandbox::PodState::Ready => {
                 let ns = ns.clone();
                 tokio::task::spawn_blocking(move || crate::network::stats::read(&ns))
@@ -570,6 +570,21 @@ impl Lifecycle {
             }
             _ => Vec::new(),
         };
+        // With the kernel's accounting, the pod's own sockets' traffic is the measure (host
+        // network pods too), on the pod's primary interface; its error counts stay.
+        if let Some(net) = self.kernel.pod_network(&pod.id) {
+            let name = if pod.spec.host_network { crate::network::stats::default_route_interface() } else { "eth0".to_string() };
+            let errors = interfaces.iter().find(|i| i.name == name).map(|i| (i.rx_errors, i.tx_errors)).unwrap_or_default();
+            interfaces.retain(|i| i.name != name);
+            let counted = crate::network::stats::InterfaceCounters {
+                name,
+                rx_bytes: net.rx_bytes,
+                rx_errors: errors.0,
+                tx_bytes: net.tx_bytes,
+                tx_errors: errors.1,
+            };
+            interfaces.insert(0, counted);
+        }
         Ok((pod, usage, interfaces))
     }
 

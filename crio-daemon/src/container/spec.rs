@@ -370,7 +370,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         linux = linux.rootfs_propagation("rslave");
     }
     let mut out = Spec::default();
-    out.set_hostname(Some(hostname))
+    // A hostname needs a UTS namespace of the pod's own; host-network pods share the node's.
+    out.set_hostname(pod.utsns.is_some().then_some(hostname))
         .set_root(Some(RootBuilder::default().path(*rootfs).readonly(sec.readonly_rootfs).build().map_err(build_err)?))
         .set_process(Some(process))
         .set_mounts(Some(mounts))

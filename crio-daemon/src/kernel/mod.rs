@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crio_ebpf::{CGROUP_CONTAINER, CGROUP_POD, EventKind, KernelEvent, Tracer};
+use crio_ebpf::{CGROUP_CONTAINER, CGROUP_POD, EventKind, KernelEvent, NetCounters, Tracer};
 use tokio::sync::broadcast;
 
 /// Events buffered per subscriber before it is told it fell behind.
@@ -80,6 +80,8 @@ struct Index {
     memcgs: HashMap<u64, String>,
     fates: HashMap<String, InitFate>,
     counters: HashMap<String, Counters>,
+    /// Per pod, the network counts of its removed containers: pod totals never go back.
+    retired_net: HashMap<String, NetCounters>,
 }
 
 pub struct Kernel {
@@ -162,11 +164,14 @@ impl Kernel {
         Some(id)
     }
 
-    /// Tracks a pod's own cgroup. Returns its id.
+    /// Tracks a pod's own cgroup and accounts its network traffic. Returns its id.
     pub fn track_pod(&self, pod_id: &str, cgroup_dir: &Path) -> Option<u64> {
         let tracer = self.tracer.as_ref()?;
         let id = cgroup_id(cgroup_dir)?;
         tracer.track(id, pod_id, "", CGROUP_POD).ok()?;
+        if let Err(e) = tracer.account_network(id, cgroup_dir) {
+            tracing::warn!(pod_sandbox_id = pod_id, error = %crate::error_chain(&e), "pod network accounting is off");
+        }
         let owner = Owner { pod_id: pod_id.into(), container_id: String::new(), init_pid: 0 };
         self.index.lock().expect("kernel index poisoned").cgroups.insert(id, owner);
         Some(id)
@@ -181,12 +186,41 @@ impl Kernel {
             tracing::warn!(cgroup_id, error = %crate::error_chain(&e), "could not untrack a cgroup");
         }
         let mut index = self.index.lock().expect("kernel index poisoned");
-        index.cgroups.remove(&cgroup_id);
-        if let Some(id) = container_id {
-            index.memcgs.retain(|_, owner| owner != id);
-            index.fates.remove(id);
-            index.counters.remove(id);
+        let owner = index.cgroups.remove(&cgroup_id);
+        match (container_id, owner) {
+            (Some(id), owner) => {
+                index.memcgs.retain(|_, o| o != id);
+                index.fates.remove(id);
+                index.counters.remove(id);
+                if let (Some(owner), Some(net)) = (owner, tracer.net_counters(cgroup_id)) {
+                    *index.retired_net.entry(owner.pod_id).or_default() += net;
+                }
+            }
+            (None, Some(owner)) => {
+                tracer.stop_accounting(cgroup_id);
+                index.retired_net.remove(&owner.pod_id);
+            }
+            (None, None) => tracer.stop_accounting(cgroup_id),
         }
+        tracer.forget_net(cgroup_id);
+    }
+
+    /// What the pod's sockets sent and received (its containers', past and present, and its
+    /// own), when network accounting runs.
+    pub fn pod_network(&self, pod_id: &str) -> Option<NetCounters> {
+        let tracer = self.tracer.as_ref()?;
+        let index = self.index.lock().expect("kernel index poisoned");
+        let mut total = index.retired_net.get(pod_id).copied().unwrap_or_default();
+        let mut accounted = false;
+        for (id, owner) in &index.cgroups {
+            if owner.pod_id == pod_id {
+                accounted |= owner.container_id.is_empty() && tracer.accounts_network(*id);
+                if let Some(c) = tracer.net_counters(*id) {
+                    total += c;
+                }
+            }
+        }
+        accounted.then_some(total)
     }
 
     /// After a restart: drops pinned entries of cgroups no record owns.

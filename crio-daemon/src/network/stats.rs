@@ -35,9 +35,30 @@ pub fn read(netns: &Path) -> std::io::Result<Vec<InterfaceCounters>> {
     crate::namespace::run_in_net(netns, || std::fs::read_to_string("/proc/thread-self/net/dev").map(|t| parse_net_dev(&t)))?
 }
 
+/// The interface of the host's default route (`/proc/net/route`), where host-network pods'
+/// traffic goes; "eth0" when there is none.
+pub fn default_route_interface() -> String {
+    std::fs::read_to_string("/proc/net/route").ok().and_then(|t| default_route(&t)).unwrap_or_else(|| "eth0".into())
+}
+
+fn default_route(text: &str) -> Option<String> {
+    text.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (name, destination) = (f.next()?, f.next()?);
+        (destination == "00000000").then(|| name.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_default_route() {
+        let text = "Iface\tDestination\tGateway\tFlags\nens3\t0000A8C0\t00000000\t0001\nens4\t00000000\t0102A8C0\t0003\n";
+        assert_eq!(default_route(text).as_deref(), Some("ens4"));
+        assert_eq!(default_route("Iface\tDestination\n"), None);
+    }
 
     #[test]
     fn parses_proc_net_dev() {
