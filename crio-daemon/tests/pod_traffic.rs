@@ -67,9 +67,9 @@ async fn pods_are_charged_for_their_own_traffic() {
         d.log().lines().filter(|l| l.contains("WARN")).collect::<Vec<_>>().join("\n")
     );
     let got = usage(d, &client).await;
-    assert!(about(got.rx_bytes.clone()), "the client pod received the blob: {got:?}");
+    assert!(about(got.rx_bytes), "the client pod received the blob: {got:?}");
     let host_got = usage(d, &host).await;
-    assert!(about(host_got.rx_bytes.clone()), "a host-network pod is charged too: {host_got:?}");
+    assert!(about(host_got.rx_bytes), "a host-network pod is charged too: {host_got:?}");
     assert_ne!(host_got.name, "", "named after the host's interface");
 
     // A removed container's traffic stays the pod's.
