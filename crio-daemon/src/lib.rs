@@ -13,6 +13,7 @@ pub mod cri;
 pub mod http;
 pub mod image;
 pub mod kernel;
+pub mod metrics;
 pub mod monitor;
 pub mod namespace;
 pub mod network;

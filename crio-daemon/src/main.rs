@@ -139,7 +139,18 @@ async fn init(config: &Arc<config::Config>) -> anyhow::Result<axum::Router> {
         tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");
     }
     let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
-    Ok(cri::routes(&services).into_axum_router().merge(crio::http::router(config.clone(), lifecycle)).fallback(crio::http::fallback))
+    let router = cri::routes(&services)
+        .into_axum_router()
+        .merge(crio::http::router(config.clone(), lifecycle.clone()))
+        .fallback(crio::http::fallback);
+    if !c.metrics.enable_metrics {
+        return Ok(router);
+    }
+    let metrics = Arc::new(crio::metrics::Metrics::default());
+    let server =
+        crio::metrics::serve::bind(&c.metrics, metrics.clone(), lifecycle).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    tokio::spawn(server);
+    Ok(router.layer(axum::middleware::from_fn_with_state(metrics, crio::metrics::serve::track)))
 }
 
 async fn shutdown_signal() {

@@ -106,6 +106,8 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     ring: Mutex<Option<RingBuf<MapData>>>,
     pin_dir: PathBuf,
+    /// Keeps the kernel counting our programs' run time while it is open.
+    _stats: Option<std::os::fd::OwnedFd>,
     /// Nanoseconds to add to CLOCK_BOOTTIME to get the wall clock.
     boot_to_wall: i128,
     pub unavailable: Vec<Unavailable>,
@@ -151,7 +153,10 @@ impl Tracer {
             HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?;
         let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
         let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
+        // Run-time statistics cost a clock read per run; they are what the metrics report.
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(Tracer {
+            _stats: stats,
             ebpf: Mutex::new(ebpf),
             net,
             net_links: Mutex::default(),
@@ -250,6 +255,17 @@ impl Tracer {
         if let Some(net) = &self.net {
             let _ = net.lock().expect("net map poisoned").remove(&cgroup_id);
         }
+    }
+
+    /// Each loaded program's total run time and run count, as the kernel measures them.
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        let ebpf = self.ebpf.lock().expect("ebpf poisoned");
+        ebpf.programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 
     /// Events the kernel dropped because the ring buffer was full, on all CPUs.

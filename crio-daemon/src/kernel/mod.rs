@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 /// Events buffered per subscriber before it is told it fell behind.
 const SUBSCRIBER_BUFFER: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OomLevel {
     /// The container's own memory limit.
@@ -82,6 +82,8 @@ struct Index {
     counters: HashMap<String, Counters>,
     /// Per pod, the network counts of its removed containers: pod totals never go back.
     retired_net: HashMap<String, NetCounters>,
+    /// OOM kills in our containers since start, by whose limit fired.
+    oom_by_level: HashMap<OomLevel, u64>,
 }
 
 pub struct Kernel {
@@ -241,6 +243,15 @@ impl Kernel {
         self.index.lock().expect("kernel index poisoned").counters.clone()
     }
 
+    pub fn oom_by_level(&self) -> HashMap<OomLevel, u64> {
+        self.index.lock().expect("kernel index poisoned").oom_by_level.clone()
+    }
+
+    /// Each program's run time and count (kernel statistics).
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        self.tracer.as_ref().map(|t| t.program_stats()).unwrap_or_default()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ContainerKernelEvent>> {
         self.events.subscribe()
     }
@@ -269,6 +280,7 @@ impl Kernel {
                         _ if memcg_id.is_some() => OomLevel::Above,
                         _ => OomLevel::Node,
                     };
+                    *index.oom_by_level.entry(level).or_default() += 1;
                     Some(OomKill { victim_pid: event.pid, victim_comm: event.comm.clone(), victim_is_init: is_init, level })
                 }
                 _ => None,

@@ -50,6 +50,11 @@ pub async fn env(tag: u8) -> Env {
 
 /// `portmap`: chain the portmap plugin for hostPorts (it programs iptables).
 pub async fn env_with(tag: u8, portmap: bool) -> Env {
+    env_config(tag, portmap, "").await
+}
+
+/// `extra`: configuration appended to the test drop-in (after its [crio.image] table).
+pub async fn env_config(tag: u8, portmap: bool, extra: &str) -> Env {
     let reg = Registry::start();
     reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
     let bridge = format!("crl{}{tag}", std::process::id() % 100_000);
@@ -61,6 +66,7 @@ pub async fn env_with(tag: u8, portmap: bool) -> Env {
         plugins.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     }
     let mut cfg = DaemonConfig::trusting(&reg);
+    cfg.extra = extra.into();
     cfg.cni_conflist = Some(
         serde_json::json!({
             "cniVersion": "1.0.0", "name": format!("test-{bridge}"),
