@@ -5,7 +5,8 @@
 
 #define CRIO_COMM_LEN 16
 #define CRIO_FILENAME_LEN 256
-#define CRIO_ID_LEN 64
+/* Runtime ids are 64 hex digits: room for them and a NUL, so bpftool prints strings. */
+#define CRIO_ID_LEN 72
 
 enum crio_event_kind {
 	CRIO_EVENT_EXEC = 1,
@@ -66,7 +67,7 @@ enum crio_counter {
 	CRIO_COUNTER_MAX = 1,
 };
 
-_Static_assert(sizeof(struct crio_cgroup_info) == 136, "crio_cgroup_info layout");
+_Static_assert(sizeof(struct crio_cgroup_info) == 152, "crio_cgroup_info layout");
 _Static_assert(sizeof(struct crio_event) == 320, "crio_event layout");
 _Static_assert(sizeof(struct crio_net_counters) == 64, "crio_net_counters layout");
 

@@ -83,3 +83,64 @@ async fn the_kernel_reports_what_runs_in_a_container() {
     assert!(line.contains("EXEC") && line.contains(&long[..13]), "{line}");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tracking_survives_a_daemon_crash() {
+    let mut e = env(2).await;
+    let pc = pod_config("crashy", &e.d.dir.path().join("logs/crashy"));
+    let pod = run_pod(&e.d, pc.clone()).await.expect("RunPodSandbox");
+    let ct = create(&e.d, &pod, &pc, container_config("c", &e.image, "exec sleep 1000")).await.unwrap();
+    e.d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.unwrap();
+    wait_state(&e.d, &ct, cri::ContainerState::ContainerRunning).await;
+
+    e.d.kill9();
+    e.d.restart().await;
+    let d = &e.d;
+    // The pinned map still names the container, and the rebuilt index resolves its events.
+    let dump = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(common::daemon::pin_dir(d.dir.path()).join("containers"))
+        .output()
+        .expect("bpftool");
+    assert!(String::from_utf8_lossy(&dump.stdout).contains(&ct), "{}", String::from_utf8_lossy(&dump.stdout));
+    let mut client = k::kernel_events_client::KernelEventsClient::new(d.channel().await);
+    let req = k::WatchRequest { container_id: ct.clone(), kinds: vec![k::EventKind::Exec as i32], ..Default::default() };
+    let mut stream = client.watch(req).await.expect("Watch").into_inner();
+    d.runtime().await.exec_sync(sh(&ct, "/bin/echo again")).await.expect("ExecSync");
+    loop {
+        let ev = next(&mut stream).await;
+        assert_eq!((ev.pod_sandbox_id.as_str(), ev.container_id.as_str()), (pod.as_str(), ct.as_str()));
+        if ev.filename == "/bin/echo" {
+            break;
+        }
+    }
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    let dump = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(common::daemon::pin_dir(d.dir.path()).join("containers"))
+        .output()
+        .expect("bpftool");
+    assert_eq!(String::from_utf8_lossy(&dump.stdout).trim(), "[]", "entries leave with their pods and containers");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_ebpf_oom_kills_come_from_cgroup_files() {
+    let e = env_config(3, false, "[crio.ebpf]\nenable = false\n").await;
+    let d = &e.d;
+    let pc = pod_config("plain", &d.dir.path().join("logs/plain"));
+    let pod = run_pod(d, pc.clone()).await.expect("RunPodSandbox");
+    let mut hog = container_config("hog", &e.image, "exec tail /dev/zero");
+    hog.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
+        ..Default::default()
+    });
+    let hog = create(d, &pod, &pc, hog).await.unwrap();
+    d.runtime().await.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
+    let st = wait_state(d, &hog, cri::ContainerState::ContainerExited).await;
+    assert_eq!((st.reason.as_str(), st.exit_code), ("OOMKilled", 137));
+    assert!(st.message.contains("cgroup's OOM counter"), "{}", st.message);
+    let mut client = k::kernel_events_client::KernelEventsClient::new(d.channel().await);
+    let err = client.watch(k::WatchRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

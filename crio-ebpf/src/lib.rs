@@ -122,6 +122,7 @@ impl Tracer {
         }
         bpffs::ensure_mounted(bpffs).map_err(|source| EbpfError::Mount { path: bpffs.into(), source })?;
         std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::PinDir { path: pin_dir.into(), source })?;
+        drop_incompatible_pins(pin_dir);
         let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(OBJECT).map_err(EbpfError::Load)?;
         let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let mut unavailable = Vec::new();
@@ -287,6 +288,26 @@ impl Tracer {
                 }
             }
             ready.clear_ready();
+        }
+    }
+}
+
+/// The pinned maps and the key and value sizes this build gives them.
+const PINNED: [(&str, usize, usize); 3] = [
+    ("containers", 8, std::mem::size_of::<CgroupInfo>()),
+    ("counters", 4, 8),
+    ("net", 8, std::mem::size_of::<crio_ebpf_common::NetCounters>()),
+];
+
+/// Removes pinned maps a build with another layout left (they would be reused as they are):
+/// the daemon fills the new ones again from its records.
+fn drop_incompatible_pins(pin_dir: &Path) {
+    for (name, key, value) in PINNED {
+        let path = pin_dir.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else { continue };
+        if (info.key_size() as usize, info.value_size() as usize) != (key, value) {
+            tracing::warn!(map = %path.display(), "pinned map has another layout (an older build's); replacing it");
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -85,3 +85,20 @@ async fn processes_in_tracked_cgroups_are_reported() {
     tracer.untrack(tracked.id()).unwrap();
     assert!(tracer.tracked().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pins_left_by_another_layout_are_replaced() {
+    let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/crio-ebpf-layout-{}", std::process::id())));
+    std::fs::create_dir_all(&pins.0).unwrap();
+    let stale = pins.0.join("containers");
+    let made = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&stale)
+        .args(["type", "hash", "key", "8", "value", "136", "entries", "16", "name", "containers"])
+        .status()
+        .expect("bpftool");
+    assert!(made.success());
+    let tracer = Tracer::load(Path::new("/sys/fs/bpf"), &pins.0).expect("loading over a stale pin");
+    tracer.track(7, "pod", "ctr", CGROUP_CONTAINER).expect("the new map takes the new layout");
+    assert_eq!(tracer.tracked().len(), 1);
+}

@@ -6,7 +6,8 @@
 
 pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 256;
-pub const ID_LEN: usize = 64;
+/// Runtime ids are 64 hex digits: room for them and a NUL, so bpftool prints strings.
+pub const ID_LEN: usize = 72;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
@@ -77,12 +78,12 @@ pub struct Event {
     pub filename: [u8; FILENAME_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupInfo>() == 136);
+const _: () = assert!(core::mem::size_of::<CgroupInfo>() == 152);
 const _: () = assert!(core::mem::size_of::<Event>() == 320);
 const _: () = assert!(core::mem::size_of::<NetCounters>() == 64);
 
 impl CgroupInfo {
-    /// Ids longer than the field are cut (runtime ids are 64 hex digits: they fit).
+    /// Ids are cut to leave a NUL at the end (runtime ids are 64 hex digits: they fit).
     pub fn new(pod_id: &str, container_id: &str, kind: u32) -> Self {
         let mut info = CgroupInfo { pod_id: [0; ID_LEN], container_id: [0; ID_LEN], kind, reserved: 0 };
         copy_into(&mut info.pod_id, pod_id.as_bytes());
@@ -92,7 +93,7 @@ impl CgroupInfo {
 }
 
 fn copy_into(dst: &mut [u8], src: &[u8]) {
-    let n = src.len().min(dst.len());
+    let n = src.len().min(dst.len() - 1);
     dst[..n].copy_from_slice(&src[..n]);
 }
 
@@ -106,7 +107,7 @@ pub fn c_str(bytes: &[u8]) -> &[u8] {
 mod sys {
     #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
     // SAFETY: CgroupInfo is #[repr(C)], made only of integers and byte arrays with no padding
-    // (136 bytes, asserted), so every bit pattern is a valid value.
+    // (152 bytes, asserted), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::CgroupInfo {}
     // SAFETY: as above: #[repr(C)], integers and byte arrays, 320 bytes without padding.
     unsafe impl aya::Pod for super::Event {}
@@ -123,7 +124,8 @@ mod tests {
         let id = "a".repeat(64);
         let info = CgroupInfo::new("pod", &id, CGROUP_CONTAINER);
         assert_eq!(c_str(&info.pod_id), b"pod");
-        assert_eq!(&info.container_id[..], id.as_bytes());
         assert_eq!(c_str(&info.container_id), id.as_bytes());
+        let long = CgroupInfo::new(&"p".repeat(100), "", CGROUP_POD);
+        assert_eq!(c_str(&long.pod_id).len(), ID_LEN - 1, "always NUL-terminated");
     }
 }
