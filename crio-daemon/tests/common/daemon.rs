@@ -176,15 +176,7 @@ impl Daemon {
     }
 
     pub async fn channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::try_from("http://[::1]:0")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .expect("connecting to crio")
+        unix_channel(&self.socket).await
     }
 
     pub async fn images(&self) -> ImageServiceClient<Channel> {
@@ -229,6 +221,19 @@ impl Drop for Daemon {
         unmount_under(self.dir.path());
         let _ = fs::remove_dir_all(pin_dir(self.dir.path()));
     }
+}
+
+/// A gRPC channel over the unix socket at `path`.
+pub async fn unix_channel(path: &Path) -> Channel {
+    let path = path.to_path_buf();
+    Endpoint::try_from("http://[::1]:0")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .expect("connecting to the CRI socket")
 }
 
 /// Where a test daemon pins its BPF maps: its own directory of the BPF filesystem.

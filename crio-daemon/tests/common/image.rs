@@ -146,6 +146,7 @@ impl LayerBuilder {
 #[derive(Clone)]
 pub struct ImageBuilder {
     pub layers: Vec<Layer>,
+    pub entrypoint: Vec<String>,
     pub user: String,
     pub arch: String,
     pub docker: bool,
@@ -153,7 +154,7 @@ pub struct ImageBuilder {
 
 impl Default for ImageBuilder {
     fn default() -> Self {
-        Self { layers: Vec::new(), user: String::new(), arch: "amd64".into(), docker: false }
+        Self { layers: Vec::new(), entrypoint: Vec::new(), user: String::new(), arch: "amd64".into(), docker: false }
     }
 }
 
@@ -164,6 +165,11 @@ impl ImageBuilder {
 
     pub fn layer(mut self, l: Layer) -> Self {
         self.layers.push(l);
+        self
+    }
+
+    pub fn entrypoint(mut self, e: &[&str]) -> Self {
+        self.entrypoint = e.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -187,7 +193,7 @@ impl ImageBuilder {
         serde_json::to_vec(&serde_json::json!({
             "architecture": self.arch,
             "os": "linux",
-            "config": {"User": self.user, "Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "config": {"User": self.user, "Env": ["PATH=/bin"], "Entrypoint": self.entrypoint, "Cmd": if self.entrypoint.is_empty() { vec!["/bin/sh"] } else { vec![] }},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }))
         .unwrap()

@@ -1,0 +1,153 @@
+//! `cargo xtask bench cri`: this daemon and containerd (Debian's, with its CRI plugin) side by
+//! side on this machine, in one run. Each runtime runs alone, in alternating rounds (ours,
+//! peer, ours, peer ...) so the machine's drift hits both alike; both use runc, the same CNI
+//! plugins and network shape, and images from the same local registry. Prints and writes
+//! `target/bench/cri.md` and `.json` with p50/p95/p99 and ours/peer ratios.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod containerd;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::path::Path;
+
+use common::daemon::DaemonConfig;
+use common::{Daemon, ImageBuilder, Layer, Registry};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use scenarios::{Results, Target};
+
+/// Rounds per runtime; each runs every scenario once.
+fn rounds() -> usize {
+    std::env::var("CRIO_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
+
+const POD_STARTS: usize = 50;
+const PROBES: usize = 1000;
+const DENSITY: usize = 100;
+const BURST: usize = 20;
+
+/// The same network for both, on a bridge and subnet of its own.
+fn conflist(bridge: &str, subnet: &str, ipam: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0", "name": format!("bench-{bridge}"),
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+    .to_string()
+}
+
+/// A static pause binary for containerd's sandboxes (gcc and libc6-dev are in .ci/deps).
+fn pause_binary(dir: &Path) -> Vec<u8> {
+    let src = dir.join("pause.c");
+    std::fs::write(&src, "#include <signal.h>\n#include <unistd.h>\nstatic void done(int s){(void)s;_exit(0);}\nint main(void){signal(SIGTERM,done);signal(SIGINT,done);for(;;)pause();}\n").unwrap();
+    let out = dir.join("pause");
+    let ok = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).status().expect("gcc");
+    assert!(ok.success(), "building the pause binary");
+    std::fs::read(out).unwrap()
+}
+
+async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
+    scenarios::pod_start(t, r, round, POD_STARTS / n).await;
+    scenarios::probes(t, r, round, PROBES / n).await;
+    scenarios::burst(t, r, round, BURST).await;
+    scenarios::density(t, r, round, DENSITY).await;
+    scenarios::image(t, r).await;
+}
+
+fn version(cmd: &str, arg: &str) -> String {
+    std::process::Command::new(cmd)
+        .arg(arg)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string())
+        .unwrap_or_else(|_| format!("{cmd}: not found"))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reg = Registry::start();
+    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let pause = Layer::builder().file_mode("pause", &pause_binary(work.path()), 0o755).build();
+    reg.push("pause", "1", &ImageBuilder::new().layer(pause).entrypoint(&["/pause"])).await;
+    let image = format!("{}/busybox:1", reg.addr);
+    let tag = std::process::id() % 1000;
+    let (ours_bridge, peer_bridge) = (format!("crbo{tag}"), format!("crbp{tag}"));
+    let ours_net = conflist(&ours_bridge, "10.252.0.0/16", &work.path().join("ipam-ours"));
+    let peer_net = conflist(&peer_bridge, "10.253.0.0/16", &work.path().join("ipam-peer"));
+
+    let rounds = rounds();
+    let (mut ours, mut peer) = (Results::default(), Results::default());
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}: crio", round + 1);
+        {
+            let mut cfg = DaemonConfig::trusting(&reg);
+            cfg.cni_conflist = Some(ours_net.clone());
+            let d = Daemon::start(cfg).await;
+            let dir = d.dir.path().to_path_buf();
+            let ch = d.channel().await;
+            let t = Target {
+                rt: RuntimeServiceClient::new(ch.clone()),
+                img: ImageServiceClient::new(ch),
+                image: image.clone(),
+                logs: work.path().join("logs-ours"),
+                daemon: d.pid(),
+                added: Box::new(move || {
+                    let d = dir.display().to_string();
+                    procs::matching(|c| {
+                        c.first().is_some_and(|a| a.ends_with("crio-monitor")) && c.get(1).is_some_and(|s| s.starts_with(&d))
+                    })
+                }),
+            };
+            d.pull(&image).await.expect("pull busybox");
+            run_round(&t, &mut ours, round, rounds).await;
+        }
+        eprintln!("round {}/{rounds}: containerd", round + 1);
+        {
+            let c = containerd::Containerd::start(&reg.addr, &format!("{}/pause:1", reg.addr), &peer_net);
+            let ch = common::daemon::unix_channel(&c.socket).await;
+            let dir = c.dir.path().display().to_string();
+            let t = Target {
+                rt: RuntimeServiceClient::new(ch.clone()),
+                img: ImageServiceClient::new(ch),
+                image: image.clone(),
+                logs: work.path().join("logs-peer"),
+                daemon: c.pid(),
+                added: Box::new(move || {
+                    procs::matching(|a| {
+                        let shim =
+                            a.first().is_some_and(|x| x.ends_with("containerd-shim-runc-v2")) && a.iter().any(|x| x.starts_with(&dir));
+                        shim || a.first().is_some_and(|x| x == "/pause")
+                    })
+                }),
+            };
+            let mut img = t.img.clone();
+            for i in [&image, &format!("{}/pause:1", reg.addr)] {
+                let spec = Some(cri::ImageSpec { image: i.clone(), ..Default::default() });
+                img.pull_image(cri::PullImageRequest { image: spec, auth: None, sandbox_config: None }).await.expect("containerd pull");
+            }
+            run_round(&t, &mut peer, round, rounds).await;
+        }
+    }
+    for b in [&ours_bridge, &peer_bridge] {
+        let _ = std::process::Command::new("ip").args(["link", "del", b]).status();
+    }
+    let machine = report::Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kernel: version("uname", "-r"),
+        ours: format!("crio {}", env!("CARGO_PKG_VERSION")),
+        peer: version("containerd", "--version"),
+        oci: version("runc", "--version"),
+        rounds,
+    };
+    report::write(&machine, &ours, &peer);
+}

@@ -1,0 +1,36 @@
+//! What a runtime costs the node, read from /proc: CPU time (own and reaped children's) and
+//! memory (RSS and PSS, which splits shared pages fairly between processes).
+
+/// Pids whose command line (split at NULs) satisfies `pred`.
+pub fn matching(pred: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd: Vec<String> =
+                raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            pred(&cmd).then_some(pid)
+        })
+        .collect()
+}
+
+/// Seconds of CPU a process used, with its reaped children's (the runc calls it waited for).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command: state is field 3; utime..cstime are 14..17.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(4).filter_map(|v| v.parse().ok()).collect();
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    f.iter().sum::<u64>() as f64 / ticks
+}
+
+/// (RSS, PSS) in bytes.
+pub fn memory(pid: u32) -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { return (0, 0) };
+    let kb = |key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    (kb("Rss:") * 1024, kb("Pss:") * 1024)
+}

@@ -1,0 +1,66 @@
+//! The report: per measurement, both runtimes' p50/p95/p99 (or values) and ours/peer, as a
+//! markdown table and JSON under target/bench/.
+
+use std::time::Duration;
+
+use super::scenarios::Results;
+
+pub struct Machine {
+    pub cores: usize,
+    pub kernel: String,
+    pub ours: String,
+    pub peer: String,
+    pub oci: String,
+    pub rounds: usize,
+}
+
+fn pct(samples: &[Duration], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort();
+    s[((s.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn write(m: &Machine, ours: &Results, peer: &Results) {
+    let mut md = format!(
+        "Machine: {} cores, kernel {}; {} vs {}; OCI runtime for both: {}; {} alternating rounds.\n\n\
+         | measurement | n | crio p50 ms | p95 | p99 | containerd p50 ms | p95 | p99 | ratio p50 | ratio p99 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        m.cores, m.kernel, m.ours, m.peer, m.oci, m.rounds
+    );
+    let mut json = Vec::new();
+    for (name, a) in &ours.samples {
+        let Some(b) = peer.samples.get(name) else { continue };
+        let (a50, a95, a99) = (pct(a, 0.5), pct(a, 0.95), pct(a, 0.99));
+        let (b50, b95, b99) = (pct(b, 0.5), pct(b, 0.95), pct(b, 0.99));
+        md += &format!(
+            "| {name} | {} | {a50:.2} | {a95:.2} | {a99:.2} | {b50:.2} | {b95:.2} | {b99:.2} | {:.2} | {:.2} |\n",
+            a.len(),
+            a50 / b50,
+            a99 / b99
+        );
+        json.push(serde_json::json!({"name": name, "n": a.len(),
+            "crio": {"p50_ms": a50, "p95_ms": a95, "p99_ms": a99},
+            "containerd": {"p50_ms": b50, "p95_ms": b95, "p99_ms": b99},
+            "ratio_p50": a50 / b50, "ratio_p99": a99 / b99}));
+    }
+    md += "\n| measurement (median of rounds) | crio | containerd | ratio |\n|---|---|---|---|\n";
+    for (name, a) in &ours.values {
+        let Some(b) = peer.values.get(name) else { continue };
+        let (a, b) = (median(a), median(b));
+        md += &format!("| {name} | {a:.3} | {b:.3} | {:.2} |\n", a / b);
+        json.push(serde_json::json!({"name": name, "crio": a, "containerd": b, "ratio": a / b}));
+    }
+    println!("{md}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cri.md"), &md).unwrap();
+    let doc = serde_json::json!({"machine": {"cores": m.cores, "kernel": m.kernel, "crio": m.ours, "containerd": m.peer,
+        "oci_runtime": m.oci, "rounds": m.rounds}, "results": json});
+    std::fs::write(dir.join("cri.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+}

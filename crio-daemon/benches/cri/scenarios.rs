@@ -1,0 +1,205 @@
+//! The scenarios, written once against the CRI so the same code measures any runtime.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+/// A runtime under test, reached over its CRI socket.
+pub struct Target {
+    pub rt: RuntimeServiceClient<Channel>,
+    pub img: ImageServiceClient<Channel>,
+    pub image: String,
+    pub logs: PathBuf,
+    /// The daemon's pid.
+    pub daemon: u32,
+    /// The processes the runtime added to the node (monitors; shims and pause containers).
+    pub added: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
+}
+
+/// Samples per measurement, and single values (CPU, memory) per measurement.
+#[derive(Default)]
+pub struct Results {
+    pub samples: BTreeMap<String, Vec<Duration>>,
+    pub values: BTreeMap<String, Vec<f64>>,
+}
+
+impl Results {
+    fn sample(&mut self, name: &str, d: Duration) {
+        self.samples.entry(name.into()).or_default().push(d);
+    }
+
+    fn value(&mut self, name: &str, v: f64) {
+        self.values.entry(name.into()).or_default().push(v);
+    }
+}
+
+fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "bench".into(), attempt: 0 }),
+        hostname: name.into(),
+        log_directory: t.logs.join(name).display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                // The kubelet's default: a PID namespace per container.
+                namespace_options: Some(cri::NamespaceOption { pid: 1, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: t.image.clone(), ..Default::default() }),
+        command: vec!["/bin/sleep".into(), "100000".into()],
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption { pid: 1, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One pod with one running container; the three stages' times.
+async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
+    let (mut rt, pc) = (t.rt.clone(), pod_config(t, name));
+    let at = Instant::now();
+    let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() }).await;
+    let pod = pod.expect("RunPodSandbox").into_inner().pod_sandbox_id;
+    let ran = at.elapsed();
+    let at = Instant::now();
+    let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(container_config(t, "c")), sandbox_config: Some(pc) };
+    let ct = rt.create_container(req).await.expect("CreateContainer").into_inner().container_id;
+    let created = at.elapsed();
+    let at = Instant::now();
+    rt.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
+    (pod, ct, [ran, created, at.elapsed()])
+}
+
+async fn remove_pod(t: &Target, pod: &str) {
+    let mut rt = t.rt.clone();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("RemovePodSandbox");
+}
+
+/// Pods removed a few at a time (teardown is not what is measured).
+async fn remove_all(t: &Target, pods: Vec<String>) {
+    for chunk in pods.chunks(4) {
+        futures::future::join_all(chunk.iter().map(|p| remove_pod(t, p))).await;
+    }
+}
+
+/// Sequential pod starts, per stage and total; then the teardown, timed apart.
+pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
+    for i in 0..n {
+        let (pod, ct, stages) = start_pod(t, &format!("start-{round}-{i}")).await;
+        for (name, d) in ["pod start: RunPodSandbox", "pod start: CreateContainer", "pod start: StartContainer"].iter().zip(stages) {
+            r.sample(name, d);
+        }
+        r.sample("pod start: total", stages.iter().sum());
+        let at = Instant::now();
+        let mut rt = t.rt.clone();
+        rt.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
+        rt.remove_container(cri::RemoveContainerRequest { container_id: ct }).await.expect("RemoveContainer");
+        remove_pod(t, &pod).await;
+        r.sample("pod teardown: stop + remove", at.elapsed());
+    }
+}
+
+/// `n` pods with one container each, started concurrently: time until all run.
+pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
+    let at = Instant::now();
+    let started = futures::future::join_all((0..n).map(|i| {
+        let name = format!("burst-{round}-{i}");
+        async move { start_pod(t, &name).await }
+    }))
+    .await;
+    r.sample(&format!("burst: {n} pods until all run"), at.elapsed());
+    remove_all(t, started.into_iter().map(|(p, _, _)| p).collect()).await;
+}
+
+fn runtime_cpu(t: &Target) -> f64 {
+    super::procs::cpu_seconds(t.daemon) + (t.added)().into_iter().map(super::procs::cpu_seconds).sum::<f64>()
+}
+
+/// ExecSync of /bin/true, and the runtime's CPU seconds per 1000 of them.
+pub async fn probes(t: &Target, r: &mut Results, round: usize, n: usize) {
+    let (pod, ct, _) = start_pod(t, &format!("probe-{round}")).await;
+    let mut rt = t.rt.clone();
+    let cpu = runtime_cpu(t);
+    for _ in 0..n {
+        let at = Instant::now();
+        let out = rt.exec_sync(cri::ExecSyncRequest { container_id: ct.clone(), cmd: vec!["/bin/true".into()], timeout: 10 }).await;
+        assert_eq!(out.expect("ExecSync").into_inner().exit_code, 0);
+        r.sample("probes: ExecSync /bin/true", at.elapsed());
+    }
+    r.value("probes: runtime CPU seconds per 1000", (runtime_cpu(t) - cpu) * 1000.0 / n as f64);
+    remove_pod(t, &pod).await;
+}
+
+/// `n` pods with a sleeping container: memory, then list / status / stats latency.
+pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
+    let mut pods = Vec::new();
+    let mut containers = Vec::new();
+    for i in 0..n {
+        let (p, c, _) = start_pod(t, &format!("dense-{round}-{i}")).await;
+        pods.push(p);
+        containers.push(c);
+    }
+    // Let start-up garbage settle before reading memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    r.value(&format!("density: daemon RSS MiB ({n} pods)"), mib(super::procs::memory(t.daemon).0));
+    let added: Vec<(u64, u64)> = (t.added)().into_iter().map(super::procs::memory).collect();
+    let (rss, pss) = added.iter().fold((0, 0), |(a, b), (r, p)| (a + r, b + p));
+    r.value(&format!("density: added processes ({n} pods)"), added.len() as f64);
+    r.value("density: node overhead RSS MiB per pod", mib(rss) / n as f64);
+    r.value("density: node overhead PSS MiB per pod", mib(pss) / n as f64);
+    let mut rt = t.rt.clone();
+    for i in 0..200 {
+        let at = Instant::now();
+        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
+        r.sample(&format!("list: ListContainers ({n} running)"), at.elapsed());
+        let at = Instant::now();
+        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
+        rt.container_status(req).await.expect("ContainerStatus");
+        r.sample("status: ContainerStatus", at.elapsed());
+    }
+    for _ in 0..30 {
+        let at = Instant::now();
+        rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.expect("ListContainerStats");
+        r.sample(&format!("stats: ListContainerStats ({n} running)"), at.elapsed());
+        let at = Instant::now();
+        rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None }).await.expect("ListPodSandboxStats");
+        r.sample(&format!("stats: ListPodSandboxStats ({n} pods)"), at.elapsed());
+    }
+    remove_all(t, pods).await;
+}
+
+/// ImageStatus, and a pull of an image that is already there.
+pub async fn image(t: &Target, r: &mut Results) {
+    let mut img = t.img.clone();
+    let spec = || Some(cri::ImageSpec { image: t.image.clone(), ..Default::default() });
+    for _ in 0..300 {
+        let at = Instant::now();
+        img.image_status(cri::ImageStatusRequest { image: spec(), verbose: false }).await.expect("ImageStatus");
+        r.sample("image: ImageStatus", at.elapsed());
+    }
+    for _ in 0..10 {
+        let at = Instant::now();
+        img.pull_image(cri::PullImageRequest { image: spec(), auth: None, sandbox_config: None }).await.expect("PullImage");
+        r.sample("image: PullImage of a present image", at.elapsed());
+    }
+}
