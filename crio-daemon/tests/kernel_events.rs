@@ -129,11 +129,7 @@ async fn without_ebpf_oom_kills_come_from_cgroup_files() {
     let d = &e.d;
     let pc = pod_config("plain", &d.dir.path().join("logs/plain"));
     let pod = run_pod(d, pc.clone()).await.expect("RunPodSandbox");
-    let mut hog = container_config("hog", &e.image, "exec tail /dev/zero");
-    hog.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
-        ..Default::default()
-    });
+    let hog = memory_limited("hog", &e.image, "exec tail /dev/zero", 32 << 20);
     let hog = create(d, &pod, &pc, hog).await.unwrap();
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
     let st = wait_state(d, &hog, cri::ContainerState::ContainerExited).await;

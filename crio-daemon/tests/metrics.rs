@@ -34,11 +34,7 @@ async fn metrics_follow_operations_and_the_kernel() {
     assert!(d.pull("127.0.0.1:1/nothing:here").await.is_err());
     let pc = pod_config("metered", &d.dir.path().join("logs/metered"));
     let pod = run_pod(d, pc.clone()).await.unwrap();
-    let mut hog = container_config("hog", &e.image, "exec tail /dev/zero");
-    hog.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
-        ..Default::default()
-    });
+    let hog = memory_limited("hog", &e.image, "exec tail /dev/zero", 32 << 20);
     let hog = create(d, &pod, &pc, hog).await.unwrap();
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
     wait_state(d, &hog, cri::ContainerState::ContainerExited).await;

@@ -266,11 +266,7 @@ async fn stats_oom_and_live_resource_updates() {
     let mut rt = d.runtime().await;
 
     // A memory hog under a 32 MiB limit is killed by the kernel: reason OOMKilled.
-    let mut hog = container_config("hog", &e.image, "exec tail /dev/zero");
-    hog.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
-        ..Default::default()
-    });
+    let hog = memory_limited("hog", &e.image, "exec tail /dev/zero", 32 << 20);
     let hog = create(d, &pod, &pc, hog).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: hog.clone() }).await.unwrap();
     let st = wait_state(d, &hog, cri::ContainerState::ContainerExited).await;
@@ -279,11 +275,7 @@ async fn stats_oom_and_live_resource_updates() {
     assert!(st.message.starts_with("OOM killed: tail (pid ") && st.message.ends_with("by the container's memory limit"), "{}", st.message);
 
     // A child killed for memory does not end the container nor mark it OOMKilled.
-    let mut child = container_config("child", &e.image, "tail /dev/zero; echo survived; exec sleep 1000");
-    child.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
-        ..Default::default()
-    });
+    let child = memory_limited("child", &e.image, "tail /dev/zero; echo survived; exec sleep 1000", 32 << 20);
     let child = create(d, &pod, &pc, child).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: child.clone() }).await.unwrap();
     let log = d.dir.path().join("logs/res/child/0.log");

@@ -98,6 +98,15 @@ impl Drop for Containerd {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
+        // Whatever it left running (a benchmark that failed half way): its runc root has one
+        // directory per containerd namespace.
+        for ns in std::fs::read_dir(self.dir.path().join("runc")).into_iter().flatten().flatten() {
+            let root = ns.path();
+            let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["list", "-q"]).output() else { continue };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+            }
+        }
         for shim in self.shims() {
             let _ = Command::new("kill").args(["-9", &shim.to_string()]).status();
         }

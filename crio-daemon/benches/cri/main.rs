@@ -53,6 +53,25 @@ fn pause_binary(dir: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// Removes the networks' bridges and the pods' cgroup parent (in every hierarchy), even after
+/// a failure.
+struct Cleanup {
+    bridges: Vec<String>,
+    cgroup: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for b in &self.bridges {
+            let _ = std::process::Command::new("ip").args(["link", "del", b]).status();
+        }
+        for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let top = h.path().join(&self.cgroup);
+            let _ = std::process::Command::new("find").arg(&top).args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]).output();
+        }
+    }
+}
+
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     scenarios::pod_start(t, r, round, POD_STARTS / n).await;
     scenarios::probes(t, r, round, PROBES / n).await;
@@ -85,6 +104,8 @@ async fn main() {
     let ours_net = conflist(&ours_bridge, "10.252.0.0/16", &work.path().join("ipam-ours"));
     let peer_net = conflist(&peer_bridge, "10.253.0.0/16", &work.path().join("ipam-peer"));
 
+    let cleanup = Cleanup { bridges: vec![ours_bridge.clone(), peer_bridge.clone()], cgroup: format!("crio-bench-{}", std::process::id()) };
+    let cgroup_parent = format!("/{}", cleanup.cgroup);
     let rounds = rounds();
     let (mut ours, mut peer) = (Results::default(), Results::default());
     for round in 0..rounds {
@@ -96,6 +117,7 @@ async fn main() {
             let dir = d.dir.path().to_path_buf();
             let ch = d.channel().await;
             let t = Target {
+                cgroup_parent: cgroup_parent.clone(),
                 rt: RuntimeServiceClient::new(ch.clone()),
                 img: ImageServiceClient::new(ch),
                 image: image.clone(),
@@ -117,6 +139,7 @@ async fn main() {
             let ch = common::daemon::unix_channel(&c.socket).await;
             let dir = c.dir.path().display().to_string();
             let t = Target {
+                cgroup_parent: cgroup_parent.clone(),
                 rt: RuntimeServiceClient::new(ch.clone()),
                 img: ImageServiceClient::new(ch),
                 image: image.clone(),
@@ -137,9 +160,6 @@ async fn main() {
             }
             run_round(&t, &mut peer, round, rounds).await;
         }
-    }
-    for b in [&ours_bridge, &peer_bridge] {
-        let _ = std::process::Command::new("ip").args(["link", "del", b]).status();
     }
     let machine = report::Machine {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -11,6 +11,8 @@ use tonic::transport::Channel;
 
 /// A runtime under test, reached over its CRI socket.
 pub struct Target {
+    /// Parent of the pods' cgroups (the kubelet always gives one; containerd needs it for stats).
+    pub cgroup_parent: String,
     pub rt: RuntimeServiceClient<Channel>,
     pub img: ImageServiceClient<Channel>,
     pub image: String,
@@ -44,6 +46,7 @@ fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
         hostname: name.into(),
         log_directory: t.logs.join(name).display().to_string(),
         linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: format!("{}/pod-{name}", t.cgroup_parent),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 // The kubelet's default: a PID namespace per container.
                 namespace_options: Some(cri::NamespaceOption { pid: 1, ..Default::default() }),

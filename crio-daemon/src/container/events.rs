@@ -36,6 +36,7 @@ impl Lifecycle {
             &dir,
             rustix::fs::inotify::WatchFlags::MOVED_TO | rustix::fs::inotify::WatchFlags::CLOSE_WRITE,
         )?;
+        let watched = self.exits_watched.clone();
         std::thread::Builder::new().name("exit-watch".into()).spawn(move || {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
             let mut reader = rustix::fs::inotify::Reader::new(&fd, &mut buf);
@@ -51,6 +52,7 @@ impl Lifecycle {
                     }
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => {
+                        watched.store(false, std::sync::atomic::Ordering::Release);
                         tracing::warn!(error = %e, "exit watch stopped; exits are seen when status is asked");
                         return;
                     }
@@ -58,10 +60,18 @@ impl Lifecycle {
             }
         })?;
         let lifecycle = Arc::downgrade(self);
+        let me = self.clone();
         tokio::spawn(async move {
+            // Exits recorded before the watch began (while the daemon was down) are read once;
+            // from then on the watch sees every exit and records can be trusted.
+            for ct in me.containers.all() {
+                let _ = me.refresh(&ct.get().id, true).await;
+            }
+            me.exits_watched.store(true, std::sync::atomic::Ordering::Release);
+            drop(me);
             while let Some(id) = rx.recv().await {
                 let Some(l) = lifecycle.upgrade() else { return };
-                let _ = l.container(&id).await;
+                let _ = l.refresh(&id, true).await;
             }
         });
         Ok(())

@@ -380,11 +380,21 @@ impl Lifecycle {
         (message, fate)
     }
 
-    /// The container as it is now: a recorded exit turns it Exited.
+    /// The container as it is now.
     pub async fn container(&self, id: &str) -> Result<Container, LifecycleError> {
+        // While the exit watch runs it refreshes every container as its exit lands, so the
+        // record is current: no file read per container on status and list.
+        let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
+        self.refresh(id, !watched).await
+    }
+
+    /// The container, with its exit record read first when `read_exit` (a recorded exit turns
+    /// it Exited).
+    pub(crate) async fn refresh(&self, id: &str, check_exit: bool) -> Result<Container, LifecycleError> {
         let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
         let ct = entry.get();
-        if matches!(ct.state, ContainerState::Running | ContainerState::Created)
+        if check_exit
+            && matches!(ct.state, ContainerState::Running | ContainerState::Created)
             && let Some(exit) = read_exit(&ct.exit_file()).await
         {
             let (oom, fate) = self.oom_of(&ct, exit.signal).await;
@@ -460,7 +470,7 @@ impl Lifecycle {
                 tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "stop signal not delivered");
             }
             if wait_exit(&ct.exit_file(), Duration::from_secs(timeout_secs as u64)).await.is_some() {
-                self.container(id).await?;
+                self.refresh(id, true).await?;
                 return Ok(());
             }
         }
@@ -485,7 +495,7 @@ impl Lifecycle {
         if wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {
             tracing::warn!(container_id = %ct.id, "no exit recorded {KILL_WAIT:?} after SIGKILL");
         }
-        self.container(id).await?;
+        self.refresh(id, true).await?;
         tracing::info!(container_id = %ct.id, "container stopped");
         Ok(())
     }

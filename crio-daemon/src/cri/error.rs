@@ -82,7 +82,6 @@ pub fn lifecycle_code(e: &LifecycleError) -> Code {
             Code::NotFound
         }
         LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } => Code::FailedPrecondition,
-        LifecycleError::Unsupported { .. } => Code::Unimplemented,
         LifecycleError::Image(i) => image_code(i),
         LifecycleError::Store(s) => store_code(s),
         _ => Code::Internal,

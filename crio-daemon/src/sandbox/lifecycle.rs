@@ -34,8 +34,6 @@ pub enum LifecycleError {
     ImageNotFound { image: String },
     #[error("runtime handler {handler:?} is not configured (configured: {configured:?})")]
     UnknownHandler { handler: String, configured: Vec<String> },
-    #[error("{what} are not supported by this runtime yet")]
-    Unsupported { what: &'static str },
     #[error("no CNI network is configured in {dir}")]
     NoNetwork { dir: PathBuf },
     #[error("{what} {path}")]
@@ -89,6 +87,8 @@ pub struct Lifecycle {
     /// cgroup_manager = "systemd": pod cgroups are slices, containers scopes.
     pub(crate) systemd: bool,
     pub kernel: Arc<crate::kernel::Kernel>,
+    /// The exit watch runs (and has read the exits from before it began).
+    pub(crate) exits_watched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lifecycle {
@@ -158,6 +158,7 @@ impl Lifecycle {
         // Under systemd, systemd places scopes in the unified hierarchy itself.
         let unified = if systemd { None } else { crate::cgroups::Unified::detect(&cgroups) };
         Ok(Self {
+            exits_watched: Arc::default(),
             kernel,
             systemd,
             unified,

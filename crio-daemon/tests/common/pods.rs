@@ -137,3 +137,13 @@ pub async fn wait_state(d: &Daemon, id: &str, state: cri::ContainerState) -> cri
     }
     panic!("container {id} never reached {state:?}");
 }
+
+/// A container running `script` under a memory limit of `limit` bytes.
+pub fn memory_limited(name: &str, image: &str, script: &str, limit: i64) -> cri::ContainerConfig {
+    let mut c = container_config(name, image, script);
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources { memory_limit_in_bytes: limit, ..Default::default() }),
+        ..Default::default()
+    });
+    c
+}
