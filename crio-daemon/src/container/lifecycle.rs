@@ -445,10 +445,16 @@ impl Lifecycle {
     }
 
     pub async fn list_containers(&self) -> Vec<Container> {
-        let mut out = Vec::new();
-        for e in self.containers.all() {
-            let id = e.get().id;
-            if let Ok(c) = self.container(&id).await {
+        let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
+        let entries = self.containers.all();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let ct = e.get();
+            // Current as recorded, unless the kernel has news the record lacks.
+            let news = ct.state == ContainerState::Running && ct.reason.is_empty() && self.kernel.init_oom_killed(&ct.id);
+            if watched && !news {
+                out.push(ct);
+            } else if let Ok(c) = self.refresh(&ct.id, !watched).await {
                 out.push(c);
             }
         }

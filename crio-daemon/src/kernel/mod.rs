@@ -235,6 +235,11 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel saw the container's init chosen as an OOM victim.
+    pub fn init_oom_killed(&self, container_id: &str) -> bool {
+        self.tracer.is_some() && self.index.lock().expect("kernel index poisoned").fates.get(container_id).is_some_and(|f| f.oom.is_some())
+    }
+
     pub fn fate(&self, container_id: &str) -> Option<InitFate> {
         self.index.lock().expect("kernel index poisoned").fates.get(container_id).cloned()
     }

@@ -53,23 +53,22 @@ pub async fn spawn(binary: &Path, socket: &Path, log: &Path, pid_namespace: bool
         .arg(socket)
         .args(pid_namespace.then_some("--pid-namespace"))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
+    let stdout = child.stdout.take().expect("piped");
     // Reap it if it ever exits while we run; after a daemon restart init reaps it.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    while tokio::time::Instant::now() < deadline {
-        if UnixStream::connect(socket).await.is_ok() {
-            return Ok(pid);
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    // It says "ready" once it listens; end of file first means it died.
+    let mut line = String::new();
+    match tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await {
+        Ok(Ok(_)) if line.trim() == "ready" => Ok(pid),
+        _ => Err(MonitorError::StartTimeout { socket: socket.into() }),
     }
-    Err(MonitorError::StartTimeout { socket: socket.into() })
 }
 
 impl MonitorClient {

@@ -48,6 +48,9 @@ pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    // Tells the daemon it may connect (it waits on our stdout instead of polling the socket).
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     let reaper = Reaper::start();
     // From this thread, which serves until the monitor dies: the holder dies with it.
     let pid_holder = if pid_namespace { Some(crate::sys::spawn_pid_namespace_holder()?) } else { None };

@@ -333,16 +333,18 @@ impl Lifecycle {
             .map_err(LifecycleError::Task)?
             .map_err(io_err("creating UTS namespace", &path))?;
             pod.utsns = Some(path);
-
-            let netns = pod.run_dir.join("net");
-            let p = netns.clone();
-            tokio::task::spawn_blocking(move || NetNs::create(&p)).await.map_err(LifecycleError::Task)??;
-            pod.netns = Some(netns.clone());
-            self.cni.loopback(&netns, &pod.id).await?;
-            let net = self.network.as_ref().expect("checked before set-up");
-            let added = self.cni.add(net, &self.attachment(pod)).await?;
-            pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
         }
+        // The monitor starts while the network is set up: neither needs the other.
+        let socket = pod.monitor_socket();
+        let log = pod.run_dir.join("monitor.log");
+        let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
+        let (network, monitor) = tokio::join!(self.set_up_network(pod), client::spawn(&self.monitor_binary, &socket, &log, share_pid));
+        // Recorded before any error is returned, so teardown finds the monitor.
+        if let Ok(pid) = &monitor {
+            pod.monitor_pid = *pid;
+        }
+        network?;
+        monitor?;
         let resolv = match files::resolv_conf(&pod.spec.dns) {
             Some(text) => text,
             None => tokio::fs::read_to_string("/etc/resolv.conf").await.unwrap_or_default(),
@@ -356,9 +358,6 @@ impl Lifecycle {
             let path = pod.dir.join(name);
             tokio::fs::write(&path, text).await.map_err(io_err("writing pod file", &path))?;
         }
-        let socket = pod.monitor_socket();
-        let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
-        pod.monitor_pid = client::spawn(&self.monitor_binary, &socket, &pod.run_dir.join("monitor.log"), share_pid).await?;
         if share_pid {
             let state = client::MonitorClient::new(&socket).request(&crate::monitor::protocol::Request::State).await?;
             let holder = state.pid_holder.unwrap_or(0);
@@ -368,6 +367,22 @@ impl Lifecycle {
             namespace::pin_existing(&source, &path).map_err(io_err("pinning the pod's PID namespace", &path))?;
             (pod.pidns, pod.pid_holder) = (Some(path), holder);
         }
+        Ok(())
+    }
+
+    /// The pod's network namespace and its CNI attachment (nothing for host-network pods).
+    async fn set_up_network(&self, pod: &mut PodSandbox) -> Result<(), LifecycleError> {
+        if pod.spec.host_network {
+            return Ok(());
+        }
+        let netns = pod.run_dir.join("net");
+        let p = netns.clone();
+        tokio::task::spawn_blocking(move || NetNs::create(&p)).await.map_err(LifecycleError::Task)??;
+        pod.netns = Some(netns.clone());
+        self.cni.loopback(&netns, &pod.id).await?;
+        let net = self.network.as_ref().expect("checked before set-up");
+        let added = self.cni.add(net, &self.attachment(pod)).await?;
+        pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
         Ok(())
     }
 
