@@ -64,6 +64,12 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         for b in &self.bridges {
             let _ = std::process::Command::new("ip").args(["link", "del", b]).status();
+            // containerd's CNI library caches results here; a run that failed half way leaves them.
+            for e in std::fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("bench-{b}-")) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let top = h.path().join(&self.cgroup);
