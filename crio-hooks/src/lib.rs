@@ -1,9 +1,12 @@
 //! High-performance runtime hooks (CRI-O's high-performance handler, done symmetrically):
 //! planning is pure code over CPU sets and topologies; applying writes files under roots that
-//! are parameters, so tests run on temp trees. This first part is the CPU set type every plan
-//! is made of, in the kernel's list and mask formats.
+//! are parameters, so tests run on temp trees. So far: the CPU set type every plan is made
+//! of (`cpuset`), the annotations and who may use them (`annotations`), and IRQ steering with
+//! its symmetric restore (`irq`).
 #![deny(unsafe_code)]
 
+pub mod annotations;
 pub mod cpuset;
+pub mod irq;
 
 pub use cpuset::{CpuSet, CpuSetError};
