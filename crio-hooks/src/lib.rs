@@ -1,12 +1,15 @@
 //! High-performance runtime hooks (CRI-O's high-performance handler, done symmetrically):
 //! planning is pure code over CPU sets and topologies; applying writes files under roots that
 //! are parameters, so tests run on temp trees. So far: the CPU set type every plan is made
-//! of (`cpuset`), the annotations and who may use them (`annotations`), and IRQ steering with
-//! its symmetric restore (`irq`).
+//! of (`cpuset`), the annotations and who may use them (`annotations`), IRQ steering with
+//! its symmetric restore (`irq`), C-states and governors (`power`), all as file changes that
+//! apply atomically and restore in reverse (`files`).
 #![deny(unsafe_code)]
 
 pub mod annotations;
 pub mod cpuset;
+pub mod files;
 pub mod irq;
+pub mod power;
 
 pub use cpuset::{CpuSet, CpuSetError};
