@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod annotations;
+pub mod cgroup;
 pub mod cpuset;
 pub mod files;
 pub mod irq;

@@ -49,6 +49,11 @@ impl Cgroups {
         self.layout
     }
 
+    /// A controller's directory of the cgroup at `path` (on v2, the one directory).
+    pub fn controller_dir(&self, controller: &str, path: &str) -> PathBuf {
+        self.dir(controller, path)
+    }
+
     /// The memory controller's directory of the cgroup at `path`.
     pub fn memory_dir(&self, path: &str) -> PathBuf {
         self.dir("memory", path)

@@ -184,13 +184,26 @@ impl Lifecycle {
             stop_signal: signal_number(&run.stop_signal),
             cgroup_path: self.container_cgroup(&pod, &id).0,
             cgroup_id: 0,
+            hooks: Vec::new(),
             spec,
         };
         match self.set_up_container(&ct, &pod, &run).await {
             Ok(pid) => {
                 let mut ct = Container { pid, ..ct };
                 ct.cgroup_id = self.track_container(&ct, &pod);
+                // Its cgroups exist now and it has not started: the moment for the hooks.
+                if let Some(req) = self.hook_requests(&pod, &ct.spec) {
+                    match self.apply_hooks(&ct, &pod, &req) {
+                        Ok(changes) => ct.hooks = changes,
+                        Err(e) => {
+                            self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+                            self.names.release(&ct.full_name);
+                            return Err(e);
+                        }
+                    }
+                }
                 if let Err(e) = self.containers.insert(&id, ct.clone()).await {
+                    let _ = crio_hooks::files::restore(&ct.hooks);
                     self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
                     self.names.release(&ct.full_name);
                     return Err(e.into());
@@ -426,6 +439,11 @@ impl Lifecycle {
             if was != ContainerState::Exited {
                 self.emit(&updated, super::EventKind::Stopped);
             }
+            if !updated.hooks.is_empty() {
+                // However it ended (stopped, exited, killed): its settings go back now.
+                self.restore_hooks(&updated.id).await;
+                return Ok(Container { hooks: Vec::new(), ..updated });
+            }
             return Ok(updated);
         }
         // The kernel saw the init chosen as an OOM victim: say so before it is even gone.
@@ -511,6 +529,7 @@ impl Lifecycle {
         let Some(entry) = self.containers.resolve(id) else { return Ok(()) };
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
+        self.restore_hooks(id).await;
         let ct = entry.get();
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.containers.remove(&ct.id).await?;

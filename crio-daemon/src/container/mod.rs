@@ -3,6 +3,7 @@
 //! the OCI runtime. Exits come from the monitor's durable exit records.
 
 pub mod events;
+mod hooks;
 mod lifecycle;
 mod propagation;
 pub mod seccomp;
@@ -147,6 +148,9 @@ pub struct Container {
     /// Its default-hierarchy cgroup's id, as tracked by the kernel programs (0: not tracked).
     #[serde(default)]
     pub cgroup_id: u64,
+    /// What the high-performance hooks changed, to put back when the container ends.
+    #[serde(default)]
+    pub hooks: Vec<crio_hooks::files::Change>,
 }
 
 impl Container {

@@ -81,7 +81,7 @@ pub fn lifecycle_code(e: &LifecycleError) -> Code {
         LifecycleError::PodNotFound { .. } | LifecycleError::ContainerNotFound { .. } | LifecycleError::ImageNotFound { .. } => {
             Code::NotFound
         }
-        LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } => Code::FailedPrecondition,
+        LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } | LifecycleError::Hooks { .. } => Code::FailedPrecondition,
         LifecycleError::Image(i) => image_code(i),
         LifecycleError::Store(s) => store_code(s),
         _ => Code::Internal,

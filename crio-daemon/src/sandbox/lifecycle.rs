@@ -59,6 +59,8 @@ pub enum LifecycleError {
     State(#[from] StateError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error("high-performance hooks: {why}")]
+    Hooks { why: String },
     #[error("a background task failed")]
     Task(#[source] tokio::task::JoinError),
 }

@@ -1,0 +1,99 @@
+//! High-performance hooks on this machine's real cgroups and sysfs: a `high-performance`
+//! handler's Guaranteed container gets no CFS quota (pod and container), no load balancing on
+//! its cpuset and C-states off on its CPU, before it starts; all of it goes back when it stops.
+//! Other handlers and fractional CPUs get nothing.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Daemon;
+use common::pods::*;
+use k8s_cri::v1 as cri;
+
+const LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
+
+/// Puts CPU 1's C-state policy back and removes the handler's runtime root, even on failure.
+struct Guard {
+    latency: String,
+    root: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(LATENCY, &self.latency);
+        if let Ok(out) = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["delete", "--force", id]).output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}")).trim().to_string()
+}
+
+async fn pod(d: &Daemon, name: &str, handler: &str) -> (String, cri::PodSandboxConfig) {
+    let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));
+    pc.annotations = [("cpu-quota.crio.io", "disable"), ("cpu-load-balancing.crio.io", "disable"), ("cpu-c-states.crio.io", "disable")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let req = cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: handler.into() };
+    (d.runtime().await.run_pod_sandbox(req).await.expect("RunPodSandbox").into_inner().pod_sandbox_id, pc)
+}
+
+fn pinned(name: &str, image: &str, shares: i64) -> cri::ContainerConfig {
+    let mut c = container_config(name, image, "exec sleep 1000");
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: shares,
+            cpu_quota: 100_000,
+            cpu_period: 100_000,
+            cpuset_cpus: "1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guaranteed_container_is_tuned_and_everything_goes_back() {
+    let root = PathBuf::from(format!("/tmp/crio-hp-runc-{}", std::process::id()));
+    let guard = Guard { latency: read(LATENCY), root: root.clone() };
+    let extra =
+        format!("[crio.runtime.runtimes.high-performance]\nruntime_path = \"/usr/sbin/runc\"\nruntime_root = \"{}\"\n", root.display());
+    let e = env_config(1, false, &extra).await;
+    let d = &e.d;
+
+    let (hp, hp_pc) = pod(d, "tuned", "high-performance").await;
+    let ct = create(d, &hp, &hp_pc, pinned("app", &e.image, 1024)).await.expect("CreateContainer");
+    let cg = |controller: &str, leaf: &str| format!("/sys/fs/cgroup/{controller}/crio/pod-{hp}{leaf}");
+    let ctr = format!("/crio-{ct}");
+    assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", &ctr))), "-1", "no quota on the container");
+    assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", ""))), "-1", "nor on the pod");
+    assert_eq!(read(&format!("{}/cpuset.sched_load_balance", cg("cpuset", &ctr))), "0");
+    assert_eq!(read(LATENCY), "n/a", "C-states off on CPU 1");
+    d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
+    d.runtime().await.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
+    assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", &ctr))), "100000", "the container's quota is back");
+    assert_eq!(read(&format!("{}/cpuset.sched_load_balance", cg("cpuset", &ctr))), "1");
+    assert_eq!(read(LATENCY), guard.latency, "CPU 1's C-states are back");
+    let verbose = d.runtime().await.container_status(cri::ContainerStatusRequest { container_id: ct.clone(), verbose: true }).await;
+    assert!(verbose.unwrap().into_inner().info["info"].contains("\"hooks\":[]"), "nothing left to restore");
+
+    // Fractional CPUs, or a handler that is not high-performance: nothing is touched.
+    let half = create(d, &hp, &hp_pc, pinned("half", &e.image, 512)).await.expect("CreateContainer");
+    assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", &format!("/crio-{half}")))), "100000");
+    assert_eq!(read(LATENCY), guard.latency);
+    let (plain, plain_pc) = pod(d, "plain", "").await;
+    let other = create(d, &plain, &plain_pc, pinned("app", &e.image, 1024)).await.expect("CreateContainer");
+    let path = format!("/sys/fs/cgroup/cpu/crio/pod-{plain}/crio-{other}/cpu.cfs_quota_us");
+    assert_eq!(read(&path), "100000");
+    for id in [hp, plain] {
+        d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.expect("RemovePodSandbox");
+    }
+}
