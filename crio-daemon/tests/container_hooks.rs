@@ -13,15 +13,32 @@ use k8s_cri::v1 as cri;
 
 const LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
 
-/// Puts CPU 1's C-state policy back and removes the handler's runtime root, even on failure.
+/// Puts CPU 1's C-state policy and every IRQ's affinity back and removes the handler's
+/// runtime root, even on failure.
 struct Guard {
     latency: String,
+    irqs: Vec<(String, String)>,
     root: PathBuf,
+}
+
+/// Every IRQ affinity file and its value.
+fn irq_affinities() -> Vec<(String, String)> {
+    let mut out = vec![("/proc/irq/default_smp_affinity".to_string(), read("/proc/irq/default_smp_affinity"))];
+    for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
+        let path = e.path().join("smp_affinity_list");
+        if let Ok(v) = std::fs::read_to_string(&path) {
+            out.push((path.display().to_string(), v.trim().to_string()));
+        }
+    }
+    out
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = std::fs::write(LATENCY, &self.latency);
+        for (path, value) in &self.irqs {
+            let _ = std::fs::write(path, value);
+        }
         if let Ok(out) = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["list", "-q"]).output() {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 let _ = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["delete", "--force", id]).output();
@@ -37,10 +54,15 @@ fn read(path: &str) -> String {
 
 async fn pod(d: &Daemon, name: &str, handler: &str) -> (String, cri::PodSandboxConfig) {
     let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));
-    pc.annotations = [("cpu-quota.crio.io", "disable"), ("cpu-load-balancing.crio.io", "disable"), ("cpu-c-states.crio.io", "disable")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    pc.annotations = [
+        ("cpu-quota.crio.io", "disable"),
+        ("cpu-load-balancing.crio.io", "disable"),
+        ("cpu-c-states.crio.io", "disable"),
+        ("irq-load-balancing.crio.io", "disable"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let req = cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: handler.into() };
     (d.runtime().await.run_pod_sandbox(req).await.expect("RunPodSandbox").into_inner().pod_sandbox_id, pc)
 }
@@ -63,7 +85,7 @@ fn pinned(name: &str, image: &str, shares: i64) -> cri::ContainerConfig {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guaranteed_container_is_tuned_and_everything_goes_back() {
     let root = PathBuf::from(format!("/tmp/crio-hp-runc-{}", std::process::id()));
-    let guard = Guard { latency: read(LATENCY), root: root.clone() };
+    let guard = Guard { latency: read(LATENCY), irqs: irq_affinities(), root: root.clone() };
     let extra =
         format!("[crio.runtime.runtimes.high-performance]\nruntime_path = \"/usr/sbin/runc\"\nruntime_root = \"{}\"\n", root.display());
     let e = env_config(1, false, &extra).await;
@@ -77,11 +99,18 @@ async fn a_guaranteed_container_is_tuned_and_everything_goes_back() {
     assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", ""))), "-1", "nor on the pod");
     assert_eq!(read(&format!("{}/cpuset.sched_load_balance", cg("cpuset", &ctr))), "0");
     assert_eq!(read(LATENCY), "n/a", "C-states off on CPU 1");
+    // Interrupts leave CPU 1: the default and every IRQ that could run there.
+    assert_eq!(read("/proc/irq/default_smp_affinity"), "1");
+    // (Managed IRQs, like virtio's queues, stay: the kernel refuses to move them.)
+    let left: Vec<_> = irq_affinities().into_iter().skip(1).filter(|(_, v)| v.contains('1')).collect();
+    let movable: Vec<_> = left.iter().filter(|(path, _)| std::fs::write(path, "0").is_ok()).collect();
+    assert!(movable.is_empty(), "movable IRQs still on CPU 1: {movable:?}");
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
     d.runtime().await.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
     assert_eq!(read(&format!("{}/cpu.cfs_quota_us", cg("cpu", &ctr))), "100000", "the container's quota is back");
     assert_eq!(read(&format!("{}/cpuset.sched_load_balance", cg("cpuset", &ctr))), "1");
     assert_eq!(read(LATENCY), guard.latency, "CPU 1's C-states are back");
+    assert_eq!(irq_affinities(), guard.irqs, "every IRQ affinity is back");
     let verbose = d.runtime().await.container_status(cri::ContainerStatusRequest { container_id: ct.clone(), verbose: true }).await;
     assert!(verbose.unwrap().into_inner().info["info"].contains("\"hooks\":[]"), "nothing left to restore");
 

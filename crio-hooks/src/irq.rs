@@ -5,6 +5,7 @@
 //! and when the last one goes the machine is as it was.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::CpuSet;
 use crate::annotations::IrqMode;
@@ -21,7 +22,7 @@ pub struct IrqState {
 
 /// What the machine had before any container took CPUs: persisted, so the last container to
 /// leave (or the daemon after a crash) puts back exactly this.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Originals {
     pub default_affinity: Option<CpuSet>,
     pub banned: Option<CpuSet>,
@@ -97,6 +98,42 @@ pub fn steer(state: &IrqState, originals: &mut Originals, taken: &CpuSet) -> Res
     let banned = banned.union(taken);
     writes.banned = (banned != state.banned).then_some(banned);
     Ok(writes)
+}
+
+/// The IRQ state under a procfs and a sysfs root; `banned` is irqbalance's current ban list.
+pub fn read_state(proc_root: &Path, sys_root: &Path, banned: &CpuSet) -> std::io::Result<IrqState> {
+    let bad = |e: crate::CpuSetError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let online = CpuSet::parse_list(&crate::files::read(&sys_root.join("devices/system/cpu/online"))?).map_err(bad)?;
+    let default_affinity = CpuSet::parse_mask(&crate::files::read(&proc_root.join("irq/default_smp_affinity"))?).map_err(bad)?;
+    let mut irqs = BTreeMap::new();
+    for entry in std::fs::read_dir(proc_root.join("irq"))?.flatten() {
+        let Ok(irq) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(list) = crate::files::read(&entry.path().join("smp_affinity_list"))
+            && let Ok(set) = CpuSet::parse_list(&list)
+        {
+            irqs.insert(irq, set);
+        }
+    }
+    Ok(IrqState { online, default_affinity, irqs, banned: banned.clone() })
+}
+
+/// Writes the affinities under `proc_root`; an IRQ the kernel will not move is skipped and
+/// returned with its error (the rest still apply).
+pub fn write(proc_root: &Path, ncpus: u32, writes: &Writes) -> Vec<(PathBuf, std::io::Error)> {
+    let mut failed = Vec::new();
+    if let Some(d) = &writes.default_affinity {
+        let path = proc_root.join("irq/default_smp_affinity");
+        if let Err(e) = std::fs::write(&path, d.to_mask(ncpus)) {
+            failed.push((path, e));
+        }
+    }
+    for (irq, set) in &writes.irqs {
+        let path = proc_root.join(format!("irq/{irq}/smp_affinity_list"));
+        if let Err(e) = std::fs::write(&path, set.to_list()) {
+            failed.push((path, e));
+        }
+    }
+    failed
 }
 
 /// irqbalance's environment file with the ban list set in both forms it reads

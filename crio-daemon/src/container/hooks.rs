@@ -53,10 +53,8 @@ impl Lifecycle {
             tracing::info!(pod_sandbox_id = %pod.id, container = %spec.name, why, "performance annotations ignored");
             return None;
         }
-        for (asked, what) in [(req.irq.is_some(), "irq-load-balancing"), (req.shared_cpus, "cpu-shared")] {
-            if asked {
-                tracing::warn!(pod_sandbox_id = %pod.id, what, "not applied yet by this runtime");
-            }
+        if req.shared_cpus {
+            tracing::warn!(pod_sandbox_id = %pod.id, "cpu-shared is not applied yet by this runtime");
         }
         Some(req)
     }
@@ -97,6 +95,12 @@ impl Lifecycle {
                 return Err(hook_err(e));
             }
         }
+        if let Some(mode) = req.irq
+            && let Err(e) = self.take_irqs(ct, mode)
+        {
+            let _ = files::restore(&changes);
+            return Err(e);
+        }
         if !changes.is_empty() {
             tracing::info!(container_id = %ct.id, changes = changes.len(), "high-performance hooks applied");
         }
@@ -136,5 +140,88 @@ mod tests {
     fn ancestry_runs_top_down() {
         assert_eq!(super::ancestry("/kubepods/pod1/crio-x"), ["/kubepods", "/kubepods/pod1", "/kubepods/pod1/crio-x"]);
         assert!(super::ancestry("/").is_empty());
+    }
+}
+
+/// Node-wide IRQ steering: what the machine had before, and the CPUs each container takes.
+/// Persisted, so a restart can give back what a crashed daemon took.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IrqNode {
+    pub originals: crio_hooks::irq::Originals,
+    pub taken: std::collections::BTreeMap<String, CpuSet>,
+}
+
+impl IrqNode {
+    pub fn load(path: &Path) -> IrqNode {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+}
+
+const PROC: &str = "/proc";
+
+impl Lifecycle {
+    fn irq_file(&self) -> PathBuf {
+        self.config.crio.state_dir.join("irq-steering.json")
+    }
+
+    /// Re-steers every IRQ for the CPUs now taken, after `change` to the node's record.
+    fn steer_irqs(&self, change: impl FnOnce(&mut IrqNode)) -> Result<(), LifecycleError> {
+        let mut node = self.irq_node.lock().expect("irq node poisoned");
+        let before = (node.originals.clone(), node.taken.clone());
+        change(&mut node);
+        let taken = node.taken.values().fold(CpuSet::new(), |a, b| a.union(b));
+        let state = crio_hooks::irq::read_state(Path::new(PROC), Path::new(SYS), &CpuSet::new()).map_err(hook_err)?;
+        let writes = match crio_hooks::irq::steer(&state, &mut node.originals, &taken) {
+            Ok(w) => w,
+            Err(e) => {
+                (node.originals, node.taken) = before;
+                return Err(hook_err(e));
+            }
+        };
+        let ncpus = state.online.iter().last().map_or(1, |c| c + 1);
+        for (path, e) in crio_hooks::irq::write(Path::new(PROC), ncpus, &writes) {
+            tracing::debug!(path = %path.display(), error = %e, "IRQ not moved (the kernel keeps it where it is)");
+        }
+        crate::storage::write_json(&self.irq_file(), &*node).map_err(|e| hook_err(crate::error_chain(&e)))?;
+        Ok(())
+    }
+
+    /// Takes the container's CPUs (all, or all but the first and its siblings) off IRQs.
+    pub(crate) fn take_irqs(&self, ct: &Container, mode: annotations::IrqMode) -> Result<(), LifecycleError> {
+        let cpus = CpuSet::parse_list(&ct.spec.resources.cpuset_cpus).map_err(hook_err)?;
+        let first = cpus.iter().next().unwrap_or(0);
+        let siblings = files::read(&Path::new(SYS).join(format!("devices/system/cpu/cpu{first}/topology/thread_siblings_list")))
+            .ok()
+            .and_then(|l| CpuSet::parse_list(&l).ok())
+            .unwrap_or_default();
+        let taken = crio_hooks::irq::taken(&cpus, mode, &siblings);
+        let id = ct.id.clone();
+        self.steer_irqs(move |n| {
+            n.taken.insert(id, taken);
+        })?;
+        tracing::info!(container_id = %ct.id, "IRQs steered off the container's CPUs");
+        Ok(())
+    }
+
+    /// Gives the container's CPUs back to IRQs; nothing if it took none.
+    pub(crate) fn release_irqs(&self, id: &str) {
+        if !self.irq_node.lock().expect("irq node poisoned").taken.contains_key(id) {
+            return;
+        }
+        match self.steer_irqs(|n| {
+            n.taken.remove(id);
+        }) {
+            Ok(()) => tracing::info!(container_id = %id, "IRQs given back the container's CPUs"),
+            Err(e) => tracing::warn!(container_id = %id, error = %crate::error_chain(&e), "could not give IRQs back"),
+        }
+    }
+
+    /// At start: containers that ended while the daemon was away give their CPUs back.
+    pub(crate) fn reconcile_irqs(&self, running: &std::collections::HashSet<String>) {
+        let gone: Vec<String> =
+            self.irq_node.lock().expect("irq node poisoned").taken.keys().filter(|id| !running.contains(*id)).cloned().collect();
+        for id in gone {
+            self.release_irqs(&id);
+        }
     }
 }

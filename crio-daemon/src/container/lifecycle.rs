@@ -204,6 +204,7 @@ impl Lifecycle {
                 }
                 if let Err(e) = self.containers.insert(&id, ct.clone()).await {
                     let _ = crio_hooks::files::restore(&ct.hooks);
+                    self.release_irqs(&ct.id);
                     self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
                     self.names.release(&ct.full_name);
                     return Err(e.into());
@@ -439,6 +440,7 @@ impl Lifecycle {
             if was != ContainerState::Exited {
                 self.emit(&updated, super::EventKind::Stopped);
             }
+            self.release_irqs(&updated.id);
             if !updated.hooks.is_empty() {
                 // However it ended (stopped, exited, killed): its settings go back now.
                 self.restore_hooks(&updated.id).await;
@@ -530,6 +532,7 @@ impl Lifecycle {
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
         self.restore_hooks(id).await;
+        self.release_irqs(id);
         let ct = entry.get();
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.containers.remove(&ct.id).await?;

@@ -4,6 +4,7 @@
 
 pub mod events;
 mod hooks;
+pub use hooks::IrqNode;
 mod lifecycle;
 mod propagation;
 pub mod seccomp;

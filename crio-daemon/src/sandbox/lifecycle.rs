@@ -91,6 +91,8 @@ pub struct Lifecycle {
     pub kernel: Arc<crate::kernel::Kernel>,
     /// The exit watch runs (and has read the exits from before it began).
     pub(crate) exits_watched: Arc<std::sync::atomic::AtomicBool>,
+    /// IRQ steering for the containers that asked for it.
+    pub(crate) irq_node: std::sync::Mutex<crate::container::IrqNode>,
 }
 
 impl Lifecycle {
@@ -159,7 +161,9 @@ impl Lifecycle {
         let systemd = c.runtime.cgroup_manager == "systemd";
         // Under systemd, systemd places scopes in the unified hierarchy itself.
         let unified = if systemd { None } else { crate::cgroups::Unified::detect(&cgroups) };
+        let irq_node = std::sync::Mutex::new(crate::container::IrqNode::load(&c.state_dir.join("irq-steering.json")));
         Ok(Self {
+            irq_node,
             exits_watched: Arc::default(),
             kernel,
             systemd,

@@ -53,6 +53,15 @@ impl Lifecycle {
         .await;
         self.reconcile_lost().await;
         self.retrack();
+        let running: HashSet<String> = self
+            .containers
+            .all()
+            .into_iter()
+            .map(|e| e.get())
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
+            .map(|c| c.id)
+            .collect();
+        self.reconcile_irqs(&running);
     }
 
     /// Rebuilds what the kernel programs know: every recorded pod and container cgroup is
