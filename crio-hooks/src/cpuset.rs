@@ -186,6 +186,20 @@ impl FromIterator<u32> for CpuSet {
     }
 }
 
+/// In files and records a set is its list form.
+impl serde::Serialize for CpuSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_list())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CpuSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        CpuSet::parse_list(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,19 +269,5 @@ mod tests {
             let _ = CpuSet::parse_list(&text);
             let _ = CpuSet::parse_mask(&text);
         }
-    }
-}
-
-/// In files and records a set is its list form.
-impl serde::Serialize for CpuSet {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_list())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for CpuSet {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        CpuSet::parse_list(&text).map_err(serde::de::Error::custom)
     }
 }
