@@ -45,6 +45,7 @@ async fn metrics_follow_operations_and_the_kernel() {
     assert!(text.contains(&format!("{P}operations_latency_seconds_total_bucket{{operation=\"StartContainer\",le=\"+Inf\"}} 1")));
     assert_eq!(value(&text, &format!("{P}image_pulls_success_total")), Some(1.0));
     assert_eq!(value(&text, &format!("{P}image_pulls_failure_total")), Some(1.0));
+    assert!(value(&text, &format!("{P}image_pulls_bytes_total")).is_some_and(|b| b > 100_000.0), "busybox's layer was downloaded");
     assert_eq!(value(&text, &format!("{P}operations_errors_total{{operation=\"PullImage\"}}")), Some(1.0));
     let name = "k8s_hog_metered_default_uid-metered_0";
     assert_eq!(value(&text, &format!("{P}containers_oom_count_total{{name=\"{name}\"}}")), Some(1.0), "{text}");

@@ -54,6 +54,8 @@ pub struct ImageService {
     stall_timeout: Option<Duration>,
     max_parallel: usize,
     inflight: Mutex<HashMap<pull::PullKey, pull::SharedPull>>,
+    /// Layer bytes downloaded since start (as served: compressed), for the metrics.
+    pub pulled_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl ImageService {
@@ -80,6 +82,7 @@ impl ImageService {
             stall_timeout: (!cfg.pull_progress_timeout.is_zero()).then_some(cfg.pull_progress_timeout.0),
             max_parallel: cfg.max_parallel_downloads,
             inflight: Mutex::new(HashMap::new()),
+            pulled_bytes: Default::default(),
         })
     }
 

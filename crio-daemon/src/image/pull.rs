@@ -209,6 +209,7 @@ impl ImageService {
             let _permit = permits.acquire().await.expect("semaphore never closed");
             session.blob_to_file(&desc.digest, desc.size, &blob, progress).await?;
         }
+        self.pulled_bytes.fetch_add(desc.size, std::sync::atomic::Ordering::Relaxed);
         let store = self.store.clone();
         let record = LayerRecord { diff_id: diff_id.clone(), compressed_digest: desc.digest.clone(), stats: Default::default() };
         let unpack_err = |source| ImageError::Unpack { reference: canonical.to_string(), digest: desc.digest.to_string(), source };

@@ -56,6 +56,8 @@ pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
     o.sample("image_pulls_success_total", &[], m.image_pulls_success.load(Ordering::Relaxed));
     o.header("image_pulls_failure_total", "counter", "Failed image pulls.");
     o.sample("image_pulls_failure_total", &[], m.image_pulls_failure.load(Ordering::Relaxed));
+    o.header("image_pulls_bytes_total", "counter", "Layer bytes downloaded by image pulls (as served, compressed).");
+    o.sample("image_pulls_bytes_total", &[], lifecycle.images.pulled_bytes.load(Ordering::Relaxed));
 
     let kernel = &lifecycle.kernel;
     let counters = kernel.counters();
