@@ -185,7 +185,9 @@ async fn sigkill_during_run_pod_sandbox_is_reconciled() {
         e.d.restart().await;
         let mut rt = e.d.runtime().await;
         // Whatever survived is whole and removable; whatever did not left nothing behind.
-        for p in rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items {
+        let listed = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await;
+        let listed = listed.unwrap_or_else(|err| panic!("round {round}: {err:?}\n{}", e.d.log()));
+        for p in listed.into_inner().items {
             rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p.id }).await.expect("remove a recovered pod");
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -124,8 +124,13 @@ impl Daemon {
             .expect("starting crio");
         self.child = Some(child);
         for _ in 0..400 {
+            // The socket is bound before recovery runs: ready is when it answers.
             if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
-                return;
+                let mut rt = RuntimeServiceClient::new(unix_channel(&self.socket).await);
+                let version = tokio::time::timeout(Duration::from_secs(10), rt.version(cri::VersionRequest::default())).await;
+                if matches!(version, Ok(Ok(_))) {
+                    return;
+                }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("crio exited with {status} during start:\n{}", self.log());
@@ -266,12 +271,22 @@ pub fn reap_leftovers(dir: &Path) {
 /// Removes the cgroups the daemon made for the pods recorded in `records`, deepest first, in
 /// every hierarchy (the runtime already removed its containers' v1 cgroups).
 fn remove_pod_cgroups(records: &Path) {
+    let mut cgroups = Vec::new();
     for entry in fs::read_dir(records).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            // A pod caught half-made has a directory and no record: its cgroup is the default one.
+            cgroups.push(format!("crio/pod-{}", entry.file_name().to_string_lossy()));
+            continue;
+        }
         let Ok(text) = fs::read(entry.path()) else { continue };
         let Ok(pod) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
-        let (Some(cgroup), Some(true)) = (pod["cgroup"].as_str(), pod["cgroup_created"].as_bool()) else { continue };
+        if let (Some(cgroup), Some(true)) = (pod["cgroup"].as_str(), pod["cgroup_created"].as_bool()) {
+            cgroups.push(cgroup.trim_start_matches('/').to_string());
+        }
+    }
+    for cgroup in cgroups {
         for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let top = h.path().join(cgroup.trim_start_matches('/'));
+            let top = h.path().join(&cgroup);
             let mut dirs = vec![top.clone()];
             dirs.extend(fs::read_dir(&top).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()));
             for d in dirs.iter().rev() {
