@@ -97,16 +97,8 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
              set it to \"cgroupfs\" on this host"
         );
     }
-    // First: a second daemon on the same socket stops here, before it touches any state the
-    // live one owns (recovery would otherwise clean up the live daemon's pods).
+    let router = init(&config).await?;
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
-    let router = match init(&config).await {
-        Ok(router) => router,
-        Err(e) => {
-            let _ = std::fs::remove_file(&c.api.listen);
-            return Err(e);
-        }
-    };
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");
     crio::server::serve(listener, router, shutdown_signal()).await;
     // A clean stop leaves no socket for clients to mistake for a live daemon.

@@ -55,6 +55,11 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
         let mut bad = Vec::new();
         for e in fs::read_dir(dir).map_err(|source| StateError::Read { path: dir.into(), source })?.flatten() {
             let path = e.path();
+            // A write a crash interrupted leaves its temp file (the record itself is whole).
+            if e.file_name().to_string_lossy().starts_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }

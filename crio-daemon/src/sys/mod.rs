@@ -57,6 +57,10 @@ pub fn wait_any_exited() -> io::Result<Option<i32>> {
 /// Call it from a thread that lives as long as the holder should: the holder is killed when
 /// that thread exits (`PR_SET_PDEATHSIG`), and so is everything in its namespace.
 pub fn spawn_pid_namespace_holder() -> io::Result<i32> {
+    // The holder checks through this that we still live once its death signal is armed: a
+    // parent killed in between would otherwise leave it running forever.
+    let parent = rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())?;
+    let parent_fd = std::os::fd::AsRawFd::as_raw_fd(&parent);
     let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: clone with a null stack and no CLONE_VM/CLONE_THREAD behaves as fork: the child
     // gets a private copy of this thread's stack and the address space. In a multi-threaded
@@ -66,17 +70,24 @@ pub fn spawn_pid_namespace_holder() -> io::Result<i32> {
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     match pid {
         -1 => Err(io::Error::last_os_error()),
-        0 => holder_main(),
+        0 => holder_main(parent_fd),
         pid => Ok(pid as i32),
     }
 }
 
 /// The holder's whole life: plain syscalls on stack values, never returning.
-fn holder_main() -> ! {
+fn holder_main(parent: i32) -> ! {
     // SAFETY: every call below is async-signal-safe and only reads or writes the stack
     // values passed to it (zeroed sigset_t is a valid empty set to fill); nothing allocates.
+    // `parent` is this process's copy of the pidfd the parent held open across the clone.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        // A pidfd turns readable when its process has exited (and works across PID
+        // namespaces, unlike signalling through it).
+        let mut pfd = libc::pollfd { fd: parent, events: libc::POLLIN, revents: 0 };
+        if libc::poll(&mut pfd, 1, 0) != 0 {
+            libc::_exit(0);
+        }
         libc::prctl(libc::PR_SET_NAME, c"crio-pidns".as_ptr());
         // The monitor's sockets, logs and pipes stay with the monitor.
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
