@@ -73,6 +73,8 @@ async fn stale_socket_is_replaced_and_live_one_is_not_stolen() {
         .args([
             "--runroot",
             d.dir.path().join("run2").to_str().unwrap(),
+            "--config",
+            d.dir.path().join("crio.conf").to_str().unwrap(),
             "--config-dir",
             d.dir.path().join("crio.conf.d").to_str().unwrap(),
         ])
@@ -99,6 +101,8 @@ fn a_regular_file_at_the_socket_path_is_never_deleted() {
     let path = t.path().join("crio.sock");
     fs::write(&path, b"precious").unwrap();
     fs::create_dir(t.path().join("d")).unwrap();
+    // Start-up runs before the socket is checked: its maps would be pinned at the default place.
+    fs::write(t.path().join("d/10-no-ebpf.conf"), "[crio.ebpf]\nenable = false\n").unwrap();
     let out = Command::new(CRIO)
         .args(["--listen", path.to_str().unwrap(), "--root", t.path().join("r").to_str().unwrap()])
         .args(["--runroot", t.path().join("rr").to_str().unwrap(), "--config-dir", t.path().join("d").to_str().unwrap()])
