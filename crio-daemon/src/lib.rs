@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod cri;
+pub mod exec;
 pub mod http;
 pub mod image;
 pub mod kernel;

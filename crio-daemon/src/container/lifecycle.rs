@@ -17,7 +17,8 @@ const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 /// After SIGKILL, how long to wait for the exit record before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-const CAPABILITY_NAMES: &[&str] = &[
+/// Capability names by kernel number.
+pub(crate) const CAPABILITY_NAMES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -259,6 +260,7 @@ impl Lifecycle {
             path: config_path.clone(),
             source: std::io::Error::other(e),
         })?;
+        self.prepare_exec(ct, &oci);
         let runtime = self.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
@@ -551,8 +553,57 @@ impl Lifecycle {
         if ct.state != ContainerState::Running {
             return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
         }
+        let helper = self.exec_helper();
+        if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
+            return crate::exec::exec_sync(&helper, &ct.bundle, &ct.id, ct.pid, cmd, timeout, EXEC_OUTPUT_CAP)
+                .await
+                .map_err(|e| LifecycleError::Exec { id: ct.id.clone(), source: e });
+        }
         let rt = self.runtime(&self.handler_of(&ct))?;
         Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
+    }
+
+    /// The exec helper ships beside the monitor.
+    fn exec_helper(&self) -> PathBuf {
+        self.monitor_binary.with_file_name("crio-exec")
+    }
+
+    /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without
+    /// it (a spec the helper cannot honour, a profile that does not compile) execs go
+    /// through the runtime.
+    fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec) {
+        let profile = match crate::exec::ExecProfile::from_spec(oci) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(container_id = %ct.id, why, "execs go through the OCI runtime");
+                return;
+            }
+        };
+        let seccomp = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let program = match seccomp {
+            None => None,
+            Some(s) => {
+                let key = serde_json::to_string(&s).unwrap_or_default();
+                let cached = self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+                match cached {
+                    Some(p) => Some(p),
+                    None => match crate::exec::filter::compile(&s) {
+                        Ok(p) => {
+                            let p = std::sync::Arc::new(p);
+                            self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
+                            Some(p)
+                        }
+                        Err(e) => {
+                            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
+                            return;
+                        }
+                    },
+                }
+            }
+        };
+        if let Err(e) = crate::exec::profile::save(&ct.bundle, &profile, program.as_deref().map(|p| p.as_slice())) {
+            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
+        }
     }
 
     /// A container and one sample of its resource use (`None` once its cgroup is gone), with

@@ -6,6 +6,7 @@ pub mod events;
 mod hooks;
 pub use hooks::IrqNode;
 mod lifecycle;
+pub(crate) use lifecycle::CAPABILITY_NAMES;
 mod propagation;
 pub mod seccomp;
 pub mod spec;

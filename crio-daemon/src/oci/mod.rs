@@ -2,4 +2,5 @@
 
 mod runtime;
 
+pub(crate) use runtime::read_capped;
 pub use runtime::{ContainerState, CreateOptions, ExecOutput, OciError, OciRuntime, Status};

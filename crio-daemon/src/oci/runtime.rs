@@ -273,7 +273,7 @@ impl OciRuntime {
 }
 
 /// Reads `r` to its end, keeping at most `cap` bytes.
-async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+pub(crate) async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut kept = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];

@@ -59,6 +59,12 @@ pub enum LifecycleError {
     State(#[from] StateError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error("exec in container {id}")]
+    Exec {
+        id: String,
+        #[source]
+        source: crate::exec::ExecError,
+    },
     #[error("high-performance hooks: {why}")]
     Hooks { why: String },
     #[error("a background task failed")]
@@ -93,6 +99,8 @@ pub struct Lifecycle {
     pub(crate) exits_watched: Arc<std::sync::atomic::AtomicBool>,
     /// IRQ steering for the containers that asked for it.
     pub(crate) irq_node: std::sync::Mutex<crate::container::IrqNode>,
+    /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
+    pub(crate) seccomp_programs: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
 
 impl Lifecycle {
@@ -179,6 +187,7 @@ impl Lifecycle {
             network,
             runtimes,
             monitor_binary,
+            seccomp_programs: Default::default(),
             cgroups,
             cpu_samples: Default::default(),
         })

@@ -2,6 +2,8 @@
 //! with the argument for why our use is sound.
 #![allow(unsafe_code, reason = "this module is where the crate's unsafe lives")]
 
+pub mod exec;
+
 use std::io;
 
 /// Namespaces a thread may leave on its own without affecting the rest of the process.
