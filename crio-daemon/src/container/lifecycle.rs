@@ -260,7 +260,7 @@ impl Lifecycle {
             path: config_path.clone(),
             source: std::io::Error::other(e),
         })?;
-        self.prepare_exec(ct, &oci);
+        self.prepare_exec(ct, &oci).await;
         let runtime = self.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
@@ -466,18 +466,18 @@ impl Lifecycle {
         Ok(ct)
     }
 
-    pub async fn list_containers(&self) -> Vec<Container> {
+    pub async fn list_containers(&self) -> Vec<std::sync::Arc<Container>> {
         let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
         let entries = self.containers.all();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let ct = e.get();
+            let ct = e.snapshot();
             // Current as recorded, unless the kernel has news the record lacks.
             let news = ct.state == ContainerState::Running && ct.reason.is_empty() && self.kernel.init_oom_killed(&ct.id);
             if watched && !news {
                 out.push(ct);
             } else if let Ok(c) = self.refresh(&ct.id, !watched).await {
-                out.push(c);
+                out.push(std::sync::Arc::new(c));
             }
         }
         out
@@ -571,7 +571,7 @@ impl Lifecycle {
     /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without
     /// it (a spec the helper cannot honour, a profile that does not compile) execs go
     /// through the runtime.
-    fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec) {
+    async fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec) {
         let profile = match crate::exec::ExecProfile::from_spec(oci) {
             Ok(p) => p,
             Err(why) => {
@@ -587,7 +587,13 @@ impl Lifecycle {
                 let cached = self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
                 match cached {
                     Some(p) => Some(p),
-                    None => match crate::exec::filter::compile(&s) {
+                    // Milliseconds of CPU for a profile of a few hundred rules: off the
+                    // runtime's threads, and once per distinct profile.
+                    None => match tokio::task::spawn_blocking(move || crate::exec::filter::compile(&s))
+                        .await
+                        .map_err(|e| crate::exec::ExecError::Filter { why: format!("compile task: {e}") })
+                        .and_then(|r| r)
+                    {
                         Ok(p) => {
                             let p = std::sync::Arc::new(p);
                             self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());

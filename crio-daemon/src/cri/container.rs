@@ -257,18 +257,18 @@ pub async fn list(s: &Services, req: Request<cri::ListContainersRequest>) -> Res
         .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
         .filter(|c| filter.state.as_ref().is_none_or(|st| st.state == state(c)))
         .filter(|c| selector_matches(&c.spec.labels, &filter.label_selector))
-        // Owned records: fields move into the answer instead of being copied.
+        // Shared snapshots: only what the answer carries is copied.
         .map(|c| cri::Container {
             metadata: Some(metadata(&c)),
             state: state(&c),
-            id: c.id,
-            pod_sandbox_id: c.pod_id,
-            image: Some(cri::ImageSpec { image: c.spec.image, ..Default::default() }),
-            image_ref: c.image_ref,
+            id: c.id.clone(),
+            pod_sandbox_id: c.pod_id.clone(),
+            image: Some(cri::ImageSpec { image: c.spec.image.clone(), ..Default::default() }),
+            image_ref: c.image_ref.clone(),
             created_at: c.created_at_nanos,
-            labels: c.spec.labels.into_iter().collect(),
-            annotations: c.spec.annotations.into_iter().collect(),
-            image_id: c.image_id,
+            labels: c.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: c.spec.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            image_id: c.image_id.clone(),
         })
         .collect();
     containers.sort_by_key(|c| c.created_at);

@@ -32,11 +32,17 @@ pub enum StateError {
 pub struct Entry<T> {
     /// Serializes operations (create, start, stop, remove) on this entity.
     pub op: tokio::sync::Mutex<()>,
-    record: RwLock<T>,
+    /// Shared, so a snapshot for a list or a status is a reference count, not a deep copy.
+    record: RwLock<Arc<T>>,
 }
 
 impl<T: Clone> Entry<T> {
     pub fn get(&self) -> T {
+        T::clone(&self.record.read().expect("record lock poisoned"))
+    }
+
+    /// The current record, shared: cheap, for readers that only look.
+    pub fn snapshot(&self) -> Arc<T> {
         self.record.read().expect("record lock poisoned").clone()
     }
 }
@@ -66,7 +72,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
             match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string())) {
                 Ok(rec) => {
                     let id = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                    map.insert(id, Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(rec) }));
+                    map.insert(id, Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(Arc::new(rec)) }));
                 }
                 Err(e) => bad.push((path, e)),
             }
@@ -102,7 +108,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
     /// Persists a new record, then makes it visible.
     pub async fn insert(&self, id: &str, rec: T) -> Result<Arc<Entry<T>>, StateError> {
         self.persist(id, &rec).await?;
-        let entry = Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(rec) });
+        let entry = Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(Arc::new(rec)) });
         self.map.write().expect("records lock poisoned").insert(id.into(), entry.clone());
         Ok(entry)
     }
@@ -112,7 +118,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
         let mut next = entry.get();
         change(&mut next);
         self.persist(id, &next).await?;
-        *entry.record.write().expect("record lock poisoned") = next.clone();
+        *entry.record.write().expect("record lock poisoned") = Arc::new(next.clone());
         Ok(next)
     }
 
