@@ -29,6 +29,8 @@ const POD_STARTS: usize = 50;
 const PROBES: usize = 1000;
 const DENSITY: usize = 100;
 const BURST: usize = 20;
+const STORM: usize = 400;
+const STORM_WORKERS: usize = 8;
 
 /// The same network for both, on a bridge and subnet of its own.
 fn conflist(bridge: &str, subnet: &str, ipam: &Path) -> String {
@@ -81,6 +83,7 @@ impl Drop for Cleanup {
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     scenarios::pod_start(t, r, round, POD_STARTS / n).await;
     scenarios::probes(t, r, round, PROBES / n).await;
+    scenarios::exec_storm(t, r, round, STORM / n, STORM_WORKERS).await;
     scenarios::burst(t, r, round, BURST).await;
     scenarios::density(t, r, round, DENSITY).await;
     scenarios::image(t, r).await;
@@ -113,7 +116,7 @@ async fn main() {
     let cleanup = Cleanup { bridges: vec![ours_bridge.clone(), peer_bridge.clone()], cgroup: format!("crio-bench-{}", std::process::id()) };
     let cgroup_parent = format!("/{}", cleanup.cgroup);
     let rounds = rounds();
-    let (mut ours, mut peer) = (Results::default(), Results::default());
+    let (mut ours, mut peer, mut untraced) = (Results::default(), Results::default(), Results::default());
     for round in 0..rounds {
         eprintln!("round {}/{rounds}: crio", round + 1);
         {
@@ -138,6 +141,27 @@ async fn main() {
             };
             d.pull(&image).await.expect("pull busybox");
             run_round(&t, &mut ours, round, rounds).await;
+        }
+        // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
+        eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
+        {
+            let mut cfg = DaemonConfig::trusting(&reg);
+            cfg.cni_conflist = Some(ours_net.clone());
+            cfg.extra = "[crio.ebpf]\nenable = false\n".into();
+            let d = Daemon::start(cfg).await;
+            let ch = d.channel().await;
+            let t = Target {
+                cgroup_parent: cgroup_parent.clone(),
+                rt: RuntimeServiceClient::new(ch.clone()),
+                img: ImageServiceClient::new(ch),
+                image: image.clone(),
+                logs: work.path().join("logs-untraced"),
+                daemon: d.pid(),
+                added: Box::new(Vec::new),
+            };
+            d.pull(&image).await.expect("pull busybox");
+            scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
+            scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
         }
         eprintln!("round {}/{rounds}: containerd", round + 1);
         {
@@ -175,5 +199,5 @@ async fn main() {
         oci: version("runc", "--version"),
         rounds,
     };
-    report::write(&machine, &ours, &peer);
+    report::write(&machine, &ours, &peer, &untraced);
 }

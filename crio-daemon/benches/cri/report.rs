@@ -26,7 +26,7 @@ fn median(values: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn write(m: &Machine, ours: &Results, peer: &Results) {
+pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
     let mut md = format!(
         "Machine: {} cores, kernel {}; {} vs {}; OCI runtime for both: {}; {} alternating rounds.\n\n\
          | measurement | n | crio p50 ms | p95 | p99 | containerd p50 ms | p95 | p99 | ratio p50 | ratio p99 |\n\
@@ -55,6 +55,22 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results) {
         let (a, b) = (median(a), median(b));
         md += &format!("| {name} | {a:.3} | {b:.3} | {:.2} |\n", a / b);
         json.push(serde_json::json!({"name": name, "crio": a, "containerd": b, "ratio": a / b}));
+    }
+    md += "\nThe cost of eBPF tracing: crio with its kernel programs loaded (on) and with \
+           `[crio.ebpf] enable = false` (off), same rounds.\n\n\
+           | measurement | on p50 ms | on p99 | off p50 ms | off p99 | on/off p50 | on/off p99 |\n|---|---|---|---|---|---|---|\n";
+    for (name, b) in &untraced.samples {
+        let Some(a) = ours.samples.get(name) else { continue };
+        let (a50, a99, b50, b99) = (pct(a, 0.5), pct(a, 0.99), pct(b, 0.5), pct(b, 0.99));
+        md += &format!("| {name} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.2} |\n", a50 / b50, a99 / b99);
+        json.push(serde_json::json!({"name": name, "tracing": "on/off", "on": {"p50_ms": a50, "p99_ms": a99},
+            "off": {"p50_ms": b50, "p99_ms": b99}, "ratio_p50": a50 / b50, "ratio_p99": a99 / b99}));
+    }
+    for (name, b) in &untraced.values {
+        let Some(a) = ours.values.get(name) else { continue };
+        let (a, b) = (median(a), median(b));
+        md += &format!("| {name} (median) | {a:.1} | | {b:.1} | | {:.2} | |\n", a / b);
+        json.push(serde_json::json!({"name": name, "tracing": "on/off", "on": a, "off": b, "ratio": a / b}));
     }
     println!("{md}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

@@ -155,6 +155,37 @@ pub async fn probes(t: &Target, r: &mut Results, round: usize, n: usize) {
     remove_pod(t, &pod).await;
 }
 
+/// An exec storm: `n` ExecSyncs of /bin/true from `workers` concurrent callers into one
+/// container (a node where many probes fire at once), with the rate they reach.
+pub async fn exec_storm(t: &Target, r: &mut Results, round: usize, n: usize, workers: usize) {
+    let (pod, ct, _) = start_pod(t, &format!("storm-{round}")).await;
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (mut rt, ct) = (t.rt.clone(), ct.clone());
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                for _ in 0..n / workers {
+                    let at = Instant::now();
+                    let req = cri::ExecSyncRequest { container_id: ct.clone(), cmd: vec!["/bin/true".into()], timeout: 10 };
+                    assert_eq!(rt.exec_sync(req).await.expect("ExecSync").into_inner().exit_code, 0);
+                    took.push(at.elapsed());
+                }
+                took
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        for d in task.await.expect("exec worker") {
+            r.sample(&format!("exec storm: ExecSync, {workers} concurrent"), d);
+            done += 1;
+        }
+    }
+    r.value("exec storm: execs per second", done as f64 / began.elapsed().as_secs_f64());
+    remove_pod(t, &pod).await;
+}
+
 /// `n` pods with a sleeping container: memory, then list / status / stats latency.
 pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
     let mut pods = Vec::new();
