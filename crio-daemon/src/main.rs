@@ -122,7 +122,15 @@ async fn init(config: &Arc<config::Config>) -> anyhow::Result<axum::Router> {
     let monitor = std::env::current_exe()?.with_file_name("crio-monitor");
     let ebpf = c.ebpf.clone();
     let kernel = Arc::new(tokio::task::spawn_blocking(move || crio::kernel::Kernel::load(&ebpf)).await?);
-    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, std::path::Path::new("/sys/fs/cgroup"), kernel.clone())
+    let topology = match tokio::task::spawn_blocking(crio_hooks::topology::Hwloc::from_system).await? {
+        Ok(t) => Some(Arc::new(t) as Arc<dyn crio_hooks::topology::Topology>),
+        Err(e) => {
+            tracing::warn!(error = %e, "no CPU topology: NUMA placement is off");
+            None
+        }
+    };
+    let host = crio::sandbox::HostPaths::default();
+    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, host, kernel.clone(), topology)
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     lifecycle.recover().await;
     kernel.start();

@@ -13,6 +13,22 @@ pub const CPU_C_STATES: &str = "cpu-c-states.crio.io";
 pub const CPU_FREQ_GOVERNOR: &str = "cpu-freq-governor.crio.io";
 /// Followed by `/<container name>`.
 pub const CPU_SHARED_PREFIX: &str = "cpu-shared.crio.io/";
+/// Followed by `/<container name>`; the value is a number of CPUs the runtime chooses within
+/// one NUMA node (and one L3 cache where they fit) for a container the kubelet did not pin.
+pub const NUMA_CPUS_PREFIX: &str = "numa-cpus.crio.io/";
+
+/// The CPU count `numa-cpus.crio.io/<container>` asks for, if any.
+pub fn numa_cpus(annotations: &BTreeMap<String, String>, container: &str) -> Result<Option<usize>, AnnotationError> {
+    let Some(v) = annotations.get(&format!("{NUMA_CPUS_PREFIX}{container}")) else { return Ok(None) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(AnnotationError {
+            annotation: format!("{NUMA_CPUS_PREFIX}{container}"),
+            value: v.clone(),
+            allowed: "a number of CPUs, 1 or more",
+        }),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IrqMode {
@@ -164,6 +180,15 @@ mod tests {
         assert!(!r.any());
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().any(|e| e.to_string().contains("irq-load-balancing.crio.io") && e.to_string().contains("housekeeping")));
+    }
+
+    #[test]
+    fn numa_cpu_counts_are_per_container() {
+        let a = map(&[("numa-cpus.crio.io/app", "4"), ("numa-cpus.crio.io/bad", "many"), ("numa-cpus.crio.io/zero", "0")]);
+        assert_eq!(numa_cpus(&a, "app"), Ok(Some(4)));
+        assert_eq!(numa_cpus(&a, "sidecar"), Ok(None));
+        assert!(numa_cpus(&a, "bad").unwrap_err().to_string().contains("many"));
+        assert!(numa_cpus(&a, "zero").is_err());
     }
 
     #[test]

@@ -136,6 +136,17 @@ pub fn write(proc_root: &Path, ncpus: u32, writes: &Writes) -> Vec<(PathBuf, std
     failed
 }
 
+/// The ban list an irqbalance environment file sets (the list form wins over the mask).
+pub fn irqbalance_banned(text: &str) -> CpuSet {
+    let value = |key: &str| text.lines().rev().find_map(|l| l.trim().strip_prefix(key)).map(|v| v.trim().trim_matches('"').to_string());
+    if let Some(list) = value("IRQBALANCE_BANNED_CPULIST=")
+        && let Ok(set) = CpuSet::parse_list(&list)
+    {
+        return set;
+    }
+    value("IRQBALANCE_BANNED_CPUS=").and_then(|m| CpuSet::parse_mask(&m).ok()).unwrap_or_default()
+}
+
 /// irqbalance's environment file with the ban list set in both forms it reads
 /// (`IRQBALANCE_BANNED_CPUS` mask, `IRQBALANCE_BANNED_CPULIST` list), other lines kept.
 pub fn irqbalance_config(text: &str, banned: &CpuSet, ncpus: u32) -> String {
@@ -214,6 +225,15 @@ mod tests {
         let text = "# irqbalance\nIRQBALANCE_ONESHOT=no\nIRQBALANCE_BANNED_CPUS=00000001\n";
         let out = irqbalance_config(text, &cpus("4-5,40"), 48);
         assert_eq!(out, "# irqbalance\nIRQBALANCE_ONESHOT=no\nIRQBALANCE_BANNED_CPUS=0100,00000030\nIRQBALANCE_BANNED_CPULIST=4-5,40\n");
+    }
+
+    #[test]
+    fn the_current_ban_list_is_read_from_either_form() {
+        assert_eq!(irqbalance_banned("IRQBALANCE_BANNED_CPUS=00000030\n"), cpus("4-5"));
+        assert_eq!(irqbalance_banned("IRQBALANCE_BANNED_CPUS=00000030\nIRQBALANCE_BANNED_CPULIST=\"1,3\"\n"), cpus("1,3"));
+        assert_eq!(irqbalance_banned("#IRQBALANCE_ONESHOT=\n"), CpuSet::new());
+        let written = irqbalance_config("", &cpus("2,66"), 72);
+        assert_eq!(irqbalance_banned(&written), cpus("2,66"));
     }
 
     proptest::proptest! {

@@ -11,6 +11,8 @@ pub mod cgroup;
 pub mod cpuset;
 pub mod files;
 pub mod irq;
+pub mod placement;
 pub mod power;
+pub mod topology;
 
 pub use cpuset::{CpuSet, CpuSetError};

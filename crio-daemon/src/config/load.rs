@@ -201,6 +201,14 @@ fn validate(config: &Config, origins: &BTreeMap<String, PathBuf>) -> Result<(), 
     if t != "docker://" {
         return Err(invalid("crio.image.default_transport", t, "\"docker://\"".into()));
     }
+    if crio_hooks::CpuSet::parse_list(&c.runtime.shared_cpuset).is_err() {
+        return Err(invalid("crio.runtime.shared_cpuset", &c.runtime.shared_cpuset, "a CPU list such as \"0-1,8\"".into()));
+    }
+    for h in c.runtime.runtimes.values() {
+        if !matches!(h.exec_cpu_affinity.as_str(), "" | "first") {
+            return Err(invalid("crio.runtime.runtimes.*.exec_cpu_affinity", &h.exec_cpu_affinity, "\"\" or \"first\"".into()));
+        }
+    }
     Ok(())
 }
 

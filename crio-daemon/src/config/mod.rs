@@ -94,6 +94,12 @@ pub struct Runtime {
     /// Bytes after which a container log is truncated and continues; -1 is no cap (CRI-O's).
     pub log_size_max: i64,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
+    /// CPUs (a list like `0-1,8`) containers asking for `cpu-shared.crio.io/<name>` also
+    /// get, beside their exclusive ones; empty is none (CRI-O's `shared_cpuset`).
+    pub shared_cpuset: String,
+    /// The irqbalance configuration whose ban list follows the CPUs taken off IRQs (CRI-O's
+    /// `irqbalance_config_file`); empty is none. Left alone when the file does not exist.
+    pub irqbalance_config_file: PathBuf,
 }
 
 impl Default for Runtime {
@@ -114,6 +120,8 @@ impl Default for Runtime {
             log_level: "info".into(),
             log_size_max: -1,
             runtimes,
+            shared_cpuset: String::new(),
+            irqbalance_config_file: "/etc/sysconfig/irqbalance".into(),
         }
     }
 }
@@ -125,11 +133,21 @@ pub struct RuntimeHandler {
     pub runtime_type: String,
     pub runtime_root: PathBuf,
     pub allowed_annotations: Vec<String>,
+    /// `"first"`: processes exec'd into containers of this handler (probes included) run on
+    /// one CPU, the first of the container's shared CPUs if it has some, else the first of
+    /// its own, never on the rest of an isolated set; empty: no pinning (CRI-O's).
+    pub exec_cpu_affinity: String,
 }
 
 impl Default for RuntimeHandler {
     fn default() -> Self {
-        Self { runtime_path: PathBuf::new(), runtime_type: "oci".into(), runtime_root: PathBuf::new(), allowed_annotations: Vec::new() }
+        Self {
+            runtime_path: PathBuf::new(),
+            runtime_type: "oci".into(),
+            runtime_root: PathBuf::new(),
+            allowed_annotations: Vec::new(),
+            exec_cpu_affinity: String::new(),
+        }
     }
 }
 

@@ -14,9 +14,6 @@ use super::{Container, ContainerSpec};
 use crate::cgroups::Layout;
 use crate::sandbox::{Lifecycle, LifecycleError, PodSandbox};
 
-/// Where sysfs is (C-states, governors).
-const SYS: &str = "/sys";
-
 fn hook_err(e: impl std::fmt::Display) -> LifecycleError {
     LifecycleError::Hooks { why: e.to_string() }
 }
@@ -53,8 +50,8 @@ impl Lifecycle {
             tracing::info!(pod_sandbox_id = %pod.id, container = %spec.name, why, "performance annotations ignored");
             return None;
         }
-        if req.shared_cpus {
-            tracing::warn!(pod_sandbox_id = %pod.id, "cpu-shared is not applied yet by this runtime");
+        if req.shared_cpus && self.config.crio.runtime.shared_cpuset.is_empty() {
+            tracing::info!(pod_sandbox_id = %pod.id, container = %spec.name, "cpu-shared ignored: no shared_cpuset is configured");
         }
         Some(req)
     }
@@ -82,10 +79,10 @@ impl Lifecycle {
             }
         }
         if let Some(c) = req.c_states {
-            changes.extend(crio_hooks::power::c_states(Path::new(SYS), &cpus, c).map_err(hook_err)?);
+            changes.extend(crio_hooks::power::c_states(&self.host.sys, &cpus, c).map_err(hook_err)?);
         }
         if let Some(g) = &req.governor {
-            changes.extend(crio_hooks::power::governor(Path::new(SYS), &cpus, g).map_err(hook_err)?);
+            changes.extend(crio_hooks::power::governor(&self.host.sys, &cpus, g).map_err(hook_err)?);
         }
         files::apply(&changes).map_err(|e| hook_err(crate::error_chain(&e)))?;
         if req.no_load_balancing && v2 {
@@ -157,7 +154,26 @@ impl IrqNode {
     }
 }
 
-const PROC: &str = "/proc";
+/// irqbalance reads its ban list when it starts: under systemd it is restarted if it runs
+/// (as CRI-O does); elsewhere a running irqbalance is named in the log, since only its
+/// supervisor can restart it.
+fn tell_irqbalance(proc_root: &Path) {
+    if Path::new("/run/systemd/system").exists() {
+        match std::process::Command::new("systemctl").args(["try-restart", "irqbalance.service"]).output() {
+            Ok(o) if o.status.success() => tracing::info!("irqbalance restarted to read its new ban list"),
+            Ok(o) => tracing::warn!(stderr = %String::from_utf8_lossy(&o.stderr).trim(), "irqbalance not restarted"),
+            Err(e) => tracing::warn!(error = %e, "systemctl not run: irqbalance not restarted"),
+        }
+        return;
+    }
+    let running = std::fs::read_dir(proc_root).into_iter().flatten().flatten().find(|e| {
+        e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())
+            && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "irqbalance")
+    });
+    if let Some(p) = running {
+        tracing::warn!(pid = %p.file_name().to_string_lossy(), "irqbalance runs without systemd: restart it to apply the new ban list");
+    }
+}
 
 impl Lifecycle {
     fn irq_file(&self) -> PathBuf {
@@ -170,7 +186,10 @@ impl Lifecycle {
         let before = (node.originals.clone(), node.taken.clone());
         change(&mut node);
         let taken = node.taken.values().fold(CpuSet::new(), |a, b| a.union(b));
-        let state = crio_hooks::irq::read_state(Path::new(PROC), Path::new(SYS), &CpuSet::new()).map_err(hook_err)?;
+        let ban_file = &self.config.crio.runtime.irqbalance_config_file;
+        let ban_text = (!ban_file.as_os_str().is_empty()).then(|| std::fs::read_to_string(ban_file).ok()).flatten();
+        let banned = ban_text.as_deref().map(crio_hooks::irq::irqbalance_banned).unwrap_or_default();
+        let state = crio_hooks::irq::read_state(&self.host.proc, &self.host.sys, &banned).map_err(hook_err)?;
         let writes = match crio_hooks::irq::steer(&state, &mut node.originals, &taken) {
             Ok(w) => w,
             Err(e) => {
@@ -179,8 +198,15 @@ impl Lifecycle {
             }
         };
         let ncpus = state.online.iter().last().map_or(1, |c| c + 1);
-        for (path, e) in crio_hooks::irq::write(Path::new(PROC), ncpus, &writes) {
+        for (path, e) in crio_hooks::irq::write(&self.host.proc, ncpus, &writes) {
             tracing::debug!(path = %path.display(), error = %e, "IRQ not moved (the kernel keeps it where it is)");
+        }
+        if let (Some(text), Some(banned)) = (&ban_text, &writes.banned) {
+            let updated = crio_hooks::irq::irqbalance_config(text, banned, ncpus);
+            match crate::storage::write_atomic(ban_file, updated.as_bytes()) {
+                Ok(()) => tell_irqbalance(&self.host.proc),
+                Err(e) => tracing::warn!(path = %ban_file.display(), error = %e, "irqbalance's ban list not updated"),
+            }
         }
         crate::storage::write_json(&self.irq_file(), &*node).map_err(|e| hook_err(crate::error_chain(&e)))?;
         Ok(())
@@ -190,7 +216,7 @@ impl Lifecycle {
     pub(crate) fn take_irqs(&self, ct: &Container, mode: annotations::IrqMode) -> Result<(), LifecycleError> {
         let cpus = CpuSet::parse_list(&ct.spec.resources.cpuset_cpus).map_err(hook_err)?;
         let first = cpus.iter().next().unwrap_or(0);
-        let siblings = files::read(&Path::new(SYS).join(format!("devices/system/cpu/cpu{first}/topology/thread_siblings_list")))
+        let siblings = files::read(&self.host.sys.join(format!("devices/system/cpu/cpu{first}/topology/thread_siblings_list")))
             .ok()
             .and_then(|l| CpuSet::parse_list(&l).ok())
             .unwrap_or_default();

@@ -11,6 +11,15 @@ use crate::sandbox::lifecycle::io_err;
 use crate::sandbox::{Lifecycle, LifecycleError, PodState, now_nanos};
 use crate::state::new_id;
 
+/// Runs blocking host I/O (IRQ steering reads and writes every /proc/irq entry) without
+/// stalling the other tasks of a runtime thread.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Output kept per stream of an ExecSync, as CRI-O caps it.
 const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 
@@ -166,7 +175,7 @@ impl Lifecycle {
         let id = new_id();
         let full = format!("k8s_{}_{}_{}_{}_{}", spec.name, pod.spec.name, pod.spec.namespace, pod.spec.uid, spec.attempt);
         self.names.reserve(&full, &id).map_err(|holder| LifecycleError::NameInUse { name: full.clone(), id: holder })?;
-        let ct = Container {
+        let mut ct = Container {
             id: id.clone(),
             full_name: full,
             pod_id: pod.id.clone(),
@@ -186,18 +195,28 @@ impl Lifecycle {
             cgroup_path: self.container_cgroup(&pod, &id).0,
             cgroup_id: 0,
             hooks: Vec::new(),
+            placement: None,
             spec,
         };
+        let hook_requests = self.hook_requests(&pod, &ct.spec);
+        match self.place(&pod, &id, &ct.spec, hook_requests.as_ref()) {
+            Ok(p) => ct.placement = p,
+            Err(e) => {
+                self.names.release(&ct.full_name);
+                return Err(e);
+            }
+        }
         match self.set_up_container(&ct, &pod, &run).await {
             Ok(pid) => {
                 let mut ct = Container { pid, ..ct };
                 ct.cgroup_id = self.track_container(&ct, &pod);
                 // Its cgroups exist now and it has not started: the moment for the hooks.
-                if let Some(req) = self.hook_requests(&pod, &ct.spec) {
-                    match self.apply_hooks(&ct, &pod, &req) {
+                if let Some(req) = &hook_requests {
+                    match blocking(|| self.apply_hooks(&ct, &pod, req)) {
                         Ok(changes) => ct.hooks = changes,
                         Err(e) => {
                             self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+                            self.release_placement(&ct.id);
                             self.names.release(&ct.full_name);
                             return Err(e);
                         }
@@ -205,7 +224,8 @@ impl Lifecycle {
                 }
                 if let Err(e) = self.containers.insert(&id, ct.clone()).await {
                     let _ = crio_hooks::files::restore(&ct.hooks);
-                    self.release_irqs(&ct.id);
+                    blocking(|| self.release_irqs(&ct.id));
+                    self.release_placement(&ct.id);
                     self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
                     self.names.release(&ct.full_name);
                     return Err(e.into());
@@ -216,6 +236,7 @@ impl Lifecycle {
             }
             Err(e) => {
                 self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+                self.release_placement(&ct.id);
                 self.names.release(&ct.full_name);
                 Err(e)
             }
@@ -243,8 +264,9 @@ impl Lifecycle {
         }
         let held = held_capabilities();
         let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
+        let effective = ct.placement.as_ref().map(|p| super::placement::effective_spec(&ct.spec, p));
         let input = SpecInput {
-            spec: &ct.spec,
+            spec: effective.as_ref().unwrap_or(&ct.spec),
             image: run,
             pod,
             rootfs: &rootfs,
@@ -260,7 +282,7 @@ impl Lifecycle {
             path: config_path.clone(),
             source: std::io::Error::other(e),
         })?;
-        self.prepare_exec(ct, &oci).await;
+        self.prepare_exec(ct, &oci, self.exec_affinity(pod, ct)).await;
         let runtime = self.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
@@ -442,7 +464,8 @@ impl Lifecycle {
             if was != ContainerState::Exited {
                 self.emit(&updated, super::EventKind::Stopped);
             }
-            self.release_irqs(&updated.id);
+            blocking(|| self.release_irqs(&updated.id));
+            self.release_placement(&updated.id);
             if !updated.hooks.is_empty() {
                 // However it ended (stopped, exited, killed): its settings go back now.
                 self.restore_hooks(&updated.id).await;
@@ -534,7 +557,8 @@ impl Lifecycle {
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
         self.restore_hooks(id).await;
-        self.release_irqs(id);
+        blocking(|| self.release_irqs(id));
+        self.release_placement(id);
         let ct = entry.get();
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.containers.remove(&ct.id).await?;
@@ -571,9 +595,9 @@ impl Lifecycle {
     /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without
     /// it (a spec the helper cannot honour, a profile that does not compile) execs go
     /// through the runtime.
-    async fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec) {
+    async fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec, cpu_affinity: Vec<usize>) {
         let profile = match crate::exec::ExecProfile::from_spec(oci) {
-            Ok(p) => p,
+            Ok(p) => crate::exec::ExecProfile { cpu_affinity, ..p },
             Err(why) => {
                 tracing::debug!(container_id = %ct.id, why, "execs go through the OCI runtime");
                 return;
@@ -691,7 +715,8 @@ impl Lifecycle {
     }
 
     /// Applies new resources to a running container (`<runtime> update`).
-    pub async fn update_resources(&self, id: &str, resources: &super::Resources) -> Result<(), LifecycleError> {
+    pub async fn update_resources(&self, id: &str, requested: &super::Resources) -> Result<(), LifecycleError> {
+        let resources = requested;
         let ct = self.container(id).await?;
         if !matches!(ct.state, ContainerState::Running | ContainerState::Created) {
             return Err(LifecycleError::WrongState {
@@ -700,6 +725,24 @@ impl Lifecycle {
                 state: format!("{:?}", ct.state),
                 op: "update its resources",
             });
+        }
+        // The kubelet's CPU manager re-sends its cpuset: the runtime's own choice, or the shared
+        // pool beside the kubelet's CPUs, stays.
+        let placed = ct.placement.as_ref().map(|p| {
+            let cpus = if p.chosen || resources.cpuset_cpus.is_empty() {
+                p.cpus.clone()
+            } else {
+                crio_hooks::CpuSet::parse_list(&resources.cpuset_cpus).unwrap_or_default().union(&p.shared)
+            };
+            let mems = self.topology.as_ref().map(|t| crio_hooks::placement::mems_for(t.layout(), &cpus)).unwrap_or_else(|| p.mems.clone());
+            crio_hooks::placement::Placement { cpus, mems, ..p.clone() }
+        });
+        let mut resources = resources.clone();
+        if let Some(p) = &placed {
+            resources.cpuset_cpus = p.cpus.to_list();
+            if resources.cpuset_mems.is_empty() {
+                resources.cpuset_mems = p.mems.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            }
         }
         let mut cpu = serde_json::Map::new();
         if resources.cpu_shares > 0 {
@@ -722,9 +765,16 @@ impl Lifecycle {
             body["memory"] = serde_json::json!({ "limit": resources.memory_limit });
         }
         self.runtime(&self.handler_of(&ct))?.update(&ct.id, &body).await?;
-        let new = resources.clone();
+        let new = requested.clone();
         let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
-        self.containers.update(&ct.id, &entry, move |c| c.spec.resources = new).await?;
+        self.containers
+            .update(&ct.id, &entry, move |c| {
+                c.spec.resources = new;
+                if placed.is_some() {
+                    c.placement = placed;
+                }
+            })
+            .await?;
         Ok(())
     }
 

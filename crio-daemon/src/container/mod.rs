@@ -6,6 +6,7 @@ pub mod events;
 mod hooks;
 pub use hooks::IrqNode;
 mod lifecycle;
+mod placement;
 pub(crate) use lifecycle::CAPABILITY_NAMES;
 mod propagation;
 pub mod seccomp;
@@ -153,6 +154,10 @@ pub struct Container {
     /// What the high-performance hooks changed, to put back when the container ends.
     #[serde(default)]
     pub hooks: Vec<crio_hooks::files::Change>,
+    /// Where it runs when more than the kubelet's request decided it (NUMA placement, the
+    /// shared CPU pool).
+    #[serde(default)]
+    pub placement: Option<crio_hooks::placement::Placement>,
 }
 
 impl Container {

@@ -242,6 +242,9 @@ pub async fn status(s: &Services, req: Request<cri::ContainerStatusRequest>) -> 
         if let Some(p) = s.lifecycle.pressure(&c) {
             info.insert("pressure".to_string(), serde_json::to_string(&p).unwrap_or_default());
         }
+        if let Some(p) = &c.placement {
+            info.insert("placement".to_string(), serde_json::to_string(p).unwrap_or_default());
+        }
     }
     Ok(Response::new(cri::ContainerStatusResponse { status: Some(status), info }))
 }

@@ -53,6 +53,8 @@ pub struct ContainerInfo {
     pub exit_code: i32,
     /// PSI of its cgroup, where the kernel exposes it.
     pub pressure: Option<crate::cgroups::pressure::Pressure>,
+    /// Its CPUs and memory nodes, where NUMA placement or the shared pool decided them.
+    pub placement: Option<crio_hooks::placement::Placement>,
 }
 
 async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response {
@@ -76,6 +78,7 @@ async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response 
         state: format!("{:?}", ct.state),
         exit_code: ct.exit_code,
         pressure: lifecycle.pressure(&ct),
+        placement: ct.placement.clone(),
     })
     .into_response()
 }

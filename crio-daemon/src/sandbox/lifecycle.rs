@@ -75,6 +75,20 @@ pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std:
     move |source| LifecycleError::Io { what, path: path.into(), source }
 }
 
+/// Where the node's kernel interfaces are: parameters, so the same code can run on a temp tree.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub cgroup_root: PathBuf,
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        Self { cgroup_root: "/sys/fs/cgroup".into(), proc: "/proc".into(), sys: "/sys".into() }
+    }
+}
+
 pub struct Lifecycle {
     pub(crate) config: Arc<Config>,
     pub(crate) images: Arc<ImageService>,
@@ -101,6 +115,12 @@ pub struct Lifecycle {
     pub(crate) irq_node: std::sync::Mutex<crate::container::IrqNode>,
     /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
     pub(crate) seccomp_programs: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    pub(crate) host: HostPaths,
+    /// The machine's CPU layout (hwloc), for NUMA placement; `None` if it could not be read.
+    pub(crate) topology: Option<Arc<dyn crio_hooks::topology::Topology>>,
+    /// CPUs the runtime chose for live containers (`numa-cpus.crio.io`), by container id:
+    /// choices are made under this lock, so two never overlap.
+    pub(crate) placed: std::sync::Mutex<std::collections::BTreeMap<String, crio_hooks::CpuSet>>,
 }
 
 impl Lifecycle {
@@ -109,8 +129,9 @@ impl Lifecycle {
         config: Arc<Config>,
         images: Arc<ImageService>,
         monitor_binary: PathBuf,
-        cgroup_root: &Path,
+        host: HostPaths,
         kernel: Arc<crate::kernel::Kernel>,
+        topology: Option<Arc<dyn crio_hooks::topology::Topology>>,
     ) -> Result<Self, LifecycleError> {
         let c = &config.crio;
         let (pods, bad_pods) = Records::<PodSandbox>::load(&c.state_dir.join("pods"))?;
@@ -162,7 +183,7 @@ impl Lifecycle {
             path = %default.runtime_path.display(),
             "default OCI runtime (runc unless configured: crun 1.8 refuses hybrid cgroup hosts)"
         );
-        let cgroups = crate::cgroups::Cgroups::detect(cgroup_root);
+        let cgroups = crate::cgroups::Cgroups::detect(&host.cgroup_root);
         let exits = c.state_dir.join("exits");
         crate::container::events::ensure_dir(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(crate::container::events::EVENT_BUFFER);
@@ -188,6 +209,9 @@ impl Lifecycle {
             runtimes,
             monitor_binary,
             seccomp_programs: Default::default(),
+            host,
+            topology,
+            placed: Default::default(),
             cgroups,
             cpu_samples: Default::default(),
         })

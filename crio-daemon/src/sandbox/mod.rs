@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use files::Dns;
-pub use lifecycle::{Lifecycle, LifecycleError};
+pub use lifecycle::{HostPaths, Lifecycle, LifecycleError};
 
 use crate::network::cni::PortMapping;
 

@@ -62,6 +62,7 @@ impl Lifecycle {
             .map(|c| c.id)
             .collect();
         self.reconcile_irqs(&running);
+        self.reconcile_placements();
     }
 
     /// Rebuilds what the kernel programs know: every recorded pod and container cgroup is
