@@ -9,7 +9,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::Daemon;
 use common::pods::*;
 use k8s_cri::v1 as cri;
 
