@@ -227,6 +227,49 @@ mod tests {
         assert_eq!(out, "# irqbalance\nIRQBALANCE_ONESHOT=no\nIRQBALANCE_BANNED_CPUS=0100,00000030\nIRQBALANCE_BANNED_CPULIST=4-5,40\n");
     }
 
+    /// A procfs and sysfs laid out in a temp dir: a 96-CPU machine with three IRQs, one of
+    /// which the "kernel" refuses to move (its file is a directory, so writes fail).
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("sys/devices/system/cpu")).unwrap();
+        std::fs::write(p.join("sys/devices/system/cpu/online"), "0-95\n").unwrap();
+        std::fs::create_dir_all(p.join("proc/irq")).unwrap();
+        std::fs::write(p.join("proc/irq/default_smp_affinity"), "ffffffff,ffffffff,ffffffff\n").unwrap();
+        for (irq, list) in [(24, "0-95"), (25, "70-71")] {
+            std::fs::create_dir_all(p.join(format!("proc/irq/{irq}"))).unwrap();
+            std::fs::write(p.join(format!("proc/irq/{irq}/smp_affinity_list")), format!("{list}\n")).unwrap();
+        }
+        std::fs::create_dir_all(p.join("proc/irq/26/smp_affinity_list")).unwrap();
+        t
+    }
+
+    #[test]
+    fn steering_on_a_temp_tree_and_back() {
+        let t = tree();
+        let (proc_root, sys_root) = (t.path().join("proc"), t.path().join("sys"));
+        let s0 = read_state(&proc_root, &sys_root, &CpuSet::new()).unwrap();
+        assert_eq!(s0.online.len(), 96);
+        assert_eq!(s0.irqs.len(), 2, "unreadable IRQs are left out");
+        let mut o = Originals::default();
+        let w = steer(&s0, &mut o, &cpus("64-71")).unwrap();
+        assert!(write(&proc_root, 96, &w).is_empty());
+        let s1 = read_state(&proc_root, &sys_root, &CpuSet::new()).unwrap();
+        assert_eq!(s1.default_affinity, cpus("0-63,72-95"));
+        assert_eq!(crate::files::read(&proc_root.join("irq/default_smp_affinity")).unwrap(), "ffffff00,ffffffff,ffffffff", "CPUs 64-71 are the low byte of the top word");
+        assert_eq!(s1.irqs[&24], cpus("0-63,72-95"));
+        assert_eq!(s1.irqs[&25], cpus("0-63,72-95"), "an IRQ only on taken CPUs spreads over the rest");
+        let back = steer(&s1, &mut o, &CpuSet::new()).unwrap();
+        assert!(write(&proc_root, 96, &back).is_empty());
+        let s2 = read_state(&proc_root, &sys_root, &CpuSet::new()).unwrap();
+        assert_eq!((s2.default_affinity, s2.irqs), (s0.default_affinity, s0.irqs));
+        // A refused IRQ is reported, the others still written.
+        let refuse = Writes { irqs: [(26, cpus("0")), (24, cpus("1"))].into(), ..Default::default() };
+        let failed = write(&proc_root, 96, &refuse);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(read_state(&proc_root, &sys_root, &CpuSet::new()).unwrap().irqs[&24], cpus("1"));
+    }
+
     #[test]
     fn the_current_ban_list_is_read_from_either_form() {
         assert_eq!(irqbalance_banned("IRQBALANCE_BANNED_CPUS=00000030\n"), cpus("4-5"));
