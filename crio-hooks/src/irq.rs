@@ -256,7 +256,11 @@ mod tests {
         assert!(write(&proc_root, 96, &w).is_empty());
         let s1 = read_state(&proc_root, &sys_root, &CpuSet::new()).unwrap();
         assert_eq!(s1.default_affinity, cpus("0-63,72-95"));
-        assert_eq!(crate::files::read(&proc_root.join("irq/default_smp_affinity")).unwrap(), "ffffff00,ffffffff,ffffffff", "CPUs 64-71 are the low byte of the top word");
+        assert_eq!(
+            crate::files::read(&proc_root.join("irq/default_smp_affinity")).unwrap(),
+            "ffffff00,ffffffff,ffffffff",
+            "CPUs 64-71 are the low byte of the top word"
+        );
         assert_eq!(s1.irqs[&24], cpus("0-63,72-95"));
         assert_eq!(s1.irqs[&25], cpus("0-63,72-95"), "an IRQ only on taken CPUs spreads over the rest");
         let back = steer(&s1, &mut o, &CpuSet::new()).unwrap();
