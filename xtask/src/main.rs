@@ -29,12 +29,12 @@ fn main() -> anyhow::Result<()> {
             exec("cargo", &["fmt", "--all", "--check"])?;
             exec("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
         }
-        // `bench` runs both; `bench images` or `bench cri` one.
+        // `bench` runs all three; `bench micro`, `bench images` or `bench cri` one.
         Some("bench") => {
             exec("bash", &[".ci/deps"])?;
             let which: Vec<&str> = match rest.first() {
-                Some(&b @ ("images" | "cri")) => vec![b],
-                _ => vec!["images", "cri"],
+                Some(&b @ ("micro" | "images" | "cri")) => vec![b],
+                _ => vec!["micro", "images", "cri"],
             };
             if which.contains(&"cri") {
                 // The peer runtime, only for this benchmark (on systemd hosts the package would
@@ -52,6 +52,6 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <run|test|lint|bench [images|cri]> [args...]"),
+        _ => bail!("usage: cargo xtask <run|test|lint|bench [micro|images|cri]> [args...]"),
     }
 }

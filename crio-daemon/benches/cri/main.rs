@@ -122,6 +122,7 @@ async fn main() {
         {
             let mut cfg = DaemonConfig::trusting(&reg);
             cfg.cni_conflist = Some(ours_net.clone());
+            cfg.log_filter = Some("info".into());
             let d = Daemon::start(cfg).await;
             let dir = d.dir.path().to_path_buf();
             let ch = d.channel().await;
@@ -148,6 +149,7 @@ async fn main() {
             let mut cfg = DaemonConfig::trusting(&reg);
             cfg.cni_conflist = Some(ours_net.clone());
             cfg.extra = "[crio.ebpf]\nenable = false\n".into();
+            cfg.log_filter = Some("info".into());
             let d = Daemon::start(cfg).await;
             let ch = d.channel().await;
             let t = Target {

@@ -324,6 +324,7 @@ impl Lifecycle {
     }
 
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), LifecycleError> {
+        let began = std::time::Instant::now();
         for d in [&pod.dir, &pod.run_dir] {
             tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
         }
@@ -373,6 +374,7 @@ impl Lifecycle {
             .map_err(io_err("creating UTS namespace", &path))?;
             pod.utsns = Some(path);
         }
+        let local_done = began.elapsed();
         // The monitor starts while the network is set up: neither needs the other.
         let socket = pod.monitor_socket();
         let log = pod.run_dir.join("monitor.log");
@@ -384,6 +386,12 @@ impl Lifecycle {
         }
         network?;
         monitor?;
+        tracing::debug!(
+            pod_sandbox_id = %pod.id,
+            namespaces_cgroups_us = local_done.as_micros() as u64,
+            network_and_monitor_us = (began.elapsed() - local_done).as_micros() as u64,
+            "pod set up"
+        );
         let resolv = match files::resolv_conf(&pod.spec.dns) {
             Some(text) => text,
             None => tokio::fs::read_to_string("/etc/resolv.conf").await.unwrap_or_default(),

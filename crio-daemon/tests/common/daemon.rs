@@ -25,12 +25,16 @@ pub struct DaemonConfig {
     pub extra: String,
     /// A CNI network for the daemon's network_dir.
     pub cni_conflist: Option<String>,
+    /// The daemon's log filter (`CRIO_LOG`); `None` is `debug`, for tests. Benchmarks use the
+    /// default level, as the peer runs at its own.
+    pub log_filter: Option<String>,
 }
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     child: Option<Child>,
+    log_filter: String,
 }
 
 impl DaemonConfig {
@@ -87,7 +91,8 @@ impl Daemon {
         // In the main file, so a test's drop-in can still add to [crio.ebpf].
         fs::write(d.join("crio.conf"), format!("[crio.ebpf]\npin_dir = \"{}\"\n", pin_dir(d).display())).unwrap();
         let socket = d.join("crio.sock");
-        let mut daemon = Daemon { socket, child: None, dir };
+        let log_filter = cfg.log_filter.clone().unwrap_or_else(|| "debug".into());
+        let mut daemon = Daemon { socket, child: None, dir, log_filter };
         daemon.spawn().await;
         daemon
     }
@@ -117,7 +122,7 @@ impl Daemon {
         let log = fs::OpenOptions::new().create(true).append(true).open(d.join("crio.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_crio"))
             .args(self.config_args())
-            .env("CRIO_LOG", "debug")
+            .env("CRIO_LOG", &self.log_filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
