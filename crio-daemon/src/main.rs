@@ -97,6 +97,9 @@ async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
              set it to \"cgroupfs\" on this host"
         );
     }
+    // Before anything reads or repairs the state: a second daemon on it would tear down the
+    // first one's pods as leftovers.
+    let _state_lock = crio::state::lock_dir(&c.state_dir).map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     let router = init(&config).await?;
     let listener = crio::server::bind(&c.api.listen).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     tracing::info!(socket = %c.api.listen.display(), "serving CRI");

@@ -67,19 +67,26 @@ async fn socket_is_0660_and_serves_cri_and_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_socket_is_replaced_and_live_one_is_not_stolen() {
     let mut d = Daemon::start(DaemonConfig::default()).await;
-    // A second daemon on the same socket must refuse, leaving the first one serving.
-    let out = Command::new(CRIO)
-        .args(["--listen", d.socket.to_str().unwrap(), "--root", d.dir.path().join("root2").to_str().unwrap()])
-        .args([
-            "--runroot",
-            d.dir.path().join("run2").to_str().unwrap(),
-            "--config",
-            d.dir.path().join("crio.conf").to_str().unwrap(),
-            "--config-dir",
-            d.dir.path().join("crio.conf.d").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let second = |config_dir: &std::path::Path| {
+        Command::new(CRIO)
+            .args(["--listen", d.socket.to_str().unwrap(), "--root", d.dir.path().join("root2").to_str().unwrap()])
+            .args(["--runroot", d.dir.path().join("run2").to_str().unwrap()])
+            .args(["--config", d.dir.path().join("crio.conf").to_str().unwrap(), "--config-dir", config_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A second daemon on the same state directory refuses before touching it.
+    let out = second(&d.dir.path().join("crio.conf.d"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another crio") && err.contains(&d.pid().to_string()), "{err}");
+    // On a state directory of its own but the same socket, it refuses too.
+    let own = d.dir.path().join("conf2.d");
+    fs::create_dir_all(&own).unwrap();
+    let dropin = fs::read_to_string(d.dir.path().join("crio.conf.d/10-test.conf")).unwrap();
+    let state = d.dir.path().join("state").display().to_string();
+    fs::write(own.join("10-test.conf"), dropin.replace(&state, &d.dir.path().join("state2").display().to_string())).unwrap();
+    let out = second(&own);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
     d.runtime().await.version(cri::VersionRequest::default()).await.expect("first daemon still serving");

@@ -27,6 +27,29 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error("state directory {path} is in use by another crio (pid {holder})")]
+    Locked { path: PathBuf, holder: String },
+}
+
+/// Holds `<dir>/.lock` for as long as the returned file lives: one daemon per state
+/// directory, since a second would recover (and tear down) what the first is running. The
+/// kernel drops the lock when its holder dies, even by SIGKILL, so it never goes stale.
+pub fn lock_dir(dir: &Path) -> Result<fs::File, StateError> {
+    use std::io::{Seek, Write};
+    fs::create_dir_all(dir).map_err(|source| StateError::Write { path: dir.into(), source })?;
+    let path = dir.join(".lock");
+    let write_err = |source: io::Error| StateError::Write { path: path.clone(), source };
+    let mut f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(write_err)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            return Err(StateError::Locked { path: dir.into(), holder });
+        }
+        Err(e) => return Err(write_err(e.into())),
+    }
+    f.set_len(0).and_then(|()| f.rewind()).and_then(|_| writeln!(f, "{}", std::process::id())).map_err(write_err)?;
+    Ok(f)
 }
 
 pub struct Entry<T> {
@@ -190,6 +213,16 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_holder_per_state_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let held = lock_dir(t.path()).unwrap();
+        let err = lock_dir(t.path()).unwrap_err();
+        assert!(matches!(&err, StateError::Locked { holder, .. } if *holder == std::process::id().to_string()), "{err}");
+        drop(held);
+        lock_dir(t.path()).expect("free again once the holder lets go");
+    }
 
     #[tokio::test]
     async fn records_persist_and_reload() {
