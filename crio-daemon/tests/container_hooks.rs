@@ -59,6 +59,8 @@ async fn pod(d: &Daemon, name: &str, handler: &str) -> (String, cri::PodSandboxC
         ("cpu-load-balancing.crio.io", "disable"),
         ("cpu-c-states.crio.io", "disable"),
         ("irq-load-balancing.crio.io", "disable"),
+        // This VM has no cpufreq: reported as unsupported, the rest still applies.
+        ("cpu-freq-governor.crio.io", "performance"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -78,11 +78,26 @@ impl Lifecycle {
                 changes.extend(crio_hooks::cgroup::no_load_balancing_v1(&dir("cpuset", &ct.cgroup_path)).map_err(hook_err)?);
             }
         }
+        // A node without PM QoS or cpufreq (many VMs) cannot honour these: said once and
+        // skipped, the rest still applies. A governor the node lacks is an error.
+        let unsupported = |e: &crio_hooks::power::PowerError| matches!(e, crio_hooks::power::PowerError::Missing { .. });
         if let Some(c) = req.c_states {
-            changes.extend(crio_hooks::power::c_states(&self.host.sys, &cpus, c).map_err(hook_err)?);
+            match crio_hooks::power::c_states(&self.host.sys, &cpus, c) {
+                Ok(c) => changes.extend(c),
+                Err(e) if unsupported(&e) => {
+                    tracing::warn!(container_id = %ct.id, error = %e, "cpu-c-states unsupported on this node; skipped")
+                }
+                Err(e) => return Err(hook_err(e)),
+            }
         }
         if let Some(g) = &req.governor {
-            changes.extend(crio_hooks::power::governor(&self.host.sys, &cpus, g).map_err(hook_err)?);
+            match crio_hooks::power::governor(&self.host.sys, &cpus, g) {
+                Ok(c) => changes.extend(c),
+                Err(e) if unsupported(&e) => {
+                    tracing::warn!(container_id = %ct.id, error = %e, "cpu-freq-governor unsupported on this node; skipped")
+                }
+                Err(e) => return Err(hook_err(e)),
+            }
         }
         files::apply(&changes).map_err(|e| hook_err(crate::error_chain(&e)))?;
         if req.no_load_balancing && v2 {
