@@ -8,49 +8,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::Daemon;
+use common::host::{CPU1_LATENCY as LATENCY, HostGuard, irq_affinities, read};
 use common::pods::*;
 use k8s_cri::v1 as cri;
-
-const LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
-
-/// Puts CPU 1's C-state policy and every IRQ's affinity back and removes the handler's
-/// runtime root, even on failure.
-struct Guard {
-    latency: String,
-    irqs: Vec<(String, String)>,
-    root: PathBuf,
-}
-
-/// Every IRQ affinity file and its value.
-fn irq_affinities() -> Vec<(String, String)> {
-    let mut out = vec![("/proc/irq/default_smp_affinity".to_string(), read("/proc/irq/default_smp_affinity"))];
-    for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
-        let path = e.path().join("smp_affinity_list");
-        if let Ok(v) = std::fs::read_to_string(&path) {
-            out.push((path.display().to_string(), v.trim().to_string()));
-        }
-    }
-    out
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(LATENCY, &self.latency);
-        for (path, value) in &self.irqs {
-            let _ = std::fs::write(path, value);
-        }
-        if let Ok(out) = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["delete", "--force", id]).output();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}")).trim().to_string()
-}
 
 async fn pod(d: &Daemon, name: &str, handler: &str) -> (String, cri::PodSandboxConfig) {
     let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));
@@ -87,7 +47,7 @@ fn pinned(name: &str, image: &str, shares: i64) -> cri::ContainerConfig {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guaranteed_container_is_tuned_and_everything_goes_back() {
     let root = PathBuf::from(format!("/tmp/crio-hp-runc-{}", std::process::id()));
-    let guard = Guard { latency: read(LATENCY), irqs: irq_affinities(), root: root.clone() };
+    let guard = HostGuard::new(root.clone());
     let extra =
         format!("[crio.runtime.runtimes.high-performance]\nruntime_path = \"/usr/sbin/runc\"\nruntime_root = \"{}\"\n", root.display());
     let e = env_config(1, false, &extra).await;

@@ -9,47 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::host::{CPU1_LATENCY as LATENCY, HostGuard, irq_affinities, read};
 use common::pods::*;
 use k8s_cri::v1 as cri;
-
-const LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}")).trim().to_string()
-}
-
-fn irq_affinities() -> Vec<(String, String)> {
-    let mut out = vec![("/proc/irq/default_smp_affinity".to_string(), read("/proc/irq/default_smp_affinity"))];
-    for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
-        let path = e.path().join("smp_affinity_list");
-        if let Ok(v) = std::fs::read_to_string(&path) {
-            out.push((path.display().to_string(), v.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// Puts CPU 1's policy and the IRQs back and removes the handler's runc root, even on failure.
-struct Guard {
-    latency: String,
-    irqs: Vec<(String, String)>,
-    root: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(LATENCY, &self.latency);
-        for (path, value) in &self.irqs {
-            let _ = std::fs::write(path, value);
-        }
-        if let Ok(out) = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.root).args(["delete", "--force", id]).output();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
 
 fn tuned(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
     let mut c = container_config(name, image, script);
@@ -76,7 +38,7 @@ fn assert_tuned(ban_file: &std::path::Path) {
 }
 
 /// Everything as it was before.
-fn assert_untouched(g: &Guard, ban_file: &std::path::Path) {
+fn assert_untouched(g: &HostGuard, ban_file: &std::path::Path) {
     assert_eq!(read(LATENCY), g.latency, "CPU 1's C-states are back");
     assert_eq!(irq_affinities(), g.irqs, "every IRQ affinity is back");
     let text = std::fs::read_to_string(ban_file).unwrap();
@@ -96,7 +58,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_are_undone_after_self_exit_and_after_a_daemon_crash() {
     let root = PathBuf::from(format!("/tmp/crio-hp-restore-runc-{}", std::process::id()));
-    let guard = Guard { latency: read(LATENCY), irqs: irq_affinities(), root: root.clone() };
+    let guard = HostGuard::new(root.clone());
     let ban = tempfile::tempdir().unwrap();
     let ban_file = ban.path().join("irqbalance");
     std::fs::write(&ban_file, "IRQBALANCE_ONESHOT=no\n").unwrap();

@@ -10,27 +10,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::Daemon;
+use common::host::{RuncRoot, read};
 use common::pods::*;
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Deletes what runc still runs under the handler's root, and the root, even on failure.
-struct RuncRoot(PathBuf);
-
-impl Drop for RuncRoot {
-    fn drop(&mut self) {
-        if let Ok(out) = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.0).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("/usr/sbin/runc").arg("--root").arg(&self.0).args(["delete", "--force", id]).output();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}")).trim().to_string()
-}
 
 async fn pod(d: &Daemon, name: &str, handler: &str, annotations: &[(&str, &str)]) -> (String, cri::PodSandboxConfig) {
     let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));

@@ -89,6 +89,34 @@ async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     scenarios::image(t, r).await;
 }
 
+/// Our daemon for one round, at the default log level as the peer runs at its own.
+async fn ours_daemon(reg: &Registry, net: &str, extra: &str) -> Daemon {
+    let mut cfg = DaemonConfig::trusting(reg);
+    cfg.cni_conflist = Some(net.into());
+    cfg.extra = extra.into();
+    cfg.log_filter = Some("info".into());
+    Daemon::start(cfg).await
+}
+
+/// The target for our daemon `d`, with the busybox image pulled; what it adds to the node is
+/// its monitors.
+async fn ours_target(d: &Daemon, cgroup_parent: &str, image: &str, logs: std::path::PathBuf) -> Target {
+    let dir = d.dir.path().display().to_string();
+    let ch = d.channel().await;
+    d.pull(image).await.expect("pull busybox");
+    Target {
+        cgroup_parent: cgroup_parent.into(),
+        rt: RuntimeServiceClient::new(ch.clone()),
+        img: ImageServiceClient::new(ch),
+        image: image.into(),
+        logs,
+        daemon: d.pid(),
+        added: Box::new(move || {
+            procs::matching(|c| c.first().is_some_and(|a| a.ends_with("crio-monitor")) && c.get(1).is_some_and(|s| s.starts_with(&dir)))
+        }),
+    }
+}
+
 fn version(cmd: &str, arg: &str) -> String {
     std::process::Command::new(cmd)
         .arg(arg)
@@ -120,48 +148,15 @@ async fn main() {
     for round in 0..rounds {
         eprintln!("round {}/{rounds}: crio", round + 1);
         {
-            let mut cfg = DaemonConfig::trusting(&reg);
-            cfg.cni_conflist = Some(ours_net.clone());
-            cfg.log_filter = Some("info".into());
-            let d = Daemon::start(cfg).await;
-            let dir = d.dir.path().to_path_buf();
-            let ch = d.channel().await;
-            let t = Target {
-                cgroup_parent: cgroup_parent.clone(),
-                rt: RuntimeServiceClient::new(ch.clone()),
-                img: ImageServiceClient::new(ch),
-                image: image.clone(),
-                logs: work.path().join("logs-ours"),
-                daemon: d.pid(),
-                added: Box::new(move || {
-                    let d = dir.display().to_string();
-                    procs::matching(|c| {
-                        c.first().is_some_and(|a| a.ends_with("crio-monitor")) && c.get(1).is_some_and(|s| s.starts_with(&d))
-                    })
-                }),
-            };
-            d.pull(&image).await.expect("pull busybox");
+            let d = ours_daemon(&reg, &ours_net, "").await;
+            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours")).await;
             run_round(&t, &mut ours, round, rounds).await;
         }
         // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
         eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
         {
-            let mut cfg = DaemonConfig::trusting(&reg);
-            cfg.cni_conflist = Some(ours_net.clone());
-            cfg.extra = "[crio.ebpf]\nenable = false\n".into();
-            cfg.log_filter = Some("info".into());
-            let d = Daemon::start(cfg).await;
-            let ch = d.channel().await;
-            let t = Target {
-                cgroup_parent: cgroup_parent.clone(),
-                rt: RuntimeServiceClient::new(ch.clone()),
-                img: ImageServiceClient::new(ch),
-                image: image.clone(),
-                logs: work.path().join("logs-untraced"),
-                daemon: d.pid(),
-                added: Box::new(Vec::new),
-            };
-            d.pull(&image).await.expect("pull busybox");
+            let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n").await;
+            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced")).await;
             scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
             scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 pub mod daemon;
+pub mod host;
 pub mod image;
 pub mod pods;
 pub mod registry;
