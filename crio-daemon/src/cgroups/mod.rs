@@ -169,15 +169,18 @@ fn keyed(text: &str, key: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
+/// Writes `text` at `root/rel`, making the directories: a cgroup tree in a temp dir.
+#[cfg(test)]
+pub(crate) fn write_test_file(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
+    use super::write_test_file as write;
     use super::*;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
 
     #[test]
     fn v1_layout() {
