@@ -30,7 +30,7 @@ impl Lifecycle {
             return None;
         }
         let rt = &self.config.crio.runtime;
-        let handler = if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler };
+        let handler = self.handler_name(pod);
         if !handler.contains("high-performance") {
             let allowed = rt.runtimes.get(handler).map(|h| h.allowed_annotations.clone()).unwrap_or_default();
             let ok = |key: &str| allowed.iter().any(|a| a == key);

@@ -21,7 +21,7 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Output kept per stream of an ExecSync, as CRI-O caps it.
-const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+pub(super) const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 
 /// After SIGKILL, how long to wait for the exit record before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -377,7 +377,7 @@ impl Lifecycle {
         }
     }
 
-    fn handler_of(&self, ct: &Container) -> String {
+    pub(super) fn handler_of(&self, ct: &Container) -> String {
         self.pods.get(&ct.pod_id).map(|p| p.get().spec.runtime_handler).unwrap_or_default()
     }
 
@@ -577,74 +577,6 @@ impl Lifecycle {
         self.emit(&ct, super::EventKind::Deleted);
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
-    }
-
-    /// Runs a command in a running container and returns its output (probes use this).
-    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<crate::oci::ExecOutput, LifecycleError> {
-        if cmd.is_empty() {
-            return Err(LifecycleError::InvalidArgument { field: "cmd", why: "must not be empty".into() });
-        }
-        let ct = self.container(id).await?;
-        if ct.state != ContainerState::Running {
-            return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
-        }
-        let helper = self.exec_helper();
-        if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
-            return crate::exec::exec_sync(&helper, &ct.bundle, &ct.id, ct.pid, cmd, timeout, EXEC_OUTPUT_CAP)
-                .await
-                .map_err(|e| LifecycleError::Exec { id: ct.id.clone(), source: e });
-        }
-        let rt = self.runtime(&self.handler_of(&ct))?;
-        Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
-    }
-
-    /// The exec helper ships beside the monitor.
-    fn exec_helper(&self) -> PathBuf {
-        self.monitor_binary.with_file_name("crio-exec")
-    }
-
-    /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without
-    /// it (a spec the helper cannot honour, a profile that does not compile) execs go
-    /// through the runtime.
-    async fn prepare_exec(&self, ct: &Container, oci: &oci_spec::runtime::Spec, cpu_affinity: Vec<usize>) {
-        let profile = match crate::exec::ExecProfile::from_spec(oci) {
-            Ok(p) => crate::exec::ExecProfile { cpu_affinity, ..p },
-            Err(why) => {
-                tracing::debug!(container_id = %ct.id, why, "execs go through the OCI runtime");
-                return;
-            }
-        };
-        let seccomp = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let program = match seccomp {
-            None => None,
-            Some(s) => {
-                let key = serde_json::to_string(&s).unwrap_or_default();
-                let cached = self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-                match cached {
-                    Some(p) => Some(p),
-                    // Milliseconds of CPU for a profile of a few hundred rules: off the
-                    // runtime's threads, and once per distinct profile.
-                    None => match tokio::task::spawn_blocking(move || crate::exec::filter::compile(&s))
-                        .await
-                        .map_err(|e| crate::exec::ExecError::Filter { why: format!("compile task: {e}") })
-                        .and_then(|r| r)
-                    {
-                        Ok(p) => {
-                            let p = std::sync::Arc::new(p);
-                            self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
-                            Some(p)
-                        }
-                        Err(e) => {
-                            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
-                            return;
-                        }
-                    },
-                }
-            }
-        };
-        if let Err(e) = crate::exec::profile::save(&ct.bundle, &profile, program.as_deref().map(|p| p.as_slice())) {
-            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
-        }
     }
 
     /// A container and one sample of its resource use (`None` once its cgroup is gone), with

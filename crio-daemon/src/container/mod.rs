@@ -5,6 +5,7 @@
 pub mod events;
 mod hooks;
 pub use hooks::IrqNode;
+mod exec;
 mod lifecycle;
 mod placement;
 pub(crate) use lifecycle::CAPABILITY_NAMES;

@@ -42,11 +42,17 @@ fn device_node(sys: &Path, host_path: &Path) -> Option<u32> {
 }
 
 impl Lifecycle {
+    /// The pod's runtime handler: its own, else the default.
+    pub(crate) fn handler_name<'a>(&'a self, pod: &'a PodSandbox) -> &'a str {
+        let rt = &self.config.crio.runtime;
+        if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler }
+    }
+
     /// Whether the pod's runtime handler lets it use the annotation `key` (a prefix such as
     /// `numa-cpus.crio.io/`): high-performance handlers allow all, others what they list.
     pub(crate) fn handler_allows(&self, pod: &PodSandbox, key: &str) -> bool {
         let rt = &self.config.crio.runtime;
-        let handler = if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler };
+        let handler = self.handler_name(pod);
         if handler.contains("high-performance") {
             return true;
         }
@@ -55,9 +61,7 @@ impl Lifecycle {
     }
 
     fn high_performance(&self, pod: &PodSandbox) -> bool {
-        let rt = &self.config.crio.runtime;
-        let handler = if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler };
-        handler.contains("high-performance")
+        self.handler_name(pod).contains("high-performance")
     }
 
     /// Where `spec` runs, if anything beyond the kubelet's request decides it. `hooks` are
@@ -136,7 +140,7 @@ impl Lifecycle {
     /// "first"`): the first shared CPU, else the first of the container's own.
     pub(crate) fn exec_affinity(&self, pod: &PodSandbox, ct: &Container) -> Vec<usize> {
         let rt = &self.config.crio.runtime;
-        let handler = if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler };
+        let handler = self.handler_name(pod);
         if rt.runtimes.get(handler).is_none_or(|h| h.exec_cpu_affinity != "first") {
             return Vec::new();
         }
