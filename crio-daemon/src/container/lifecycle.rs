@@ -394,7 +394,10 @@ impl Lifecycle {
         self.runtime(&self.handler_of(&ct))?.start(&ct.id).await?;
         self.containers
             .update(&ct.id, &entry, |c| {
-                c.state = ContainerState::Running;
+                // An init that exited at once may already be recorded as Exited by the exit watch.
+                if c.state == ContainerState::Created {
+                    c.state = ContainerState::Running;
+                }
                 c.started_at_nanos = started;
             })
             .await?;
@@ -447,10 +450,15 @@ impl Lifecycle {
             && let Some(exit) = read_exit(&ct.exit_file()).await
         {
             let (oom, fate) = self.oom_of(&ct, exit.signal).await;
-            let was = entry.get().state;
+            let mut was = ContainerState::Exited;
             let updated = self
                 .containers
                 .update(&ct.id, &entry, |c| {
+                    // Another refresh of the same exit may have been first.
+                    was = c.state;
+                    if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
+                        return;
+                    }
                     c.state = ContainerState::Exited;
                     c.exit_code = exit.exit_code;
                     // The kernel's time of the init's exit, else the monitor's (a little later).
@@ -472,7 +480,7 @@ impl Lifecycle {
                     }
                 })
                 .await?;
-            if was != ContainerState::Exited {
+            if matches!(was, ContainerState::Running | ContainerState::Created) {
                 self.emit(&updated, super::EventKind::Stopped);
             }
             blocking(|| self.release_irqs(&updated.id));
@@ -492,8 +500,11 @@ impl Lifecycle {
             return Ok(self
                 .containers
                 .update(&ct.id, &entry, |c| {
-                    c.reason = "OOMKilled".into();
-                    c.message = oom_message(&kill);
+                    // Unless its exit was recorded meanwhile, with its own reason.
+                    if c.state == ContainerState::Running && c.reason.is_empty() {
+                        c.reason = "OOMKilled".into();
+                        c.message = oom_message(&kill);
+                    }
                 })
                 .await?);
         }
@@ -542,16 +553,23 @@ impl Lifecycle {
         if ct.state == ContainerState::Created {
             // Never started: the runtime's delete ends its init; record it as exited.
             rt.delete(&ct.id, true).await?;
+            let mut was = ContainerState::Exited;
             let updated = self
                 .containers
                 .update(&ct.id, &entry, |c| {
-                    c.state = ContainerState::Exited;
-                    c.exit_code = 137;
-                    c.reason = "Error".into();
-                    c.finished_at_nanos = now_nanos();
+                    // The exit watch may have recorded the init's end first.
+                    was = c.state;
+                    if c.state == ContainerState::Created {
+                        c.state = ContainerState::Exited;
+                        c.exit_code = 137;
+                        c.reason = "Error".into();
+                        c.finished_at_nanos = now_nanos();
+                    }
                 })
                 .await?;
-            self.emit(&updated, super::EventKind::Stopped);
+            if was == ContainerState::Created {
+                self.emit(&updated, super::EventKind::Stopped);
+            }
             return Ok(());
         }
         if wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {

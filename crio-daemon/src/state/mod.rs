@@ -55,8 +55,18 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File, StateError> {
 pub struct Entry<T> {
     /// Serializes operations (create, start, stop, remove) on this entity.
     pub op: tokio::sync::Mutex<()>,
+    /// Serializes updates: each one changes the record as it is then, persists it and swaps
+    /// it in, so concurrent updates (an exit observed while a status marks an OOM kill) never
+    /// overwrite each other, and the file on disk follows the same order.
+    write: tokio::sync::Mutex<()>,
     /// Shared, so a snapshot for a list or a status is a reference count, not a deep copy.
     record: RwLock<Arc<T>>,
+}
+
+impl<T> Entry<T> {
+    fn new(rec: T) -> Self {
+        Entry { op: tokio::sync::Mutex::new(()), write: tokio::sync::Mutex::new(()), record: RwLock::new(Arc::new(rec)) }
+    }
 }
 
 impl<T: Clone> Entry<T> {
@@ -95,7 +105,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
             match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string())) {
                 Ok(rec) => {
                     let id = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                    map.insert(id, Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(Arc::new(rec)) }));
+                    map.insert(id, Arc::new(Entry::new(rec)));
                 }
                 Err(e) => bad.push((path, e)),
             }
@@ -131,13 +141,15 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
     /// Persists a new record, then makes it visible.
     pub async fn insert(&self, id: &str, rec: T) -> Result<Arc<Entry<T>>, StateError> {
         self.persist(id, &rec).await?;
-        let entry = Arc::new(Entry { op: tokio::sync::Mutex::new(()), record: RwLock::new(Arc::new(rec)) });
+        let entry = Arc::new(Entry::new(rec));
         self.map.write().expect("records lock poisoned").insert(id.into(), entry.clone());
         Ok(entry)
     }
 
-    /// Persists a changed record, then swaps it in.
+    /// Applies `change` to the record as it is now, persists the result, then swaps it in.
+    /// Updates of one entry run one at a time; `change` sees every earlier one.
     pub async fn update(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T)) -> Result<T, StateError> {
+        let _write = entry.write.lock().await;
         let mut next = entry.get();
         change(&mut next);
         self.persist(id, &next).await?;
@@ -241,6 +253,28 @@ mod tests {
         again.remove("abc123").await.unwrap();
         again.remove("abc123").await.unwrap();
         assert!(!t.path().join("abc123.json").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_are_never_lost() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        let r = Arc::new(r);
+        let e = r.insert("rec", vec![]).await.unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (r, e) = (r.clone(), e.clone());
+                tokio::spawn(async move { r.update("rec", &e, |v| v.push(i)).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut got = e.get();
+        got.sort();
+        assert_eq!(got, (0..32).collect::<Vec<_>>(), "every update applied to its predecessor's result");
+        let (again, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert_eq!(again.get("rec").unwrap().get().len(), 32, "the file holds the last update");
     }
 
     #[test]

@@ -128,14 +128,19 @@ pub async fn status(d: &Daemon, id: &str) -> cri::ContainerStatus {
 }
 
 pub async fn wait_state(d: &Daemon, id: &str, state: cri::ContainerState) -> cri::ContainerStatus {
+    let mut last = None;
     for _ in 0..500 {
         let st = status(d, id).await;
         if st.state == state as i32 {
             return st;
         }
+        last = Some(st);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("container {id} never reached {state:?}");
+    let log = d.log();
+    let tail: Vec<&str> = log.lines().rev().filter(|l| !l.contains(" h2::")).take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!("container {id} never reached {state:?}; last status {last:?}\ndaemon log tail:\n{}", tail.join("\n"));
 }
 
 /// A container running `script` under a memory limit of `limit` bytes.
