@@ -74,8 +74,9 @@ impl Fixture {
             ..Default::default()
         });
         let resp = self.monitor.request(&req).await.expect("create through the monitor");
-        assert!(resp.pid.unwrap() > 0);
-        self.runtime.start(&id).await.expect("start");
+        let pid = resp.pid.unwrap();
+        assert!(pid > 0);
+        self.runtime.start(&id, pid).await.expect("start");
         (id, log, exit)
     }
 }

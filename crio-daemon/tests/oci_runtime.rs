@@ -77,8 +77,11 @@ async fn runc_lifecycle_on_an_overlay_rootfs() {
     let state = runtime.state(&id).await.unwrap();
     assert_eq!(state.status, Status::Created);
     assert_eq!(fs::read_to_string(dir.join("pid")).unwrap().trim(), state.pid.to_string());
-    runtime.start(&id).await.expect("runc start");
-    wait_for(&runtime, &id, Status::Running).await;
+    // Through the exec fifo, which must leave runc seeing it running at once.
+    runtime.start(&id, state.pid).await.expect("start");
+    assert_eq!(runtime.state(&id).await.unwrap().status, Status::Running);
+    let again = runtime.start(&id, state.pid).await.unwrap_err();
+    assert!(matches!(&again, OciError::Failed { command: "start", .. }), "a second start is runc's to refuse: {again}");
     for _ in 0..200 {
         if fs::read_to_string(&out).unwrap().contains("hello") {
             break;
@@ -109,7 +112,31 @@ async fn runtime_errors_carry_the_runtime_message() {
     let err = runtime.create(&id, &bundle, opts).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("/no/such/binary"), "{text}");
-    assert!(matches!(runtime.start("never-created").await, Err(OciError::NotFound { .. })));
+    assert!(matches!(runtime.start("never-created", 0).await, Err(OciError::NotFound { .. })));
+    runtime.delete(&id, true).await.unwrap();
+    store.remove_container(&id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_init_killed_before_its_start_is_reported() {
+    // The init is orphaned when runc create exits; as subreaper this test reaps it itself.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let (_reg, d, image) = common::pulled_busybox().await;
+    let dir = d.dir.path().to_path_buf();
+    let runtime = OciRuntime::new("runc", std::path::Path::new("/usr/sbin/runc"), &dir.join("runc"));
+    let id = format!("crio-oci-dead-{}", std::process::id());
+    let _cleanup = Cleanup { runtime: &runtime, id: id.clone(), dir: dir.clone() };
+    let store = Store::open(&d.root(), &dir.join("run")).unwrap();
+    let rootfs = store.create_container(&id, &image).unwrap();
+    let bundle = bundle(&dir, &rootfs, &["/bin/sleep", "60"]);
+    let opts = CreateOptions { log_file: Some(dir.join("runc.log")), ..Default::default() };
+    runtime.create(&id, &bundle, opts).await.expect("runc create");
+    let pid = runtime.state(&id).await.unwrap().pid;
+    let init = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(init, rustix::process::Signal::KILL).unwrap();
+    let err = runtime.start(&id, pid).await.unwrap_err();
+    assert!(matches!(&err, OciError::InitExited { .. }), "{err}");
+    let _ = rustix::process::waitpid(Some(init), rustix::process::WaitOptions::empty());
     runtime.delete(&id, true).await.unwrap();
     store.remove_container(&id).unwrap();
 }

@@ -353,7 +353,9 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
             let mut stream = rt.get_container_events(cri::GetEventsRequest {}).await?.into_inner();
             while let Some(ev) = stream.message().await? {
                 let kind = ["CREATED", "STARTED", "STOPPED", "DELETED"].get(ev.container_event_type as usize).copied().unwrap_or("?");
-                println!("{} {kind} {}", ev.created_at, ev.container_id);
+                if !follow(format_args!("{} {kind} {}", ev.created_at, ev.container_id))? {
+                    break;
+                }
             }
         }
         _ => unreachable!("image commands are handled in main"),
@@ -373,8 +375,8 @@ async fn kernel_events(ch: Channel, pod: Option<String>, container: Option<Strin
     let mut client = k::kernel_events_client::KernelEventsClient::new(ch);
     let mut stream = client.watch(req).await?.into_inner();
     while let Some(ev) = stream.message().await? {
-        if ev.missed > 0 {
-            println!("... {} events missed (this client fell behind)", ev.missed);
+        if ev.missed > 0 && !follow(format_args!("... {} events missed (this client fell behind)", ev.missed))? {
+            break;
         }
         let kind = k::EventKind::try_from(ev.kind).map(|k| k.as_str_name().trim_start_matches("EVENT_KIND_")).unwrap_or("?");
         let detail = match k::EventKind::try_from(ev.kind) {
@@ -387,9 +389,23 @@ async fn kernel_events(ch: Channel, pod: Option<String>, container: Option<Strin
             _ => String::new(),
         };
         let ctr = if ev.container_id.is_empty() { "-" } else { &ev.container_id[..ev.container_id.len().min(13)] };
-        println!("{} {kind:<5} {ctr:<13} pid {} ppid {} {} {detail}", ev.timestamp, ev.pid, ev.ppid, ev.comm);
+        if !follow(format_args!("{} {kind:<5} {ctr:<13} pid {} ppid {} {} {detail}", ev.timestamp, ev.pid, ev.ppid, ev.comm))? {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Prints one line of a followed stream, at once; false when the reader went away (`| head`),
+/// which ends the stream quietly instead of a panic on the broken pipe.
+fn follow(line: std::fmt::Arguments) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn human(bytes: u64) -> String {

@@ -391,7 +391,7 @@ impl Lifecycle {
         // Taken before the start: a container that exits at once must not look like it
         // finished before it started.
         let started = now_nanos();
-        self.runtime(&self.handler_of(&ct))?.start(&ct.id).await?;
+        self.runtime(&self.handler_of(&ct))?.start(&ct.id, ct.pid).await?;
         self.containers
             .update(&ct.id, &entry, |c| {
                 // An init that exited at once may already be recorded as Exited by the exit watch.

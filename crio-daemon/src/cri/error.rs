@@ -9,6 +9,7 @@ use crate::image::manifest::ManifestError;
 use crate::image::policy::PolicyError;
 use crate::image::registries::RegistriesError;
 use crate::image::registry::RegistryError;
+use crate::oci::OciError;
 use crate::sandbox::LifecycleError;
 use crate::storage::StoreError;
 
@@ -84,6 +85,9 @@ pub fn lifecycle_code(e: &LifecycleError) -> Code {
         LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } | LifecycleError::Hooks { .. } => Code::FailedPrecondition,
         LifecycleError::Image(i) => image_code(i),
         LifecycleError::Store(s) => store_code(s),
+        // A container whose init died before its start cannot be started.
+        LifecycleError::Oci(OciError::InitExited { .. }) => Code::FailedPrecondition,
+        LifecycleError::Oci(OciError::Timeout { .. }) => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }

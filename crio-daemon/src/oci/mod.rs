@@ -1,6 +1,7 @@
 //! OCI runtimes (runc, crun): a typed client for their command line.
 
 mod runtime;
+mod start;
 
 pub(crate) use runtime::read_capped;
 pub use runtime::{ContainerState, CreateOptions, ExecOutput, OciError, OciRuntime, Status};

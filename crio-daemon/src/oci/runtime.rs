@@ -30,6 +30,15 @@ pub enum OciError {
     Failed { runtime: String, command: &'static str, id: String, status: ExitStatus, message: String },
     #[error("{runtime} {command} {id} did not finish within {timeout:?}; killed")]
     Timeout { runtime: String, command: &'static str, id: String, timeout: Duration },
+    #[error("{runtime} start {id}: the container's init exited before it was started")]
+    InitExited { runtime: String, id: String },
+    #[error("{runtime} start {id}")]
+    StartFifo {
+        runtime: String,
+        id: String,
+        #[source]
+        source: super::start::FifoError,
+    },
     #[error("container {id} does not exist in {runtime}")]
     NotFound { runtime: String, id: String },
     #[error("{runtime} state {id} printed unreadable JSON")]
@@ -159,8 +168,19 @@ impl OciRuntime {
         Err(OciError::Failed { runtime: self.name.clone(), command, id: id.into(), status, message })
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), OciError> {
-        self.run("start", id, &["start", id]).await.map(drop)
+    /// Starts created container `id`, whose init is `init`: through the runtime's exec fifo
+    /// where it has one (no process to run), else with `<runtime> start`.
+    pub async fn start(&self, id: &str, init: i32) -> Result<(), OciError> {
+        use super::start::{FifoStart, through_fifo};
+        let started = through_fifo(&self.root, id, init, self.timeout).await;
+        match started.map_err(|source| OciError::StartFifo { runtime: self.name.clone(), id: id.into(), source })? {
+            FifoStart::Started => Ok(()),
+            FifoStart::NoFifo => self.run("start", id, &["start", id]).await.map(drop),
+            FifoStart::InitGone => Err(OciError::InitExited { runtime: self.name.clone(), id: id.into() }),
+            FifoStart::TimedOut => {
+                Err(OciError::Timeout { runtime: self.name.clone(), command: "start", id: id.into(), timeout: self.timeout })
+            }
+        }
     }
 
     pub async fn state(&self, id: &str) -> Result<ContainerState, OciError> {

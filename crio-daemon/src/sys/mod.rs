@@ -107,3 +107,10 @@ fn holder_main(parent: i32) -> ! {
         }
     }
 }
+
+/// `fd` (a fifo, a pidfd) watched for readability by the tokio reactor.
+pub fn async_readable(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, which is open, is closed only when
+    // dropped, and reports the same descriptor from as_raw_fd for its whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)
+}
