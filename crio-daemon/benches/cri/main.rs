@@ -80,13 +80,36 @@ impl Drop for Cleanup {
     }
 }
 
+const SCENARIOS: [&str; 6] = ["pod_start", "probes", "exec_storm", "burst", "density", "image"];
+
+/// `CRIO_BENCH_SCENARIOS` (comma-separated names from [`SCENARIOS`]) runs only those; unset,
+/// all of them.
+fn selected(name: &str) -> bool {
+    match std::env::var("CRIO_BENCH_SCENARIOS") {
+        Ok(list) => list.split(',').any(|s| s.trim() == name),
+        Err(_) => true,
+    }
+}
+
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
-    scenarios::pod_start(t, r, round, POD_STARTS / n).await;
-    scenarios::probes(t, r, round, PROBES / n).await;
-    scenarios::exec_storm(t, r, round, STORM / n, STORM_WORKERS).await;
-    scenarios::burst(t, r, round, BURST).await;
-    scenarios::density(t, r, round, DENSITY).await;
-    scenarios::image(t, r).await;
+    if selected("pod_start") {
+        scenarios::pod_start(t, r, round, POD_STARTS / n).await;
+    }
+    if selected("probes") {
+        scenarios::probes(t, r, round, PROBES / n).await;
+    }
+    if selected("exec_storm") {
+        scenarios::exec_storm(t, r, round, STORM / n, STORM_WORKERS).await;
+    }
+    if selected("burst") {
+        scenarios::burst(t, r, round, BURST).await;
+    }
+    if selected("density") {
+        scenarios::density(t, r, round, DENSITY).await;
+    }
+    if selected("image") {
+        scenarios::image(t, r).await;
+    }
 }
 
 /// Our daemon for one round, at the default log level as the peer runs at its own.
@@ -130,6 +153,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if let Ok(list) = std::env::var("CRIO_BENCH_SCENARIOS") {
+        let unknown: Vec<&str> = list.split(',').map(str::trim).filter(|s| !SCENARIOS.contains(s)).collect();
+        assert!(unknown.is_empty(), "CRIO_BENCH_SCENARIOS: unknown {unknown:?}; known: {SCENARIOS:?}");
+    }
     let work = tempfile::tempdir().unwrap();
     let reg = Registry::start();
     reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
@@ -153,12 +180,16 @@ async fn main() {
             run_round(&t, &mut ours, round, rounds).await;
         }
         // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
-        eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
-        {
+        if selected("pod_start") || selected("exec_storm") {
+            eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
             let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n").await;
             let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced")).await;
-            scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
-            scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
+            if selected("pod_start") {
+                scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
+            }
+            if selected("exec_storm") {
+                scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
+            }
         }
         eprintln!("round {}/{rounds}: containerd", round + 1);
         {

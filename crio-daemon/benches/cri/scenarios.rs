@@ -126,6 +126,7 @@ pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
 
 /// `n` pods with one container each, started concurrently: time until all run.
 pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
+    let cpu = runtime_cpu(t);
     let at = Instant::now();
     let started = futures::future::join_all((0..n).map(|i| {
         let name = format!("burst-{round}-{i}");
@@ -133,6 +134,8 @@ pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
     }))
     .await;
     r.sample(&format!("burst: {n} pods until all run"), at.elapsed());
+    // Read while the pods run: the monitors or shims that reaped the runc calls are alive.
+    r.value("burst: runtime CPU ms per pod started", (runtime_cpu(t) - cpu) * 1000.0 / n as f64);
     remove_all(t, started.into_iter().map(|(p, _, _)| p).collect()).await;
 }
 
@@ -186,6 +189,11 @@ pub async fn exec_storm(t: &Target, r: &mut Results, round: usize, n: usize, wor
     remove_pod(t, &pod).await;
 }
 
+/// List and status calls each made after an idle second, per round.
+const IDLE_CALLS: usize = 5;
+/// Unmeasured calls before the back-to-back list and status samples.
+const WARM_UP: usize = 10;
+
 /// `n` pods with a sleeping container: memory, then list / status / stats latency.
 pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
     let mut pods = Vec::new();
@@ -205,6 +213,25 @@ pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
     r.value("density: node overhead RSS MiB per pod", mib(rss) / n as f64);
     r.value("density: node overhead PSS MiB per pod", mib(pss) / n as f64);
     let mut rt = t.rt.clone();
+    // The kubelet relists about once a second, so on a quiet node each call comes after an
+    // idle second, with the daemon's threads asleep (and on a VM, its vCPUs halted).
+    for i in 0..IDLE_CALLS {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let at = Instant::now();
+        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
+        r.sample(&format!("list: ListContainers ({n} running) after 1 s idle"), at.elapsed());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let at = Instant::now();
+        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
+        rt.container_status(req).await.expect("ContainerStatus");
+        r.sample("status: ContainerStatus after 1 s idle", at.elapsed());
+    }
+    // Back to back, after a few unmeasured calls: the handlers' own cost, without wake-ups.
+    for i in 0..WARM_UP {
+        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
+        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
+        rt.container_status(req).await.expect("ContainerStatus");
+    }
     for i in 0..200 {
         let at = Instant::now();
         rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
