@@ -6,6 +6,7 @@ pub mod events;
 mod hooks;
 pub use hooks::IrqNode;
 mod exec;
+mod exits;
 mod lifecycle;
 mod placement;
 pub(crate) use lifecycle::CAPABILITY_NAMES;

@@ -1,7 +1,7 @@
 //! Starting a created container without running `<runtime> start`. runc and crun park a
 //! created container's init in an open for writing of `<root>/<id>/exec.fifo`; their `start`
 //! opens the fifo for reading (which lets the init go on to exec the container's process),
-//! reads the byte the init writes, and removes the fifo, whose absence is how both tell
+//! reads the byte the init writes, then removes the fifo, whose absence is how both tell
 //! "running" from "created". Doing those three steps here saves a Go process start, most of
 //! StartContainer's time and CPU. Where there is no fifo (a runtime that works otherwise), the
 //! caller falls back to `<runtime> start`.
@@ -53,9 +53,6 @@ pub async fn through_fifo(root: &Path, id: &str, init: i32, timeout: Duration) -
     if FileType::from_raw_mode(rustix::fs::fstat(&fifo).map_err(|e| err(e.into()))?.st_mode) != FileType::Fifo {
         return Ok(FifoStart::NoFifo);
     }
-    // From here the container runs whatever happens to us: remove the fifo at once so the
-    // runtime reports it running even if the daemon dies before the byte is read.
-    rustix::fs::unlink(&path).map_err(|e| err(e.into()))?;
     let init_exit = match rustix::process::pidfd_open(init, rustix::process::PidfdFlags::empty()) {
         Ok(fd) => Some(crate::sys::async_readable(fd).map_err(err)?),
         // Already gone: only what it left in the fifo tells whether it was started.
@@ -81,7 +78,9 @@ pub async fn through_fifo(root: &Path, id: &str, init: i32, timeout: Duration) -
     }
     let mut byte = [0u8; 1];
     match rustix::io::read(fifo.get_ref(), &mut byte) {
-        Ok(1) => Ok(FifoStart::Started),
+        // Removed only now, as the runtimes' own start does: an init that opens the fifo by
+        // its path must still find it.
+        Ok(1) => rustix::fs::unlink(&path).map(|()| FifoStart::Started).map_err(|e| err(e.into())),
         // End of file (the init opened and closed it without a word) or nothing yet while the
         // init is gone: it will never start.
         Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(FifoStart::InitGone),
@@ -105,8 +104,11 @@ mod tests {
     async fn a_parked_writer_is_released_and_the_fifo_removed() {
         let t = tempfile::tempdir().unwrap();
         let p = fifo_in(t.path(), "c1");
-        // The init's side: a blocking open for writing, then one byte.
-        let writer = std::thread::spawn(move || std::fs::write(&p, b"0"));
+        // The init's side, late: a blocking open of the path for writing, then one byte.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::write(&p, b"0")
+        });
         let me = std::process::id() as i32;
         let r = through_fifo(t.path(), "c1", me, Duration::from_secs(10)).await.unwrap();
         assert!(matches!(r, FifoStart::Started), "{r:?}");
