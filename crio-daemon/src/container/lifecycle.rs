@@ -409,17 +409,13 @@ impl Lifecycle {
         }
         let rt = self.runtime(&self.handler_of(&ct))?.clone();
         if ct.state == ContainerState::Running && timeout_secs > 0 {
-            if let Err(e) = rt.kill(&ct.id, ct.stop_signal, false).await {
-                tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "stop signal not delivered");
-            }
+            self.kill(&ct, &rt, ct.stop_signal, false).await;
             if wait_exit(&ct.exit_file(), Duration::from_secs(timeout_secs as u64)).await.is_some() {
                 self.refresh(id, true).await?;
                 return Ok(());
             }
         }
-        if let Err(e) = rt.kill(&ct.id, libc::SIGKILL, true).await {
-            tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "SIGKILL not delivered");
-        }
+        self.kill(&ct, &rt, libc::SIGKILL, true).await;
         if ct.state == ContainerState::Created {
             // Never started: the runtime's delete ends its init; record it as exited.
             rt.delete(&ct.id, true).await?;
@@ -448,6 +444,26 @@ impl Lifecycle {
         self.refresh(id, true).await?;
         tracing::info!(container_id = %ct.id, "container stopped");
         Ok(())
+    }
+
+    /// Sends `signal` to a running container's init through a pidfd, with `all` only when it
+    /// is PID 1 of the container's own namespace (the kernel then ends every process in it);
+    /// otherwise, or if that fails, through the runtime, which also walks the cgroup.
+    async fn kill(&self, ct: &Container, rt: &crate::oci::OciRuntime, signal: i32, all: bool) {
+        let own_namespace = match &ct.spec.pid_mode {
+            PidMode::Container => true,
+            PidMode::Pod => self.pods.get(&ct.pod_id).map(|p| p.snapshot()).is_some_and(|p| !p.spec.host_pid && p.pidns.is_none()),
+            PidMode::Node | PidMode::Target(_) => false,
+        };
+        if ct.state == ContainerState::Running && (own_namespace || !all) {
+            match super::signal::signal_init(&self.host.proc, ct.pid, &ct.id, signal) {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(container_id = %ct.id, signal, error = %e, "signal through a pidfd failed; asking the runtime"),
+            }
+        }
+        if let Err(e) = rt.kill(&ct.id, signal, all).await {
+            tracing::debug!(container_id = %ct.id, signal, error = %crate::error_chain(&e), "signal not delivered");
+        }
     }
 
     /// Kills if needed and deletes everything of the container; a missing one is removed.

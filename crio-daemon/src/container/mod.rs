@@ -12,6 +12,7 @@ mod placement;
 pub(crate) use lifecycle::CAPABILITY_NAMES;
 mod propagation;
 pub mod seccomp;
+mod signal;
 pub mod spec;
 pub mod user;
 
