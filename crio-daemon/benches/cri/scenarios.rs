@@ -240,6 +240,10 @@ pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
         let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
         rt.container_status(req).await.expect("ContainerStatus");
         r.sample("status: ContainerStatus", at.elapsed());
+        // The transport, client and scheduling alone: an RPC that does no work.
+        let at = Instant::now();
+        rt.version(cri::VersionRequest::default()).await.expect("Version");
+        r.sample("transport: Version (100 running)", at.elapsed());
     }
     for _ in 0..30 {
         let at = Instant::now();
