@@ -450,11 +450,12 @@ impl Lifecycle {
     /// is PID 1 of the container's own namespace (the kernel then ends every process in it);
     /// otherwise, or if that fails, through the runtime, which also walks the cgroup.
     async fn kill(&self, ct: &Container, rt: &crate::oci::OciRuntime, signal: i32, all: bool) {
-        let own_namespace = match &ct.spec.pid_mode {
-            PidMode::Container => true,
-            PidMode::Pod => self.pods.get(&ct.pod_id).map(|p| p.snapshot()).is_some_and(|p| !p.spec.host_pid && p.pidns.is_none()),
-            PidMode::Node | PidMode::Target(_) => false,
-        };
+        // The namespace the container was given at creation: a new one is its own.
+        let own_namespace = self
+            .pods
+            .get(&ct.pod_id)
+            .and_then(|p| self.pid_namespace(&ct.spec.pid_mode, &p.snapshot()).ok())
+            .is_some_and(|ns| matches!(ns, PidNamespace::New));
         if ct.state == ContainerState::Running && (own_namespace || !all) {
             match super::signal::signal_init(&self.host.proc, ct.pid, &ct.id, signal) {
                 Ok(_) => return,
