@@ -22,7 +22,10 @@ async fn unknown_repository_and_tag_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_down_is_unavailable_naming_it() {
-    let addr = format!("127.0.0.1:{}", common::free_port());
+    // Bound but never listening: the port stays ours and every connect is refused.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
     let cfg = DaemonConfig { registries_conf: format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"), ..Default::default() };
     let d = Daemon::start(cfg).await;
     let err = d.pull(&format!("{addr}/x:1")).await.unwrap_err();

@@ -15,7 +15,7 @@ pub use daemon::Daemon;
 pub use image::{ImageBuilder, Layer};
 pub use registry::Registry;
 
-/// A free 127.0.0.1 port (the OS picks; the tiny race with the next binder is acceptable here).
+/// A 127.0.0.1 port free when probed; the caller must cope with losing it before it binds.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port").local_addr().unwrap().port()
 }

@@ -31,44 +31,47 @@ impl Registry {
         Self::start_with(RegistryOptions::default())
     }
 
+    /// Starts a registry on a free port. The port is only free when probed: another test's
+    /// listener or connection may take it before the registry binds, and a bare connect can
+    /// reach someone else's listener (or, with an ephemeral source port equal to it, itself). So
+    /// readiness is this process's own "listening on" log line, and a lost bind is retried on a
+    /// new port.
     pub fn start_with(opts: RegistryOptions) -> Self {
         let dir = tempfile::tempdir().expect("registry temp dir");
-        let port = super::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        let mut ca_cert = None;
-        if opts.tls {
-            let (ca, cert, key) = private_ca(dir.path());
-            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
-            ca_cert = Some(ca);
+        let tls = opts.tls.then(|| private_ca(dir.path()));
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", super::free_port());
+            let config_path = dir.path().join("config.yml");
+            fs::write(&config_path, config(dir.path(), &addr, &opts, tls.as_ref())).unwrap();
+            let log = dir.path().join("registry.log");
+            let log_file = fs::File::create(&log).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                // The access log (one line per request) goes to stdout.
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("starting docker-registry (apt-get install docker-registry)");
+            let ready = format!("listening on {addr}");
+            for _ in 0..400 {
+                last_log = fs::read_to_string(&log).unwrap_or_default();
+                if last_log.contains(&ready) {
+                    let creds = opts.basic_auth.clone();
+                    let token_realm = opts.token_auth.as_ref().map(|(_, realm)| realm.clone());
+                    let ca_cert = tls.map(|(ca, _, _)| ca);
+                    return Registry { addr, dir, ca_cert, creds, token_realm, child, log };
+                }
+                if child.try_wait().expect("polling docker-registry").is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let mut token_realm = None;
-        if let Some((auth_section, realm)) = &opts.token_auth {
-            config.push_str(auth_section);
-            token_realm = Some(realm.clone());
-        } else if let Some((user, pass)) = &opts.basic_auth {
-            let hash = bcrypt::hash(pass, 5).expect("bcrypt");
-            let htpasswd = dir.path().join("htpasswd");
-            fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            config.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", htpasswd.display()));
-        }
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let log = dir.path().join("registry.log");
-        let log_file = fs::File::create(&log).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            // The access log (one line per request) goes to stdout.
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("starting docker-registry (apt-get install docker-registry)");
-        super::wait_for_port(&addr);
-        Registry { addr, dir, ca_cert, creds: opts.basic_auth, token_realm, child, log }
+        panic!("docker-registry never listened; its last log:\n{last_log}");
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -114,6 +117,27 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The registry's configuration for `addr`: storage under `dir`, TLS with the given certificate,
+/// basic or token auth as asked.
+fn config(dir: &Path, addr: &str, opts: &RegistryOptions, tls: Option<&(PathBuf, PathBuf, PathBuf)>) -> String {
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        dir.join("data").display()
+    );
+    if let Some((_, cert, key)) = tls {
+        config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+    }
+    if let Some((auth_section, _)) = &opts.token_auth {
+        config.push_str(auth_section);
+    } else if let Some((user, pass)) = &opts.basic_auth {
+        let hash = bcrypt::hash(pass, 5).expect("bcrypt");
+        let htpasswd = dir.join("htpasswd");
+        fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        config.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", htpasswd.display()));
+    }
+    config
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it, made with the openssl
