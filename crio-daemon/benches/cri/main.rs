@@ -4,6 +4,7 @@
 //! plugins and network shape, and images from the same local registry. Prints and writes
 //! `target/bench/cri.md` and `.json` with p50/p95/p99 and ours/peer ratios.
 
+mod client;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod containerd;
@@ -130,6 +131,7 @@ async fn ours_target(d: &Daemon, cgroup_parent: &str, image: &str, logs: std::pa
     Target {
         cgroup_parent: cgroup_parent.into(),
         rt: RuntimeServiceClient::new(ch.clone()),
+        socket: d.socket.clone(),
         img: ImageServiceClient::new(ch),
         image: image.into(),
         logs,
@@ -199,6 +201,7 @@ async fn main() {
             let t = Target {
                 cgroup_parent: cgroup_parent.clone(),
                 rt: RuntimeServiceClient::new(ch.clone()),
+                socket: c.socket.clone(),
                 img: ImageServiceClient::new(ch),
                 image: image.clone(),
                 logs: work.path().join("logs-peer"),

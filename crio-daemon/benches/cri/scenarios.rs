@@ -9,11 +9,15 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
+use super::client::{Samples, on_lean_client, origin, timed};
+
 /// A runtime under test, reached over its CRI socket.
 pub struct Target {
     /// Parent of the pods' cgroups (the kubelet always gives one; containerd needs it for stats).
     pub cgroup_parent: String,
     pub rt: RuntimeServiceClient<Channel>,
+    /// The CRI socket, for a client of its own (see `quick_calls`).
+    pub socket: PathBuf,
     pub img: ImageServiceClient<Channel>,
     pub image: String,
     pub logs: PathBuf,
@@ -212,39 +216,10 @@ pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
     r.value(&format!("density: added processes ({n} pods)"), added.len() as f64);
     r.value("density: node overhead RSS MiB per pod", mib(rss) / n as f64);
     r.value("density: node overhead PSS MiB per pod", mib(pss) / n as f64);
+    for (name, d) in quick_calls(&t.socket, containers.clone()).await {
+        r.sample(&name, d);
+    }
     let mut rt = t.rt.clone();
-    // The kubelet relists about once a second, so on a quiet node each call comes after an
-    // idle second, with the daemon's threads asleep (and on a VM, its vCPUs halted).
-    for i in 0..IDLE_CALLS {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let at = Instant::now();
-        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
-        r.sample(&format!("list: ListContainers ({n} running) after 1 s idle"), at.elapsed());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let at = Instant::now();
-        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
-        rt.container_status(req).await.expect("ContainerStatus");
-        r.sample("status: ContainerStatus after 1 s idle", at.elapsed());
-    }
-    // Back to back, after a few unmeasured calls: the handlers' own cost, without wake-ups.
-    for i in 0..WARM_UP {
-        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
-        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
-        rt.container_status(req).await.expect("ContainerStatus");
-    }
-    for i in 0..200 {
-        let at = Instant::now();
-        rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
-        r.sample(&format!("list: ListContainers ({n} running)"), at.elapsed());
-        let at = Instant::now();
-        let req = cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
-        rt.container_status(req).await.expect("ContainerStatus");
-        r.sample("status: ContainerStatus", at.elapsed());
-        // The transport, client and scheduling alone: an RPC that does no work.
-        let at = Instant::now();
-        rt.version(cri::VersionRequest::default()).await.expect("Version");
-        r.sample("transport: Version (100 running)", at.elapsed());
-    }
     for _ in 0..30 {
         let at = Instant::now();
         rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.expect("ListContainerStats");
@@ -258,16 +233,67 @@ pub async fn density(t: &Target, r: &mut Results, round: usize, n: usize) {
 
 /// ImageStatus, and a pull of an image that is already there.
 pub async fn image(t: &Target, r: &mut Results) {
+    let image = t.image.clone();
+    let status = on_lean_client(&t.socket, move |direct| async move {
+        let mut img = ImageServiceClient::with_origin(direct, origin());
+        let mut out = Samples::new();
+        for _ in 0..300 {
+            let spec = Some(cri::ImageSpec { image: image.clone(), ..Default::default() });
+            timed(&mut out, "image: ImageStatus", img.image_status(cri::ImageStatusRequest { image: spec, verbose: false }))
+                .await
+                .expect("ImageStatus");
+        }
+        out
+    })
+    .await;
+    for (name, d) in status {
+        r.sample(&name, d);
+    }
     let mut img = t.img.clone();
     let spec = || Some(cri::ImageSpec { image: t.image.clone(), ..Default::default() });
-    for _ in 0..300 {
-        let at = Instant::now();
-        img.image_status(cri::ImageStatusRequest { image: spec(), verbose: false }).await.expect("ImageStatus");
-        r.sample("image: ImageStatus", at.elapsed());
-    }
     for _ in 0..10 {
         let at = Instant::now();
         img.pull_image(cri::PullImageRequest { image: spec(), auth: None, sandbox_config: None }).await.expect("PullImage");
         r.sample("image: PullImage of a present image", at.elapsed());
     }
+}
+
+/// List, status and Version, on the lean client (see `client`).
+async fn quick_calls(socket: &std::path::Path, containers: Vec<String>) -> Samples {
+    on_lean_client(socket, move |direct| async move {
+        let n = containers.len();
+        let mut rt = RuntimeServiceClient::with_origin(direct, origin());
+        let mut out = Samples::new();
+        let (list, status, version) = (
+            format!("list: ListContainers ({n} running)"),
+            "status: ContainerStatus".to_string(),
+            format!("transport: Version ({n} running)"),
+        );
+        let status_req = |i: usize| cri::ContainerStatusRequest { container_id: containers[i % n].clone(), verbose: false };
+        // The kubelet relists about once a second, so on a quiet node each call comes after an
+        // idle second, with the daemon's threads asleep (and on a VM, its vCPUs halted).
+        for i in 0..IDLE_CALLS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            timed(&mut out, &format!("{list} after 1 s idle"), rt.list_containers(cri::ListContainersRequest { filter: None }))
+                .await
+                .expect("ListContainers");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            timed(&mut out, &format!("{status} after 1 s idle"), rt.container_status(status_req(i))).await.expect("ContainerStatus");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            timed(&mut out, &format!("{version} after 1 s idle"), rt.version(cri::VersionRequest::default())).await.expect("Version");
+        }
+        // Back to back, after a few unmeasured calls: the handlers' own cost, without wake-ups.
+        for i in 0..WARM_UP {
+            rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("ListContainers");
+            rt.container_status(status_req(i)).await.expect("ContainerStatus");
+        }
+        for i in 0..200 {
+            timed(&mut out, &list, rt.list_containers(cri::ListContainersRequest { filter: None })).await.expect("ListContainers");
+            timed(&mut out, &status, rt.container_status(status_req(i))).await.expect("ContainerStatus");
+            // The transport and scheduling alone: an RPC that does no work.
+            timed(&mut out, &version, rt.version(cri::VersionRequest::default())).await.expect("Version");
+        }
+        out
+    })
+    .await
 }
