@@ -140,3 +140,41 @@ async fn without_ebpf_oom_kills_come_from_cgroup_files() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_leaves_a_used_pin_dir_alone() {
+    let e = env(4).await;
+    let pc = pod_config("pinned", &e.d.dir.path().join("logs/pinned"));
+    let pod = run_pod(&e.d, pc.clone()).await.expect("RunPodSandbox");
+    let ct = create(&e.d, &pod, &pc, container_config("c", &e.image, "exec sleep 1000")).await.unwrap();
+    e.d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.unwrap();
+    wait_state(&e.d, &ct, cri::ContainerState::ContainerRunning).await;
+    let shared = common::daemon::pin_dir(e.d.dir.path());
+
+    // Another daemon pointed at the same pin directory: it would reuse the maps and drop the
+    // first one's entries as no record of its own; it runs without tracing instead, and says why.
+    let extra = format!("[crio.ebpf]\npin_dir = \"{}\"\n", shared.display());
+    let other = common::Daemon::start(common::daemon::DaemonConfig { extra, ..Default::default() }).await;
+    let status = other.runtime().await.status(cri::StatusRequest { verbose: false }).await.expect("Status").into_inner();
+    let kernel = status.status.expect("status").conditions.into_iter().find(|c| c.r#type == "KernelTracingReady").expect("condition");
+    assert!(!kernel.status, "{kernel:?}");
+    assert!(kernel.message.contains(&format!("{} is in use by another daemon (pid {})", shared.display(), e.d.pid())), "{kernel:?}");
+    drop(other);
+
+    let dump = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(shared.join("containers"))
+        .output()
+        .expect("bpftool");
+    assert!(
+        String::from_utf8_lossy(&dump.stdout).contains(&ct),
+        "the first daemon's entries stay: {}",
+        String::from_utf8_lossy(&dump.stdout)
+    );
+    let mut client = k::kernel_events_client::KernelEventsClient::new(e.d.channel().await);
+    let req = k::WatchRequest { container_id: ct.clone(), kinds: vec![k::EventKind::Exec as i32], ..Default::default() };
+    let mut stream = client.watch(req).await.expect("Watch").into_inner();
+    e.d.runtime().await.exec_sync(sh(&ct, "/bin/echo still")).await.expect("ExecSync");
+    while next(&mut stream).await.filename != "/bin/echo" {}
+    e.d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

@@ -10,6 +10,7 @@
 
 pub mod bpffs;
 mod events;
+mod pin_lock;
 mod sys;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,14 @@ pub enum EbpfError {
     },
     #[error("failed to create the pin directory {path}")]
     PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pin directory {path} is in use by another daemon ({holder}); give each daemon its own [crio.ebpf] pin_dir")]
+    PinDirInUse { path: PathBuf, holder: String },
+    #[error("failed to lock the pin directory {path}")]
+    PinLock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -111,6 +120,8 @@ pub struct Tracer {
     /// Nanoseconds to add to CLOCK_BOOTTIME to get the wall clock.
     boot_to_wall: i128,
     pub unavailable: Vec<Unavailable>,
+    /// Last, so it is released after the programs are detached.
+    _pin_lock: pin_lock::PinLock,
 }
 
 impl Tracer {
@@ -122,6 +133,15 @@ impl Tracer {
         }
         bpffs::ensure_mounted(bpffs).map_err(|source| EbpfError::Mount { path: bpffs.into(), source })?;
         std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::PinDir { path: pin_dir.into(), source })?;
+        let pin_lock = match pin_lock::acquire(pin_dir, Path::new("/proc/locks"), pin_lock::WAIT)
+            .map_err(|source| EbpfError::PinLock { path: pin_dir.into(), source })?
+        {
+            pin_lock::Acquire::Locked(lock) => lock,
+            pin_lock::Acquire::Busy { holder } => {
+                let holder = holder.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"));
+                return Err(EbpfError::PinDirInUse { path: pin_dir.into(), holder });
+            }
+        };
         drop_incompatible_pins(pin_dir);
         let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(OBJECT).map_err(EbpfError::Load)?;
         let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
@@ -167,6 +187,7 @@ impl Tracer {
             pin_dir: pin_dir.into(),
             boot_to_wall: events::boot_to_wall(),
             unavailable,
+            _pin_lock: pin_lock,
         })
     }
 
