@@ -51,7 +51,9 @@ pub async fn bind(
         let address = format!("{}:{}", config.metrics_host, config.metrics_port);
         let tcp =
             tokio::net::TcpListener::bind(&address).await.map_err(|source| MetricsError::Bind { address: address.clone(), source })?;
-        tracing::info!(address, "serving metrics");
+        // The bound address, so port 0 (the kernel's pick) tells where it went.
+        let bound = tcp.local_addr().map_or(address, |a| a.to_string());
+        tracing::info!(address = %bound, "serving metrics");
         Box::pin(async move { axum::serve(tcp, router).await })
     } else {
         let _ = std::fs::remove_file(&socket);
