@@ -14,10 +14,23 @@ async fn start(d: &Daemon, id: &str) {
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: id.into() }).await.expect("StartContainer");
 }
 
-/// The log's lines without their timestamps, and with the pty's carriage returns dropped.
+/// The log's lines as the kubelet reads them: partial (`P`) pieces joined to the line they
+/// begin (a read of a pty may end between its `\r` and `\n`), without timestamps, and with
+/// the pty's carriage returns dropped. Each line is `<stream> F <content>`.
 fn log_lines(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines().map(|l| l.split_once(' ').unwrap().1.trim_end_matches('\r').to_string()).collect()
+    let mut lines = Vec::new();
+    let mut partial = String::new();
+    for l in text.lines() {
+        let mut f = l.splitn(4, ' ');
+        let (_, stream, tag, content) = (f.next(), f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""));
+        partial.push_str(content);
+        if tag == "F" {
+            lines.push(format!("{stream} F {}", partial.trim_end_matches('\r')));
+            partial.clear();
+        }
+    }
+    lines
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::lifecycle::blocking;
 use super::{Container, ContainerState};
 use crate::monitor::protocol::ExitRecord;
 use crate::sandbox::{Lifecycle, LifecycleError};
@@ -99,14 +98,9 @@ impl Lifecycle {
             if matches!(was, ContainerState::Running | ContainerState::Created) {
                 self.emit(&updated, super::EventKind::Stopped);
             }
-            blocking(|| self.release_irqs(&updated.id));
-            self.release_placement(&updated.id);
-            if !updated.hooks.is_empty() {
-                // However it ended (stopped, exited, killed): its settings go back now.
-                self.restore_hooks(&updated.id).await;
-                return Ok(Container { hooks: Vec::new(), ..updated });
-            }
-            return Ok(updated);
+            // However it ended (stopped, exited, killed): what it held goes back now.
+            self.give_back(&updated.id).await;
+            return Ok(if updated.hooks.is_empty() { updated } else { Container { hooks: Vec::new(), ..updated } });
         }
         // The kernel saw the init chosen as an OOM victim: say so before it is even gone.
         if ct.state == ContainerState::Running

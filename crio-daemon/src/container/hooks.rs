@@ -119,8 +119,18 @@ impl Lifecycle {
         Ok(changes)
     }
 
-    /// Puts back what the hooks changed for a container that has ended; idempotent.
+    /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
+    /// settings. Safe to call more than once and from both the exit watch and StopContainer.
+    pub(crate) async fn give_back(&self, id: &str) {
+        super::lifecycle::blocking(|| self.release_irqs(id));
+        self.release_placement(id);
+        self.restore_hooks(id).await;
+    }
+
+    /// Puts back what the hooks changed for a container that has ended, once: a second caller
+    /// waits for the first's restore to be done and recorded.
     pub(crate) async fn restore_hooks(&self, id: &str) {
+        let _one = self.hooks_restore.lock().await;
         let Some(entry) = self.containers.resolve(id) else { return };
         let changes = entry.get().hooks;
         if changes.is_empty() {

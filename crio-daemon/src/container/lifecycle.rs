@@ -403,6 +403,15 @@ impl Lifecycle {
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), LifecycleError> {
         let Some(entry) = self.containers.resolve(id) else { return Ok(()) };
         let _op = entry.op.lock().await;
+        self.end(id, &entry, timeout_secs).await?;
+        // The exit watch may have recorded the exit first and still be giving back what the
+        // container held: all of it is back before StopContainer returns.
+        self.give_back(id).await;
+        Ok(())
+    }
+
+    /// Ends the container (under its operation lock) and records its exit.
+    async fn end(&self, id: &str, entry: &crate::state::Entry<Container>, timeout_secs: i64) -> Result<(), LifecycleError> {
         let ct = self.container(id).await?;
         if ct.state != ContainerState::Running && ct.state != ContainerState::Created {
             return Ok(());
@@ -422,7 +431,7 @@ impl Lifecycle {
             let mut was = ContainerState::Exited;
             let updated = self
                 .containers
-                .update(&ct.id, &entry, |c| {
+                .update(&ct.id, entry, |c| {
                     // The exit watch may have recorded the init's end first.
                     was = c.state;
                     if c.state == ContainerState::Created {
@@ -472,9 +481,7 @@ impl Lifecycle {
         let Some(entry) = self.containers.resolve(id) else { return Ok(()) };
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
-        self.restore_hooks(id).await;
-        blocking(|| self.release_irqs(id));
-        self.release_placement(id);
+        self.give_back(id).await;
         let ct = entry.get();
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.containers.remove(&ct.id).await?;

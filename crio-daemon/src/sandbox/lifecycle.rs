@@ -113,6 +113,10 @@ pub struct Lifecycle {
     pub(crate) exits_watched: Arc<std::sync::atomic::AtomicBool>,
     /// IRQ steering for the containers that asked for it.
     pub(crate) irq_node: std::sync::Mutex<crate::container::IrqNode>,
+    /// One restore of hooks' settings at a time: the exit watch and StopContainer both see an
+    /// exit, and the second must wait for the first's restore instead of skipping it or doing
+    /// it again over a newer container's settings.
+    pub(crate) hooks_restore: tokio::sync::Mutex<()>,
     /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
     pub(crate) seccomp_programs: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
     pub(crate) host: HostPaths,
@@ -193,6 +197,7 @@ impl Lifecycle {
         let irq_node = std::sync::Mutex::new(crate::container::IrqNode::load(&c.state_dir.join("irq-steering.json")));
         Ok(Self {
             irq_node,
+            hooks_restore: tokio::sync::Mutex::new(()),
             exits_watched: Arc::default(),
             kernel,
             systemd,
