@@ -122,7 +122,10 @@ impl Lifecycle {
     /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
     /// settings. Safe to call more than once and from both the exit watch and StopContainer.
     pub(crate) async fn give_back(&self, id: &str) {
-        super::lifecycle::blocking(|| self.release_irqs(id));
+        // Most containers steer no IRQs: no hand-off of the runtime thread for them.
+        if self.irq_node.lock().expect("irq node poisoned").taken.contains_key(id) {
+            super::lifecycle::blocking(|| self.release_irqs(id));
+        }
         self.release_placement(id);
         self.restore_hooks(id).await;
     }
