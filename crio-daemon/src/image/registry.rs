@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -24,6 +24,10 @@ use super::reference::DOCKER_HUB;
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 /// Without a progress timeout, a connection that never answers still gives up eventually.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a registry's scheme is trusted without asking again: re-pulls (the kubelet's
+/// `Always` policy pulls on every pod start) skip the `/v2/` check, and a registry that
+/// changes scheme is found again within this time.
+const SCHEME_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -72,15 +76,27 @@ pub enum RegistryError {
     },
 }
 
-/// Shared HTTP clients, one per (host, insecure) because trust roots are per host.
+/// Shared HTTP clients, one per (host, insecure) because trust roots are per host, and the
+/// base URL (scheme and host) each answered on.
 pub struct Clients {
     certs_dir: PathBuf,
     cache: Mutex<HashMap<(String, bool), Client>>,
+    bases: Mutex<HashMap<(String, bool), (String, Instant)>>,
 }
 
 impl Clients {
     pub fn new(certs_dir: PathBuf) -> Self {
-        Self { certs_dir, cache: Mutex::new(HashMap::new()) }
+        Self { certs_dir, cache: Mutex::new(HashMap::new()), bases: Mutex::new(HashMap::new()) }
+    }
+
+    /// The base URL `registry` answered on less than `SCHEME_TTL` ago.
+    fn base(&self, registry: &str, insecure: bool) -> Option<String> {
+        let bases = self.bases.lock().expect("base cache poisoned");
+        bases.get(&(registry.to_string(), insecure)).filter(|(_, at)| at.elapsed() < SCHEME_TTL).map(|(b, _)| b.clone())
+    }
+
+    fn remember_base(&self, registry: &str, insecure: bool, base: &str) {
+        self.bases.lock().expect("base cache poisoned").insert((registry.to_string(), insecure), (base.to_string(), Instant::now()));
     }
 
     fn get(&self, registry: &str, insecure: bool) -> Result<Client, RegistryError> {
@@ -117,7 +133,7 @@ pub struct Session {
 
 impl Session {
     /// Pings `/v2/` to learn the scheme (HTTPS first; an insecure registry may answer plain
-    /// HTTP) before any real request.
+    /// HTTP) before any real request, unless the registry answered lately.
     pub async fn open(
         clients: &Clients,
         registry: &str,
@@ -141,11 +157,18 @@ impl Session {
                 }
             }
         };
-        let base = match ping(format!("https://{host}")).await {
-            Ok(base) => base,
-            // An insecure registry may speak plain HTTP; a stalled one gets no second chance.
-            Err(RegistryError::Unreachable { .. }) if insecure => ping(format!("http://{host}")).await?,
-            Err(e) => return Err(e),
+        let base = match clients.base(registry, insecure) {
+            Some(base) => base,
+            None => {
+                let base = match ping(format!("https://{host}")).await {
+                    Ok(base) => base,
+                    // An insecure registry may speak plain HTTP; a stalled one gets no second chance.
+                    Err(RegistryError::Unreachable { .. }) if insecure => ping(format!("http://{host}")).await?,
+                    Err(e) => return Err(e),
+                };
+                clients.remember_base(registry, insecure, &base);
+                base
+            }
         };
         let token = match &creds {
             Some(Credentials::Bearer(t)) => Some(t.clone()),
