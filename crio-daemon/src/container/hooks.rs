@@ -133,6 +133,11 @@ impl Lifecycle {
     /// Puts back what the hooks changed for a container that has ended, once: a second caller
     /// waits for the first's restore to be done and recorded.
     pub(crate) async fn restore_hooks(&self, id: &str) {
+        // The record's list is cleared only after its restore is done: empty means nothing to
+        // wait for (most containers never had hooks).
+        if self.containers.resolve(id).is_none_or(|e| e.snapshot().hooks.is_empty()) {
+            return;
+        }
         let _one = self.hooks_restore.lock().await;
         let Some(entry) = self.containers.resolve(id) else { return };
         let changes = entry.get().hooks;
