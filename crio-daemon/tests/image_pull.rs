@@ -23,11 +23,13 @@ async fn pull_list_status_remove_round_trip() {
 
     let id = d.pull(&name).await.expect("pull");
     assert_eq!(id, pushed.id());
-    // A re-pull asks for the manifest again, but not which scheme the registry speaks.
+    // A re-pull asks for the manifest again, but neither which scheme the registry speaks nor
+    // the config it has.
     assert_eq!(d.pull(&name).await.expect("re-pull"), id);
     let log = reg.log();
     let gets = |path: &str| log.lines().filter(|l| l.contains(&format!("\"GET {path} "))).count();
-    assert_eq!((gets("/v2/"), gets("/v2/team/app/manifests/v1")), (1, 2), "{log}");
+    let config = format!("/v2/team/app/blobs/{}", pushed.config_digest);
+    assert_eq!((gets("/v2/"), gets("/v2/team/app/manifests/v1"), gets(&config)), (1, 2, 1), "{log}");
     let st = d.status(&name).await.expect("image present after pull");
     assert_eq!(st.id, pushed.id());
     assert_eq!(st.repo_tags, std::slice::from_ref(&name));

@@ -136,7 +136,16 @@ impl ImageService {
             let e = manifest::ManifestError::Unsupported { digest: manifest_digest, media_type: "an index inside an index".into() };
             return Err(e.into());
         };
-        let config_bytes = session.blob_bytes(&m.config.digest, m.config.size).await?;
+        // A re-pull of a stored image has its config already (checked against the digest).
+        let store = self.store.clone();
+        let (hex, digest) = (m.config.digest.hex().to_string(), m.config.digest.clone());
+        let stored = tokio::task::spawn_blocking(move || store.image_config(&hex).ok().filter(|b| Digest::of(b) == digest))
+            .await
+            .map_err(ImageError::Task)?;
+        let config_bytes = match stored {
+            Some(bytes) => bytes,
+            None => session.blob_bytes(&m.config.digest, m.config.size).await?,
+        };
         let config: ConfigDoc =
             serde_json::from_slice(&config_bytes).map_err(|source| ImageError::Config { digest: m.config.digest.to_string(), source })?;
         let diff_ids = config.rootfs.diff_ids;
