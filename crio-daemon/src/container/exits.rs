@@ -66,7 +66,7 @@ impl Lifecycle {
         {
             let (oom, fate) = self.oom_of(&ct, exit.signal).await;
             let mut was = ContainerState::Exited;
-            let updated = self
+            let mut updated = self
                 .containers
                 .update(&ct.id, &entry, |c| {
                     // Another refresh of the same exit may have been first.
@@ -100,7 +100,8 @@ impl Lifecycle {
             }
             // However it ended (stopped, exited, killed): what it held goes back now.
             self.give_back(&updated.id).await;
-            return Ok(if updated.hooks.is_empty() { updated } else { Container { hooks: Vec::new(), ..updated } });
+            updated.hooks.clear();
+            return Ok(updated);
         }
         // The kernel saw the init chosen as an OOM victim: say so before it is even gone.
         if ct.state == ContainerState::Running
