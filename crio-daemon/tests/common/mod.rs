@@ -20,17 +20,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port").local_addr().unwrap().port()
 }
 
-/// Waits until something accepts on `addr`.
-pub fn wait_for_port(addr: &str) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("nothing listening on {addr} after 5s");
-}
-
 /// A registry holding busybox and a stopped daemon whose store has pulled it (for tests that
 /// use the store and the runtime directly); returns the image id too.
 pub async fn pulled_busybox() -> (Registry, Daemon, String) {
