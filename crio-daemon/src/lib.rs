@@ -21,6 +21,7 @@ pub mod network;
 pub mod oci;
 pub mod sandbox;
 pub mod server;
+pub mod socket_path;
 pub mod state;
 pub mod storage;
 mod sys;

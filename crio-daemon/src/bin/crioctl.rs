@@ -139,7 +139,7 @@ async fn channel(socket: &str) -> anyhow::Result<Channel> {
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move { Ok::<_, std::io::Error>(TokioIo::new(crio::socket_path::connect_async(&path).await?)) }
         }))
         .await
         .with_context(|| format!("connecting to {socket}"))?;

@@ -57,7 +57,9 @@ pub async fn bind(
         Box::pin(async move { axum::serve(tcp, router).await })
     } else {
         let _ = std::fs::remove_file(&socket);
-        let unix = tokio::net::UnixListener::bind(&socket)
+        let unix = crate::socket_path::bind(&socket)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::UnixListener::from_std)
             .map_err(|source| MetricsError::Bind { address: socket.display().to_string(), source })?;
         tracing::info!(socket = %socket.display(), "serving metrics");
         Box::pin(async move { axum::serve(unix, router).await })

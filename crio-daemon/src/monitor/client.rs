@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use super::protocol::{Request, Response};
 
@@ -22,6 +21,8 @@ pub enum MonitorError {
     },
     #[error("monitor at {socket} did not start listening within {START_TIMEOUT:?}")]
     StartTimeout { socket: PathBuf },
+    #[error("monitor for {socket} exited at start ({status}); its last words in {log}: {last_line}")]
+    Died { socket: PathBuf, status: String, last_line: String, log: PathBuf },
     #[error("monitor at {socket} is unreachable")]
     Unreachable {
         socket: PathBuf,
@@ -48,27 +49,49 @@ pub struct MonitorClient {
 /// Returns its pid.
 pub async fn spawn(binary: &Path, socket: &Path, log: &Path, pid_namespace: bool) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn { binary: binary.into(), source };
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
+    let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = tokio::process::Command::new(binary)
         .arg(socket)
         .args(pid_namespace.then_some("--pid-namespace"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
+        .stderr(log_file)
         .spawn()
         .map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
     let stdout = child.stdout.take().expect("piped");
+    // It says "ready" once it listens; end of file first means it died.
+    let mut line = String::new();
+    let ready = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    let outcome = match ready {
+        Ok(Ok(_)) if line.trim() == "ready" => Ok(pid),
+        Err(_) => Err(MonitorError::StartTimeout { socket: socket.into() }),
+        Ok(_) => {
+            // Its stdout closed without "ready": it is exiting; say how, and what it said.
+            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            let status = match status {
+                Ok(Ok(s)) => s.to_string(),
+                _ => "closed its stdout without exiting".to_string(),
+            };
+            let last = last_line_after(log, log_start).await.unwrap_or_else(|| "nothing".into());
+            Err(MonitorError::Died { socket: socket.into(), status, last_line: last, log: log.into() })
+        }
+    };
     // Reap it if it ever exits while we run; after a daemon restart init reaps it.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    // It says "ready" once it listens; end of file first means it died.
-    let mut line = String::new();
-    match tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await {
-        Ok(Ok(_)) if line.trim() == "ready" => Ok(pid),
-        _ => Err(MonitorError::StartTimeout { socket: socket.into() }),
-    }
+    outcome
+}
+
+/// The last non-empty line written to `log` past `offset`.
+async fn last_line_after(log: &Path, offset: u64) -> Option<String> {
+    let text = tokio::fs::read(log).await.ok()?;
+    let tail = text.get(offset as usize..)?;
+    let line = String::from_utf8_lossy(tail).lines().rev().find(|l| !l.trim().is_empty())?.trim().to_string();
+    // A log line is the monitor's own; bounded all the same.
+    Some(line.chars().take(512).collect())
 }
 
 impl MonitorClient {
@@ -78,7 +101,7 @@ impl MonitorClient {
 
     pub async fn request(&self, req: &Request) -> Result<Response, MonitorError> {
         let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
-        let mut stream = UnixStream::connect(&self.socket).await.map_err(unreachable)?;
+        let mut stream = crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?;
         let mut line = serde_json::to_vec(req).expect("requests serialize");
         line.push(b'\n');
         stream.write_all(&line).await.map_err(unreachable)?;

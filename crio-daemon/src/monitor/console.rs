@@ -14,6 +14,8 @@ use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 pub struct ConsoleSocket {
     path: PathBuf,
+    /// The address the runtime dials (a short alias where `path` is too long for one).
+    address: crate::socket_path::SocketPath,
     listener: UnixListener,
 }
 
@@ -21,9 +23,16 @@ impl ConsoleSocket {
     /// Listens at `path` (a stale socket there is replaced), readable by root only.
     pub fn bind(path: &Path) -> io::Result<Self> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let address = crate::socket_path::SocketPath::new(path)?;
+        let listener = UnixListener::bind(address.addr())?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(Self { path: path.into(), listener })
+        Ok(Self { path: path.into(), address, listener })
+    }
+
+    /// What to pass as `--console-socket`: the runtime is our child and may dial through our
+    /// descriptor table.
+    pub fn address_for_runtime(&self) -> PathBuf {
+        self.address.for_child()
     }
 
     pub fn path(&self) -> &Path {
@@ -39,7 +48,7 @@ impl ConsoleSocket {
     /// Wakes a `receive` blocked on a runtime that failed before connecting: it then fails
     /// with "no descriptor".
     pub fn wake(path: &Path) {
-        let _ = UnixStream::connect(path);
+        let _ = crate::socket_path::connect(path);
     }
 }
 

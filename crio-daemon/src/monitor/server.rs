@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
     // Its own session: signals aimed at the daemon's process group do not reach it.
     let _ = rustix::process::setsid();
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)?;
+    let listener = crate::socket_path::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     // Tells the daemon it may connect (it waits on our stdout instead of polling the socket).
     let mut out = std::io::stdout();
@@ -118,8 +118,10 @@ impl Monitor {
         // A tty container's stdio is the pty the runtime sends us; others get pipes.
         let console = match &req.console_socket {
             Some(path) => {
-                cmd.arg("--console-socket").arg(path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-                Some(Arc::new(ConsoleSocket::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))?))
+                let socket = ConsoleSocket::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+                cmd.arg("--console-socket").arg(socket.address_for_runtime());
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                Some(Arc::new(socket))
             }
             None => None,
         };

@@ -271,6 +271,9 @@ impl Lifecycle {
                 return Err(LifecycleError::InvalidArgument { field, why: "must not be empty".into() });
             }
         }
+        if !spec.hostname.is_empty() {
+            super::check_hostname(&spec.hostname).map_err(|why| LifecycleError::InvalidArgument { field: "config.hostname", why })?;
+        }
         self.runtime(&spec.runtime_handler)?;
         let bad_parent = |why| LifecycleError::InvalidArgument { field: "config.linux.cgroup_parent", why };
         if self.systemd {
@@ -348,7 +351,7 @@ impl Lifecycle {
             }
             pod.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
         }
-        let hostname = if pod.spec.hostname.is_empty() { pod.spec.name.clone() } else { pod.spec.hostname.clone() };
+        let hostname = super::pod_hostname(&pod.spec);
         if !pod.spec.host_ipc {
             let path = pod.run_dir.join("ipc");
             let p = path.clone();

@@ -65,6 +65,30 @@ pub fn check_sysctl(key: &str, host_network: bool, host_ipc: bool) -> Result<(),
     }
 }
 
+/// Bytes a hostname may have (the kernel's `HOST_NAME_MAX`: `sethostname` refuses more).
+pub const HOSTNAME_MAX: usize = 64;
+
+/// Whether `name` can be a pod's hostname: what `sethostname` takes and resolvers accept,
+/// dot-separated RFC 1123 labels (a FQDN when the kubelet sets `setHostnameAsFQDN`).
+pub fn check_hostname(name: &str) -> Result<(), String> {
+    if name.len() > HOSTNAME_MAX {
+        return Err(format!("{name:?} is {} bytes; a hostname has at most {HOSTNAME_MAX}", name.len()));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err(format!("{name:?} is not a valid hostname (dot-separated labels of letters, digits and inner '-')"));
+    }
+    Ok(())
+}
+
+/// The hostname a pod gets: the one it asked for, else the node's (as containerd does: a
+/// pod's name may be longer than a hostname can be).
+pub fn pod_hostname(spec: &PodSpec) -> String {
+    if spec.hostname.is_empty() { rustix::system::uname().nodename().to_string_lossy().into_owned() } else { spec.hostname.clone() }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodState {
     Ready,
@@ -139,5 +163,24 @@ mod tests {
         assert!(check_sysctl("net.ipv4.tcp_syncookies", true, false).unwrap_err().contains("hostNetwork"));
         assert!(check_sysctl("kernel.msgmax", false, true).unwrap_err().contains("hostIPC"));
         assert!(check_sysctl("vm.swappiness", false, false).unwrap_err().contains("not namespaced"));
+    }
+
+    #[test]
+    fn hostnames_are_checked_as_the_kernel_and_resolvers_take_them() {
+        for ok in ["web-0", "a", "node.example.com", &"a".repeat(63), &format!("{}.{}", "a".repeat(31), "b".repeat(32))] {
+            assert!(check_hostname(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "-web", "web-", "a..b", "under_score", "sp ace", "ünï", &"a".repeat(64), &"a.".repeat(33)] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_hostname(&"a".repeat(65)).unwrap_err().contains("at most 64"));
+    }
+
+    #[test]
+    fn a_pod_without_a_hostname_gets_the_nodes() {
+        let spec = PodSpec { name: "a-pod-name-far-longer-than-any-hostname-may-be-0123456789abcdef-0123".into(), ..Default::default() };
+        assert_eq!(pod_hostname(&spec), rustix::system::uname().nodename().to_string_lossy());
+        let named = PodSpec { hostname: "web-0".into(), ..spec };
+        assert_eq!(pod_hostname(&named), "web-0");
     }
 }

@@ -1,6 +1,9 @@
 //! The unix socket: created safely (a live daemon's socket is never stolen, a stale one is
 //! replaced, a non-socket file is never deleted), mode 0660, serving gRPC (HTTP/2) and the
-//! status API (HTTP/1.1) on one listener, with graceful shutdown.
+//! status API (HTTP/1.1) on one listener, with graceful shutdown. Requests with any
+//! `:authority` are served (see `authority`).
+
+mod authority;
 
 use std::future::Future;
 use std::io;
@@ -39,7 +42,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     }
     match tokio::fs::symlink_metadata(path).await {
         Ok(m) if m.file_type().is_socket() => {
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
+            if crate::socket_path::connect_async(path).await.is_ok() {
                 return Err(ServerError::InUse { path: path.into() });
             }
             tokio::fs::remove_file(path).await.map_err(err)?;
@@ -48,7 +51,8 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
+    let listener =
+        crate::socket_path::bind(path).and_then(|l| l.set_nonblocking(true).map(|()| l)).and_then(UnixListener::from_std).map_err(err)?;
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).await.map_err(err)?;
     Ok(listener)
 }
@@ -69,7 +73,7 @@ pub async fn serve(listener: UnixListener, router: axum::Router, shutdown: impl 
                     }
                 };
                 let service = TowerToHyperService::new(router.clone());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(authority::AcceptAnyAuthority::new(stream)), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
