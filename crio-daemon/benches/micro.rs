@@ -59,6 +59,7 @@ fn container() -> ContainerSpec {
                 host_path: format!("/var/lib/kubelet/pods/uid/volumes/v{i}").into(),
                 readonly: i % 2 == 0,
                 propagation: "private".into(),
+                selinux_relabel: false,
             })
             .collect(),
         labels: BTreeMap::from([("io.kubernetes.container.name".into(), "app".into())]),

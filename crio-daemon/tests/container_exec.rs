@@ -112,14 +112,25 @@ async fn exit_codes_signals_timeouts_and_the_runtime_fallback() {
         "the container's environment: {env}"
     );
 
-    let err = exec(d, &id, &["/bin/sh", "-c", "sleep 77"], 1).await.expect_err("the exec times out");
-    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
-    let out = exec(d, &id, &["/bin/sh", "-c", "ps -o args"], 5).await.expect("ExecSync");
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("sleep 77"),
-        "a timed-out exec is killed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // As critest checks it: the command itself (the init, `sleep`, reaps nothing), and what
+    // a command started. Every `sleep` process with its state: a zombie left behind counts.
+    let sleeps = || async {
+        let out = exec(d, &id, &["/bin/sh", "-c", "cat /proc/[0-9]*/stat"], 5).await.expect("ExecSync");
+        let stat = String::from_utf8_lossy(&out.stdout).to_string();
+        stat.lines().filter(|l| l.contains(" (sleep) ")).map(str::to_string).collect::<Vec<String>>()
+    };
+    let before = sleeps().await;
+    for cmd in [&["sleep", "77"][..], &["/bin/sh", "-c", "sleep 78 & sleep 79"]] {
+        let err = exec(d, &id, cmd, 1).await.expect_err("the exec times out");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        let pid = |l: &String| l.split(' ').next().unwrap_or_default().to_string();
+        let left: Vec<String> = sleeps().await.into_iter().filter(|l| !before.iter().any(|b| pid(b) == pid(l))).collect();
+        let alive: Vec<&String> = left.iter().filter(|l| !l.contains(") Z ")).collect();
+        assert!(alive.is_empty(), "a timed-out exec and what it started are killed: {left:?}");
+        if cmd[0] == "sleep" {
+            assert!(left.is_empty(), "the timed-out command itself is reaped, not left a zombie: {left:?}");
+        }
+    }
 
     // Without a profile (a container from before the helper), execs go through runc.
     std::fs::remove_file(d.dir.path().join("state/containers").join(&id).join("exec.json")).unwrap();

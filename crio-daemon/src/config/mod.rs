@@ -100,6 +100,10 @@ pub struct Runtime {
     /// The irqbalance configuration whose ban list follows the CPUs taken off IRQs (CRI-O's
     /// `irqbalance_config_file`); empty is none. Left alone when the file does not exist.
     pub irqbalance_config_file: PathBuf,
+    /// A container that asks for no seccomp profile at all gets RuntimeDefault (true) or runs
+    /// unconfined (false). CRI-O's key; false is containerd's behaviour and the CRI validation
+    /// suite's expectation. Kubelets since 1.27 always send a profile.
+    pub seccomp_use_default_when_empty: bool,
 }
 
 impl Default for Runtime {
@@ -122,6 +126,7 @@ impl Default for Runtime {
             runtimes,
             shared_cpuset: String::new(),
             irqbalance_config_file: "/etc/sysconfig/irqbalance".into(),
+            seccomp_use_default_when_empty: false,
         }
     }
 }

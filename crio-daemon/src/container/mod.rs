@@ -29,6 +29,9 @@ pub struct MountSpec {
     pub readonly: bool,
     /// "private", "rslave" or "rshared".
     pub propagation: String,
+    /// Asked for SELinux relabelling (done where the host has SELinux); reported back as asked.
+    #[serde(default)]
+    pub selinux_relabel: bool,
 }
 
 /// A host device made available in the container.

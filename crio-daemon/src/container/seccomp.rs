@@ -1,12 +1,17 @@
 //! Seccomp for containers: `RuntimeDefault` is a built-in allow list in the spirit of the
 //! profile Docker, containerd and CRI-O ship (everything a normal workload calls; nothing that
 //! changes the node: no mount, namespaces, modules, kexec, clock or keyring administration,
-//! BPF, perf, ptrace of others...), `Unconfined` is none, `Localhost` reads an OCI-format
-//! profile from the node. A privileged container runs unconfined, as Kubernetes expects.
+//! BPF, perf, ptrace of others...), widened, as moby's profile is, by what each capability the
+//! container was granted exists to do (CAP_SYS_ADMIN's sethostname, mount and namespaces,
+//! CAP_SYS_PTRACE's ptrace...), so granting a capability is not undone by the filter.
+//! `Unconfined` is none, `Localhost` reads an OCI-format profile from the node. A privileged
+//! container runs unconfined, as Kubernetes expects.
 
 use std::path::Path;
 
-use oci_spec::runtime::LinuxSeccomp;
+use std::collections::HashSet;
+
+use oci_spec::runtime::{Capability, LinuxSeccomp};
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -52,7 +57,6 @@ const ALLOWED: &[&str] = &[
     "clock_getres",
     "clock_gettime",
     "clock_nanosleep",
-    "clone",
     "close",
     "close_range",
     "connect",
@@ -220,7 +224,6 @@ const ALLOWED: &[&str] = &[
     "openat",
     "openat2",
     "pause",
-    "pidfd_getfd",
     "pidfd_open",
     "pidfd_send_signal",
     "pipe",
@@ -388,6 +391,56 @@ const ALLOWED: &[&str] = &[
     "personality",
 ];
 
+/// Syscalls allowed only with a capability, as moby's profile has them: what the capability
+/// exists to permit. Without it the kernel would refuse most of them anyway; the filter keeps
+/// the attack surface of the rest closed.
+const BY_CAPABILITY: &[(Capability, &[&str])] = &[
+    (Capability::DacReadSearch, &["open_by_handle_at"]),
+    (
+        Capability::SysAdmin,
+        &[
+            "bpf",
+            "clone",
+            "fanotify_init",
+            "fsconfig",
+            "fsmount",
+            "fsopen",
+            "fspick",
+            "lookup_dcookie",
+            "mount",
+            "mount_setattr",
+            "move_mount",
+            "open_tree",
+            "perf_event_open",
+            "quotactl",
+            "quotactl_fd",
+            "setdomainname",
+            "sethostname",
+            "setns",
+            "syslog",
+            "umount",
+            "umount2",
+            "unshare",
+        ],
+    ),
+    (Capability::SysBoot, &["reboot"]),
+    (Capability::SysChroot, &["chroot"]),
+    (Capability::SysModule, &["delete_module", "init_module", "finit_module"]),
+    (Capability::SysPacct, &["acct"]),
+    (Capability::SysPtrace, &["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace"]),
+    (Capability::SysRawio, &["iopl", "ioperm"]),
+    (Capability::SysTime, &["settimeofday", "stime", "clock_settime", "clock_settime64"]),
+    (Capability::SysTtyConfig, &["vhangup"]),
+    (Capability::SysNice, &["mbind", "set_mempolicy_home_node"]),
+    (Capability::Syslog, &["syslog"]),
+    (Capability::Bpf, &["bpf"]),
+    (Capability::Perfmon, &["perf_event_open"]),
+];
+
+/// The namespace flags of clone(2) and unshare(2) (NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER,
+/// NEWPID, NEWNET): without CAP_SYS_ADMIN both are allowed only with none of them set.
+const NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
 fn architectures() -> Vec<&'static str> {
     match std::env::consts::ARCH {
         "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -396,24 +449,44 @@ fn architectures() -> Vec<&'static str> {
     }
 }
 
-/// The OCI seccomp section for `profile`; `None` means unconfined.
-pub fn section(profile: &Profile, privileged: bool) -> Result<Option<LinuxSeccomp>, SeccompError> {
+/// The RuntimeDefault rules for a container holding `caps`.
+fn runtime_default(caps: &HashSet<Capability>) -> serde_json::Value {
+    let mut granted: Vec<&str> =
+        BY_CAPABILITY.iter().filter(|(c, _)| caps.contains(c)).flat_map(|(_, names)| names.iter().copied()).collect();
+    granted.sort_unstable();
+    granted.dedup();
+    let mut syscalls = vec![json!({"names": ALLOWED, "action": "SCMP_ACT_ALLOW"})];
+    if !granted.is_empty() {
+        syscalls.push(json!({"names": granted, "action": "SCMP_ACT_ALLOW"}));
+    }
+    if caps.contains(&Capability::SysAdmin) {
+        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ALLOW"}));
+    } else {
+        // Threads and processes, but no new namespaces. The flags are clone's first
+        // argument on x86_64 and arm64 alike (s390x, which swaps them, is not built for).
+        let no_namespaces = [json!({"index": 0, "value": NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})];
+        syscalls.push(json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": no_namespaces}));
+        // glibc falls back to clone when clone3 says ENOSYS; clone3's flags live in memory
+        // seccomp cannot inspect.
+        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": libc::EPERM,
+        "architectures": architectures(),
+        "syscalls": syscalls,
+    })
+}
+
+/// The OCI seccomp section for `profile` and a container holding `caps`; `None` means
+/// unconfined.
+pub fn section(profile: &Profile, privileged: bool, caps: &HashSet<Capability>) -> Result<Option<LinuxSeccomp>, SeccompError> {
     if privileged {
         return Ok(None);
     }
     let value = match profile {
         Profile::Unconfined => return Ok(None),
-        Profile::RuntimeDefault => json!({
-            "defaultAction": "SCMP_ACT_ERRNO",
-            "defaultErrnoRet": libc::EPERM,
-            "architectures": architectures(),
-            "syscalls": [
-                {"names": ALLOWED, "action": "SCMP_ACT_ALLOW"},
-                // glibc falls back to clone when clone3 says ENOSYS; clone3's flags live in
-                // memory seccomp cannot inspect.
-                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS},
-            ],
-        }),
+        Profile::RuntimeDefault => runtime_default(caps),
         Profile::Localhost(path) => {
             if !Path::new(path).is_absolute() {
                 return Err(SeccompError::Relative { path: path.clone() });
@@ -442,20 +515,63 @@ pub fn section(profile: &Profile, privileged: bool) -> Result<Option<LinuxSeccom
 mod tests {
     use super::*;
 
+    /// Names allowed unconditionally, and names allowed only with argument conditions.
+    fn allowed(caps: &[Capability]) -> (Vec<String>, Vec<String>) {
+        let s = section(&Profile::RuntimeDefault, false, &caps.iter().copied().collect()).unwrap().unwrap();
+        let (mut plain, mut conditional) = (Vec::new(), Vec::new());
+        for rule in s.syscalls().as_ref().unwrap() {
+            if rule.action() != oci_spec::runtime::LinuxSeccompAction::ScmpActAllow {
+                continue;
+            }
+            let into = if rule.args().as_ref().is_some_and(|a| !a.is_empty()) { &mut conditional } else { &mut plain };
+            into.extend(rule.names().iter().cloned());
+        }
+        (plain, conditional)
+    }
+
     #[test]
     fn runtime_default_denies_what_changes_the_node() {
-        let s = section(&Profile::RuntimeDefault, false).unwrap().unwrap();
-        let allowed: Vec<&String> = s.syscalls().as_ref().unwrap()[0].names().iter().collect();
-        for forbidden in ["mount", "umount2", "unshare", "setns", "init_module", "kexec_load", "bpf", "ptrace", "reboot", "swapon"] {
-            assert!(!allowed.iter().any(|n| *n == forbidden), "{forbidden} must not be allowed");
+        let (plain, conditional) = allowed(&[Capability::Chown, Capability::NetBindService, Capability::Kill]);
+        for forbidden in [
+            "mount",
+            "umount2",
+            "unshare",
+            "clone",
+            "setns",
+            "sethostname",
+            "init_module",
+            "kexec_load",
+            "bpf",
+            "ptrace",
+            "reboot",
+            "swapon",
+        ] {
+            assert!(!plain.iter().any(|n| n == forbidden), "{forbidden} must not be allowed");
         }
-        assert!(allowed.iter().any(|n| *n == "execve"));
+        assert!(plain.iter().any(|n| n == "execve"));
+        // Processes and threads yes, new namespaces no.
+        assert_eq!(conditional, ["clone", "unshare"]);
+    }
+
+    #[test]
+    fn a_granted_capability_allows_what_it_exists_for() {
+        let (plain, _) = allowed(&[Capability::SysAdmin]);
+        for needed in ["sethostname", "setdomainname", "mount", "umount2", "unshare", "clone", "clone3", "setns"] {
+            assert!(plain.iter().any(|n| n == needed), "{needed} with CAP_SYS_ADMIN");
+        }
+        assert!(!plain.iter().any(|n| n == "ptrace"), "CAP_SYS_ADMIN does not grant ptrace");
+        let (plain, _) = allowed(&[Capability::SysPtrace, Capability::SysTime]);
+        for needed in ["ptrace", "process_vm_readv", "clock_settime", "settimeofday"] {
+            assert!(plain.iter().any(|n| n == needed), "{needed}");
+        }
+        assert!(!plain.iter().any(|n| n == "mount"));
     }
 
     #[test]
     fn unconfined_and_privileged_have_no_filter() {
-        assert!(section(&Profile::Unconfined, false).unwrap().is_none());
-        assert!(section(&Profile::RuntimeDefault, true).unwrap().is_none());
+        let none = HashSet::new();
+        assert!(section(&Profile::Unconfined, false, &none).unwrap().is_none());
+        assert!(section(&Profile::RuntimeDefault, true, &none).unwrap().is_none());
     }
 
     #[test]
@@ -463,10 +579,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("p.json");
         std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#).unwrap();
-        let s = section(&Profile::Localhost(p.display().to_string()), false).unwrap().unwrap();
+        let s = section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()).unwrap().unwrap();
         assert_eq!(s.syscalls().as_ref().unwrap()[0].names(), &["mkdir".to_string()]);
-        assert!(matches!(section(&Profile::Localhost("rel.json".into()), false), Err(SeccompError::Relative { .. })));
+        assert!(matches!(section(&Profile::Localhost("rel.json".into()), false, &HashSet::new()), Err(SeccompError::Relative { .. })));
         std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#).unwrap();
-        assert!(matches!(section(&Profile::Localhost(p.display().to_string()), false), Err(SeccompError::Invalid { .. })));
+        assert!(matches!(section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()), Err(SeccompError::Invalid { .. })));
     }
 }

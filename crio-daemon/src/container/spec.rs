@@ -351,7 +351,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !devices.is_empty() {
         linux = linux.devices(devices);
     }
-    if let Some(filter) = super::seccomp::section(&sec.seccomp, sec.privileged)? {
+    if let Some(filter) = super::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
         linux = linux.seccomp(filter);
     }
     if !pod.spec.sysctls.is_empty() {

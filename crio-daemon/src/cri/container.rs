@@ -10,7 +10,7 @@ use super::{Services, lifecycle_status};
 use crate::container::{Container, ContainerSpec, ContainerState, MountSpec, PidMode, Resources, Security};
 
 #[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
-fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
+fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) -> Result<ContainerSpec, Status> {
     let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
     let image = config
         .image
@@ -31,6 +31,10 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             return Err(Status::invalid_argument(format!("config.linux.security_context.namespace_options.pid: unknown mode {other}")));
         }
     };
+    // A group alone names no user to run as (the kubelet refuses it too).
+    if sec.run_as_group.is_some() && sec.run_as_user.is_none() && sec.run_as_username.is_empty() {
+        return Err(Status::invalid_argument("config.linux.security_context.run_as_group is set without run_as_user or run_as_username"));
+    }
     let caps = sec.capabilities.clone().unwrap_or_default();
     let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
     if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
@@ -55,6 +59,7 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
                 _ => "private",
             }
             .into(),
+            selinux_relabel: m.selinux_relabel,
         })
         .collect();
     Ok(ContainerSpec {
@@ -90,7 +95,7 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
             drop_capabilities: caps.drop_capabilities,
             no_new_privs: sec.no_new_privs,
             supplemental_groups: sec.supplemental_groups,
-            seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path)?,
+            seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path, default_when_empty)?,
             masked_paths: sec.masked_paths,
             readonly_paths: sec.readonly_paths,
         },
@@ -100,8 +105,13 @@ fn to_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
 }
 
 /// CRI's seccomp request: the structured field, else the deprecated path string
-/// (`runtime/default`, `unconfined`, `localhost/<path>`); nothing at all is RuntimeDefault.
-fn seccomp_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Result<crate::container::seccomp::Profile, Status> {
+/// (`runtime/default`, `docker/default`, `unconfined`, `localhost/<path>`); nothing at all is
+/// RuntimeDefault or unconfined as `seccomp_use_default_when_empty` says.
+fn seccomp_profile(
+    profile: Option<cri::SecurityProfile>,
+    legacy: &str,
+    default_when_empty: bool,
+) -> Result<crate::container::seccomp::Profile, Status> {
     use crate::container::seccomp::Profile;
     if let Some(p) = profile {
         return match p.profile_type {
@@ -112,7 +122,9 @@ fn seccomp_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Resul
         };
     }
     Ok(match legacy {
-        "" | "runtime/default" | "docker/default" => Profile::RuntimeDefault,
+        "" if default_when_empty => Profile::RuntimeDefault,
+        "" => Profile::Unconfined,
+        "runtime/default" | "docker/default" => Profile::RuntimeDefault,
         "unconfined" => Profile::Unconfined,
         other => match other.strip_prefix("localhost/") {
             Some(path) => Profile::Localhost(path.into()),
@@ -157,7 +169,7 @@ fn metadata(c: &Container) -> cri::ContainerMetadata {
 pub async fn create(s: &Services, req: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
     let req = req.into_inner();
     let config = req.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
-    let spec = to_spec(config)?;
+    let spec = to_spec(config, s.config.crio.runtime.seccomp_use_default_when_empty)?;
     let span = info_span!("create_container", pod_sandbox_id = %req.pod_sandbox_id, container_name = %spec.name);
     let id = s.lifecycle.create_container_once(&req.pod_sandbox_id, spec).instrument(span).await.map_err(|e| lifecycle_status(&e))?;
     Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
@@ -208,6 +220,12 @@ pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
             container_path: m.container_path.display().to_string(),
             host_path: m.host_path.display().to_string(),
             readonly: m.readonly,
+            selinux_relabel: m.selinux_relabel,
+            propagation: match m.propagation.as_str() {
+                "rslave" => cri::MountPropagation::PropagationHostToContainer as i32,
+                "rshared" => cri::MountPropagation::PropagationBidirectional as i32,
+                _ => cri::MountPropagation::PropagationPrivate as i32,
+            },
             ..Default::default()
         })
         .collect();

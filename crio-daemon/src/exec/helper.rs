@@ -42,6 +42,9 @@ pub fn main() -> ! {
 }
 
 fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String]) -> Result<i32, Failure> {
+    // From the start: the daemon's SIGTERM (ExecSync's timeout) must end the command and
+    // reap it, never leave it running or a zombie in the container.
+    sys::block_helper_signals(true).map_err(fail("blocking signals"))?;
     let profile = ExecProfile::load(bundle).map_err(fail("reading the exec profile"))?;
     let filter = match profile.seccomp_flags {
         Some(_) => Some(fs::read(bundle.join(FILTER_FILE)).map_err(fail("reading the seccomp filter"))?),
@@ -71,7 +74,13 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String]) -> Result<i32, Failur
     match sys::fork(one_thread).map_err(fail("fork"))? {
         Some(child) => wait(child),
         None => {
-            let e = become_container_process(&profile, filter.as_deref(), cmd);
+            // Its own process group (inside the container's PID namespace): what it starts can
+            // be killed with it, and the helper is not in that group.
+            let _ = rustix::process::setpgid(None, None);
+            let e = match sys::block_helper_signals(false) {
+                Ok(()) => become_container_process(&profile, filter.as_deref(), cmd),
+                Err(e) => (format!("unblocking signals: {e}"), FAILED),
+            };
             eprintln!("crio-exec: {}", e.0);
             std::process::exit(e.1)
         }
@@ -135,11 +144,14 @@ fn differing_namespaces(pid: i32) -> ThreadNameSpaceType {
     flags
 }
 
+/// Waits for the command; on SIGTERM kills it and its process group, then reaps it, so
+/// when the helper exits the command is gone.
 fn wait(child: i32) -> Result<i32, Failure> {
-    use rustix::process::{WaitOptions, waitpid};
+    use rustix::process::{Signal, WaitOptions, waitpid};
     let pid = Pid::from_raw(child).expect("fork returns positive pids");
+    let mut killed = false;
     loop {
-        match waitpid(Some(pid), WaitOptions::empty()) {
+        match waitpid(Some(pid), if killed { WaitOptions::empty() } else { WaitOptions::NOHANG }) {
             Ok(Some((_, status))) => {
                 if let Some(code) = status.exit_status() {
                     return Ok(code);
@@ -147,10 +159,16 @@ fn wait(child: i32) -> Result<i32, Failure> {
                 if let Some(sig) = status.terminating_signal() {
                     return Ok(128 + sig);
                 }
+                continue;
             }
             Ok(None) => {}
-            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(format!("waiting for the command: {e}")),
+        }
+        if sys::wait_signal().map_err(fail("waiting for signals"))? == libc::SIGTERM {
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            killed = true;
         }
     }
 }

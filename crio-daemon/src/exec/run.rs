@@ -1,6 +1,9 @@
 //! The daemon's side: start the helper for one ExecSync, collect its output, and on timeout
-//! kill it and everything it started (its own process group; the command also dies with
-//! the helper through its parent-death signal).
+//! end the command before answering: the helper, asked with SIGTERM, kills the command's
+//! process group and reaps the command (a process of the container's PID namespace whose
+//! parent died would stay there as a zombie its init may never reap). A helper that does not
+//! finish in time is killed with its process group; the command then dies through its
+//! parent-death signal.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,6 +11,9 @@ use std::time::Duration;
 
 use super::ExecError;
 use crate::oci::ExecOutput;
+
+/// How long the helper gets to kill and reap a timed-out command.
+const HELPER_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `cmd` in container `id` (init `pid`, bundle `bundle`) through the helper at `helper`,
 /// keeping at most `cap` bytes of each output stream.
@@ -34,7 +40,11 @@ pub async fn exec_sync(
     };
     let Some((stdout, stderr, status)) = done else {
         if let Some(g) = group {
-            let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(g, rustix::process::Signal::TERM);
+            // Once reaped its pid (and group id) may be reused: killed only while it is ours.
+            if tokio::time::timeout(HELPER_GRACE, child.wait()).await.is_err() {
+                let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+            }
         }
         return Ok(ExecOutput { stdout: Vec::new(), stderr: Vec::new(), exit_code: -1, timed_out: true });
     };

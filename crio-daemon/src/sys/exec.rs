@@ -1,5 +1,5 @@
-//! The two calls the exec helper needs that no safe wrapper offers: fork, and loading a
-//! seccomp program.
+//! The calls the exec helper needs that no safe wrapper offers: fork, waiting for signals,
+//! and loading a seccomp program.
 #![allow(unsafe_code, reason = "this module is where the crate's unsafe lives")]
 
 use std::io;
@@ -35,6 +35,51 @@ pub fn fork(_proof: SingleThreaded) -> io::Result<Option<i32>> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),
         pid => Ok(Some(pid)),
+    }
+}
+
+/// The signals the helper takes synchronously: the daemon's request to end the command
+/// (SIGTERM) and the command's exit (SIGCHLD).
+fn helper_signals() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value for sigemptyset to initialise; the pointer
+    // is to a live local, and SIGTERM / SIGCHLD are valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
+}
+
+/// Blocks (`block`) or unblocks SIGTERM and SIGCHLD for the calling single-threaded process,
+/// so they wait for `wait_signal` instead of acting. A blocked mask survives exec, so the
+/// command's process unblocks them before it execs.
+pub fn block_helper_signals(block: bool) -> io::Result<()> {
+    let set = helper_signals();
+    let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+    // SAFETY: `set` is an initialised signal set that outlives the call; the old mask is not
+    // asked for (null is allowed).
+    match unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Waits until SIGTERM or SIGCHLD (blocked beforehand) is pending and takes it; returns it.
+pub fn wait_signal() -> io::Result<i32> {
+    let set = helper_signals();
+    loop {
+        // SAFETY: `set` is an initialised signal set that outlives the call; the siginfo
+        // pointer may be null.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig >= 0 {
+            return Ok(sig);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
