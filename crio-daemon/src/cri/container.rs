@@ -426,3 +426,48 @@ pub fn events(s: &Services) -> EventStream {
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::seccomp::Profile;
+
+    #[test]
+    #[expect(deprecated, reason = "the deprecated path field is what older kubelets send")]
+    fn an_empty_seccomp_request_follows_seccomp_use_default_when_empty() {
+        assert_eq!(seccomp_profile(None, "", false).unwrap(), Profile::Unconfined);
+        assert_eq!(seccomp_profile(None, "", true).unwrap(), Profile::RuntimeDefault);
+        for legacy in ["runtime/default", "docker/default"] {
+            assert_eq!(seccomp_profile(None, legacy, false).unwrap(), Profile::RuntimeDefault, "{legacy}");
+        }
+        let structured = cri::SecurityProfile { profile_type: 0, ..Default::default() };
+        assert_eq!(seccomp_profile(Some(structured), "", false).unwrap(), Profile::RuntimeDefault, "an explicit RuntimeDefault");
+        assert_eq!(seccomp_profile(None, "bogus", false).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    fn config(sec: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "c".into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: "busybox".into(), ..Default::default() }),
+            linux: Some(cri::LinuxContainerConfig { security_context: Some(sec), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_group_without_a_user_is_refused() {
+        let group = Some(cri::Int64Value { value: 1000 });
+        let err = to_spec(config(cri::LinuxContainerSecurityContext { run_as_group: group, ..Default::default() }), false).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("run_as_group"), "{}", err.message());
+        let with_user = cri::LinuxContainerSecurityContext {
+            run_as_group: group,
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        };
+        assert!(to_spec(config(with_user), false).is_ok());
+        let with_name =
+            cri::LinuxContainerSecurityContext { run_as_group: group, run_as_username: "www-data".into(), ..Default::default() };
+        assert!(to_spec(config(with_name), false).is_ok());
+    }
+}

@@ -115,3 +115,22 @@ impl MonitorClient {
         Ok(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_monitor_that_dies_at_start_is_reported_with_its_status_and_last_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("monitor.log");
+        std::fs::write(&log, "an earlier monitor's line\n").unwrap();
+        // `sh <socket>` fails at once, as a monitor that cannot bind does: it prints why and exits.
+        let socket = dir.path().join("no-such-dir/monitor.sock");
+        let err = spawn(Path::new("/bin/sh"), &socket, &log, false).await.expect_err("it died");
+        let MonitorError::Died { status, last_line, .. } = &err else { panic!("not reported as a death: {err:?}") };
+        assert!(status.starts_with("exit status"), "the status it exited with: {status}");
+        assert!(last_line.contains("no-such-dir/monitor.sock"), "its own last line, not an earlier one: {last_line}");
+        assert!(err.to_string().contains("exited at start"), "{err}");
+    }
+}

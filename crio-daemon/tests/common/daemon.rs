@@ -28,11 +28,21 @@ pub struct DaemonConfig {
     /// The daemon's log filter (`CRIO_LOG`); `None` is `debug`, for tests. Benchmarks use the
     /// default level, as the peer runs at its own.
     pub log_filter: Option<String>,
+    /// A runroot as deep as real nodes have (every socket under it is too long for a unix
+    /// address), instead of a short one.
+    pub long_runroot: bool,
+}
+
+/// A runroot path under `dir` as deep as real nodes have: with a pod's id and `monitor.sock`
+/// below it, far past the 107 bytes a unix socket address holds.
+pub fn long_runroot(dir: &Path) -> PathBuf {
+    dir.join("var/lib/containers/storage/node-a/a-runroot-as-long-as-many-real-nodes-have/runroot")
 }
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
+    pub runroot: PathBuf,
     child: Option<Child>,
     log_filter: String,
 }
@@ -92,7 +102,8 @@ impl Daemon {
         fs::write(d.join("crio.conf"), format!("[crio.ebpf]\npin_dir = \"{}\"\n", pin_dir(d).display())).unwrap();
         let socket = d.join("crio.sock");
         let log_filter = cfg.log_filter.clone().unwrap_or_else(|| "debug".into());
-        let mut daemon = Daemon { socket, child: None, dir, log_filter };
+        let runroot = if cfg.long_runroot { long_runroot(d) } else { d.join("run") };
+        let mut daemon = Daemon { socket, runroot, child: None, dir, log_filter };
         daemon.spawn().await;
         daemon
     }
@@ -108,7 +119,7 @@ impl Daemon {
             "--root".into(),
             p("root"),
             "--runroot".into(),
-            p("run"),
+            self.runroot.display().to_string(),
             "--listen".into(),
             p("crio.sock"),
         ]

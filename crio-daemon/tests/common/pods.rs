@@ -55,6 +55,15 @@ pub async fn env_with(tag: u8, portmap: bool) -> Env {
 
 /// `extra`: configuration appended to the test drop-in (after its [crio.image] table).
 pub async fn env_config(tag: u8, portmap: bool, extra: &str) -> Env {
+    env_full(tag, portmap, extra, false).await
+}
+
+/// A daemon whose runroot is as deep as real nodes have.
+pub async fn env_long_runroot(tag: u8) -> Env {
+    env_full(tag, false, "", true).await
+}
+
+async fn env_full(tag: u8, portmap: bool, extra: &str, long_runroot: bool) -> Env {
     let reg = Registry::start();
     reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
     let bridge = format!("crl{}{tag}", std::process::id() % 100_000);
@@ -67,6 +76,7 @@ pub async fn env_config(tag: u8, portmap: bool, extra: &str) -> Env {
     }
     let mut cfg = DaemonConfig::trusting(&reg);
     cfg.extra = extra.into();
+    cfg.long_runroot = long_runroot;
     cfg.cni_conflist = Some(
         serde_json::json!({
             "cniVersion": "1.0.0", "name": format!("test-{bridge}"),
