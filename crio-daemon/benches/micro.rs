@@ -131,7 +131,7 @@ fn record_lookups(c: &mut Criterion) {
 }
 
 fn exec_path(c: &mut Criterion) {
-    let seccomp = section(&Profile::RuntimeDefault, false).unwrap().unwrap();
+    let seccomp = section(&Profile::RuntimeDefault, false, &Default::default()).unwrap().unwrap();
     c.bench_function("exec: compile RuntimeDefault seccomp (once per profile)", |b| {
         b.iter(|| crio::exec::filter::compile(&seccomp).unwrap())
     });

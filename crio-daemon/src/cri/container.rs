@@ -433,7 +433,6 @@ mod tests {
     use crate::container::seccomp::Profile;
 
     #[test]
-    #[expect(deprecated, reason = "the deprecated path field is what older kubelets send")]
     fn an_empty_seccomp_request_follows_seccomp_use_default_when_empty() {
         assert_eq!(seccomp_profile(None, "", false).unwrap(), Profile::Unconfined);
         assert_eq!(seccomp_profile(None, "", true).unwrap(), Profile::RuntimeDefault);
