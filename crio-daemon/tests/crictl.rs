@@ -85,6 +85,25 @@ async fn crictl_runs_pods_and_containers_under_a_long_runroot() {
     assert_eq!(log, "hello from crictl");
     let stats = crictl(d, &["stats", "-o", "json", &ctr]).await.expect("crictl stats");
     assert!(stats.contains(&ctr) && stats.contains("workingSetBytes"), "{stats}");
+    // A tty container: the runtime dials the console socket under the long runroot too.
+    let tty_json = d.dir.path().join("tty.json");
+    let tty_config = serde_json::json!({
+        "metadata": {"name": "t"}, "image": {"image": e.image}, "tty": true,
+        "command": ["/bin/sh", "-c", "tty; exec sleep 1000"], "log_path": "t.log", "linux": {},
+    });
+    std::fs::write(&tty_json, tty_config.to_string()).unwrap();
+    let tty = crictl(d, &["create", &pod, tty_json.to_str().unwrap(), pod_json.to_str().unwrap()]).await.expect("crictl create (tty)");
+    crictl(d, &["start", &tty]).await.expect("crictl start (tty)");
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = crictl(d, &["logs", &tty]).await.expect("crictl logs (tty)");
+        if log.contains("/dev/pts/") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(log.contains("/dev/pts/"), "the container's stdio is a pty: {log}");
+    crictl(d, &["rm", "-f", &tty]).await.expect("crictl rm -f (tty)");
     crictl(d, &["stop", &ctr]).await.expect("crictl stop");
     crictl(d, &["rm", &ctr]).await.expect("crictl rm");
     crictl(d, &["stopp", &pod]).await.expect("crictl stopp");
