@@ -398,7 +398,8 @@ mod tests {
         // A SETTINGS frame passes untouched.
         input.extend([0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 0x3, 0, 0, 0, 100]);
         let mut stream = 1;
-        for authority in [&b"/run/crio-ci/crio.sock"[..], b"%2Frun%2Fcrio.sock", b"", b"localhost", b"/run/crio-ci/crio.sock"] {
+        let sent: [&[u8]; 5] = [b"/run/crio-ci/crio.sock", b"%2Frun%2Fcrio.sock", b"", b"node.example:10250", b"/run/crio-ci/crio.sock"];
+        for authority in sent {
             let fields = request(authority);
             let block = client.encode(fields.iter().map(|(n, v)| (*n, v.as_slice())));
             input.extend(headers_frame(stream, 0, &block));
@@ -409,10 +410,10 @@ mod tests {
             assert_eq!(out[0], (0x4, 0, 0, vec![0, 0x3, 0, 0, 0, 100]), "SETTINGS unchanged (chunk {chunk})");
             let blocks = decoded(&out);
             let authorities: Vec<String> = blocks.iter().map(|b| authority_of(b)).collect();
-            assert_eq!(authorities, ["localhost", "localhost", "localhost", "localhost", "localhost"]);
+            assert_eq!(authorities, ["localhost", "localhost", "localhost", "node.example:10250", "localhost"]);
             // Everything else arrives as the client sent it, in order, over a shared table.
-            for block in &blocks {
-                let expected = request(b"localhost");
+            for (block, authority) in blocks.iter().zip(&authorities) {
+                let expected = request(authority.as_bytes());
                 let got: Vec<(&[u8], &[u8])> = block.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
                 let want: Vec<(&[u8], &[u8])> = expected.iter().map(|(n, v)| (*n, v.as_slice())).collect();
                 assert_eq!(got, want);
