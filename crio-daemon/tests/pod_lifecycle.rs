@@ -489,8 +489,11 @@ async fn seccomp_runtime_default_unconfined_and_localhost() {
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
     )
     .unwrap();
+    // No profile at all runs unconfined (seccomp_use_default_when_empty = false, as critest
+    // expects); an explicit RuntimeDefault is filtered.
     let cases = [
-        ("default", None, "2"),
+        ("empty", None, "0"),
+        ("default", Some(cri::SecurityProfile { profile_type: 0, localhost_ref: String::new() }), "2"),
         ("unconfined", Some(cri::SecurityProfile { profile_type: 1, localhost_ref: String::new() }), "0"),
         ("local", Some(cri::SecurityProfile { profile_type: 2, localhost_ref: profile_file.display().to_string() }), "2"),
     ];
