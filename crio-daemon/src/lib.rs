@@ -6,25 +6,32 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod capabilities;
 pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod cri;
+pub mod durable;
 pub mod exec;
 pub mod http;
 pub mod image;
 pub mod kernel;
 pub mod metrics;
+pub mod model;
 pub mod monitor;
 pub mod namespace;
 pub mod network;
+pub mod node;
 pub mod oci;
 pub mod sandbox;
+pub mod seccomp;
 pub mod server;
+pub mod services;
 pub mod socket_path;
 pub mod state;
 pub mod storage;
 mod sys;
+pub mod tuning;
 
 use std::error::Error;
 use std::fmt::Write as _;

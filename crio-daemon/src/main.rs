@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use crio::config::{self, LoadOptions};
 use crio::cri::{self, Services};
 use crio::image::ImageService;
-use crio::sandbox::Lifecycle;
 use crio::storage::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -132,26 +131,20 @@ async fn init(config: &Arc<config::Config>) -> anyhow::Result<axum::Router> {
             None
         }
     };
-    let host = crio::sandbox::HostPaths::default();
-    let lifecycle = Lifecycle::new(config.clone(), images.clone(), monitor, host, kernel.clone(), topology)
+    let services = Services::new(config.clone(), images, kernel.clone(), monitor, crio::node::HostPaths::default(), topology)
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
-    lifecycle.recover().await;
+    services.pods.recover().await;
     kernel.start();
-    let lifecycle = Arc::new(lifecycle);
-    if let Err(e) = lifecycle.watch_exits() {
+    if let Err(e) = services.containers.watch_exits() {
         tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");
     }
-    let services = Services { config: config.clone(), images, lifecycle: lifecycle.clone() };
-    let router = cri::routes(&services)
-        .into_axum_router()
-        .merge(crio::http::router(config.clone(), lifecycle.clone()))
-        .fallback(crio::http::fallback);
+    let router = cri::routes(&services).into_axum_router().merge(crio::http::router(services.clone())).fallback(crio::http::fallback);
     if !c.metrics.enable_metrics {
         return Ok(router);
     }
     let metrics = Arc::new(crio::metrics::Metrics::default());
     let server =
-        crio::metrics::serve::bind(&c.metrics, metrics.clone(), lifecycle).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+        crio::metrics::serve::bind(&c.metrics, metrics.clone(), services).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     tokio::spawn(server);
     Ok(router.layer(axum::middleware::from_fn_with_state(metrics, crio::metrics::serve::track)))
 }

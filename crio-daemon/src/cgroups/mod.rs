@@ -38,6 +38,24 @@ pub struct Usage {
     pub pids: u64,
 }
 
+impl Usage {
+    /// The use of several cgroups together (a pod's containers); no limit, `None` for none.
+    pub fn sum(samples: &[Usage]) -> Option<Usage> {
+        (!samples.is_empty()).then(|| {
+            samples.iter().fold(Usage::default(), |a, u| Usage {
+                cpu_nanos: a.cpu_nanos + u.cpu_nanos,
+                memory_usage: a.memory_usage + u.memory_usage,
+                memory_working_set: a.memory_working_set + u.memory_working_set,
+                memory_rss: a.memory_rss + u.memory_rss,
+                page_faults: a.page_faults + u.page_faults,
+                major_page_faults: a.major_page_faults + u.major_page_faults,
+                memory_limit: None,
+                pids: a.pids + u.pids,
+            })
+        })
+    }
+}
+
 impl Cgroups {
     /// Detects the layout under `root` (normally /sys/fs/cgroup).
     pub fn detect(root: &Path) -> Cgroups {

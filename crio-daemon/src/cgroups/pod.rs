@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Cgroups, Layout};
-use crate::container::Resources;
+use crate::model::Resources;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

@@ -106,6 +106,13 @@ pub struct Runtime {
     pub seccomp_use_default_when_empty: bool,
 }
 
+impl Runtime {
+    /// The handler a pod runs with: the one it asked for, else the default.
+    pub fn handler_name<'a>(&'a self, requested: &'a str) -> &'a str {
+        if requested.is_empty() { &self.default_runtime } else { requested }
+    }
+}
+
 impl Default for Runtime {
     fn default() -> Self {
         let mut runtimes = BTreeMap::new();

@@ -4,18 +4,17 @@
 //! have their own place in a bounded broadcast: one that falls behind learns how many events
 //! it lost, the others are unaffected.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Container, ContainerEvent, EventKind};
-use crate::sandbox::{Lifecycle, now_nanos};
+use super::ContainerService;
+use crate::model::{Container, ContainerEvent, EventKind, now_nanos};
 
 /// Events kept for a subscriber that is momentarily behind.
 pub const EVENT_BUFFER: usize = 1024;
 
-impl Lifecycle {
+impl ContainerService {
     pub(crate) fn emit(&self, ct: &Container, kind: EventKind) {
         // No subscriber is not an error.
         let _ = self.events.send(ContainerEvent { container_id: ct.id.clone(), pod_id: ct.pod_id.clone(), kind, at_nanos: now_nanos() });
@@ -64,7 +63,7 @@ impl Lifecycle {
         tokio::spawn(async move {
             // Exits recorded before the watch began (while the daemon was down) are read once;
             // from then on the watch sees every exit and records can be trusted.
-            for ct in me.containers.all() {
+            for ct in me.stores.containers.all() {
                 let _ = me.refresh(&ct.get().id, true).await;
             }
             me.exits_watched.store(true, std::sync::atomic::Ordering::Release);
@@ -76,8 +75,4 @@ impl Lifecycle {
         });
         Ok(())
     }
-}
-
-pub(crate) fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
 }

@@ -1,192 +1,157 @@
-//! Containers: created from an image's root filesystem with an OCI spec built from the CRI
-//! request and the image config, run by the pod's monitor, started, stopped and removed through
-//! the OCI runtime. Exits come from the monitor's durable exit records.
+//! The container service: containers created from an image's root filesystem with an OCI spec
+//! built from the CRI request and the image config, run by the pod's monitor, started, stopped
+//! and removed through the OCI runtime. Exits come from the monitor's durable exit records.
+//! It reads pods from the shared records but never changes them; the pod service, which stops
+//! and removes a pod's containers through this one, is above it.
 
+mod create;
 pub mod events;
-mod hooks;
-pub use hooks::IrqNode;
-mod exec;
-mod exits;
-mod lifecycle;
-mod placement;
-pub(crate) use lifecycle::CAPABILITY_NAMES;
+mod exec_sync;
 mod propagation;
-pub mod seccomp;
+mod recover;
+mod remove;
 mod signal;
 pub mod spec;
+mod start_stop;
+mod stats;
+mod status;
+mod update;
 pub mod user;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use crate::config::Config;
+use crate::image::{ImageError, ImageService};
+use crate::kernel::Kernel;
+use crate::model::{Container, ContainerEvent};
+use crate::monitor::client::MonitorError;
+use crate::node::{Node, NodeError};
+use crate::oci::OciError;
+use crate::state::{Creations, StateError, Stores};
+use crate::storage::StoreError;
+use crate::tuning::{Tuning, TuningError};
 
-/// A bind mount from the request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MountSpec {
-    pub container_path: PathBuf,
-    pub host_path: PathBuf,
-    pub readonly: bool,
-    /// "private", "rslave" or "rshared".
-    pub propagation: String,
-    /// Asked for SELinux relabelling (done where the host has SELinux); reported back as asked.
-    #[serde(default)]
-    pub selinux_relabel: bool,
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid {field}: {why}")]
+    InvalidArgument { field: &'static str, why: String },
+    #[error("name {name} is reserved by {id}")]
+    NameInUse { name: String, id: String },
+    #[error("pod sandbox {id} not found")]
+    PodNotFound { id: String },
+    #[error("container {id} not found")]
+    ContainerNotFound { id: String },
+    #[error("{what} {id} is {state}; cannot {op}")]
+    WrongState { what: &'static str, id: String, state: String, op: &'static str },
+    #[error("image {image:?} not found; pull it first")]
+    ImageNotFound { image: String },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec in container {id}")]
+    Exec {
+        id: String,
+        #[source]
+        source: crate::exec::ExecError,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
+    #[error("a background task failed")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// A host device made available in the container.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeviceSpec {
-    pub container_path: PathBuf,
-    pub host_path: PathBuf,
-    /// Cgroup access: some of "rwm".
-    pub permissions: String,
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io { what, path: path.into(), source }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Resources {
-    pub cpu_shares: u64,
-    pub cpu_quota: i64,
-    pub cpu_period: u64,
-    pub memory_limit: i64,
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
-    pub oom_score_adj: i64,
-    #[serde(default)]
-    pub memory_swap_limit: i64,
-    /// (page size like "2MB", bytes)
-    #[serde(default)]
-    pub hugepages: Vec<(String, u64)>,
-    /// cgroup v2 files and values.
-    #[serde(default)]
-    pub unified: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Security {
-    pub run_as_user: Option<i64>,
-    pub run_as_group: Option<i64>,
-    pub run_as_username: String,
-    pub readonly_rootfs: bool,
-    pub privileged: bool,
-    pub add_capabilities: Vec<String>,
-    pub drop_capabilities: Vec<String>,
-    pub no_new_privs: bool,
-    pub supplemental_groups: Vec<i64>,
-    #[serde(default)]
-    pub seccomp: seccomp::Profile,
-    /// Paths hidden from the container (the kubelet's list); empty is the runtime's default.
-    #[serde(default)]
-    pub masked_paths: Vec<String>,
-    /// Paths made read-only in the container; empty is the runtime's default.
-    #[serde(default)]
-    pub readonly_paths: Vec<String>,
-}
-
-/// A CreateContainer request, validated and protocol-free.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub attempt: u32,
-    pub image: String,
-    pub command: Vec<String>,
-    pub args: Vec<String>,
-    pub working_dir: String,
-    pub envs: Vec<(String, String)>,
-    pub mounts: Vec<MountSpec>,
-    #[serde(default)]
-    pub devices: Vec<DeviceSpec>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// Relative to the pod's log directory.
-    pub log_path: String,
-    pub tty: bool,
-    pub stdin: bool,
-    pub security: Security,
-    pub resources: Resources,
-    #[serde(default)]
-    pub pid_mode: PidMode,
-}
-
-/// Which PID namespace a container's processes live in (CRI's NamespaceMode for pid).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PidMode {
-    /// The pod's shared one when it has one (shareProcessNamespace), else its own.
-    Pod,
-    /// Its own.
-    #[default]
-    Container,
-    /// The node's.
-    Node,
-    /// That of another container of the same pod (ephemeral debug containers).
-    Target(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ContainerState {
-    Created,
-    Running,
-    Exited,
-    Unknown,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Container {
-    pub id: String,
-    pub full_name: String,
-    pub pod_id: String,
-    pub spec: ContainerSpec,
-    pub image_id: String,
-    /// What the image is known by (its first repo digest, else its id).
-    pub image_ref: String,
-    pub state: ContainerState,
-    pub created_at_nanos: i64,
-    pub started_at_nanos: i64,
-    pub finished_at_nanos: i64,
-    pub exit_code: i32,
-    pub reason: String,
-    pub message: String,
-    /// Absolute; empty when the pod has no log directory.
-    pub log_path: PathBuf,
-    pub bundle: PathBuf,
-    pub pid: i32,
-    pub stop_signal: i32,
-    /// The OCI spec's cgroupsPath, where stats and OOM kills are read.
-    #[serde(default)]
-    pub cgroup_path: String,
-    /// Its default-hierarchy cgroup's id, as tracked by the kernel programs (0: not tracked).
-    #[serde(default)]
-    pub cgroup_id: u64,
-    /// What the high-performance hooks changed, to put back when the container ends.
-    #[serde(default)]
-    pub hooks: Vec<crio_hooks::files::Change>,
-    /// Where it runs when more than the kubelet's request decided it (NUMA placement, the
-    /// shared CPU pool).
-    #[serde(default)]
-    pub placement: Option<crio_hooks::placement::Placement>,
-}
-
-impl Container {
-    /// `<state_dir>/exits/<id>.json`: all exit records in one directory, so one inotify watch
-    /// sees every exit (the bundle is `<state_dir>/containers/<id>`).
-    pub fn exit_file(&self) -> PathBuf {
-        let state_dir = self.bundle.parent().and_then(|p| p.parent()).unwrap_or(&self.bundle);
-        state_dir.join("exits").join(format!("{}.json", self.id))
+/// Runs blocking host I/O (IRQ steering reads and writes every /proc/irq entry) without
+/// stalling the other tasks of a runtime thread.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Created,
-    Started,
-    Stopped,
-    Deleted,
+/// Output kept per stream of an ExecSync, as CRI-O caps it.
+const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+pub struct ContainerService {
+    config: Arc<Config>,
+    images: Arc<ImageService>,
+    stores: Arc<Stores>,
+    node: Arc<Node>,
+    tuning: Arc<Tuning>,
+    kernel: Arc<Kernel>,
+    /// The previous CPU sample per container, for usage_nano_cores.
+    cpu_samples: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+    /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
+    seccomp_programs: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    events: tokio::sync::broadcast::Sender<ContainerEvent>,
+    creations: Creations<ContainerError>,
+    /// The exit watch runs (and has read the exits from before it began).
+    exits_watched: Arc<AtomicBool>,
+    /// One restore of hooks' settings at a time: the exit watch and StopContainer both see an
+    /// exit, and the second must wait for the first's restore instead of skipping it or doing
+    /// it again over a newer container's settings.
+    hooks_restore: tokio::sync::Mutex<()>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerEvent {
-    pub container_id: String,
-    pub pod_id: String,
-    pub kind: EventKind,
-    pub at_nanos: i64,
+impl ContainerService {
+    pub fn new(
+        config: Arc<Config>,
+        images: Arc<ImageService>,
+        stores: Arc<Stores>,
+        node: Arc<Node>,
+        tuning: Arc<Tuning>,
+        kernel: Arc<Kernel>,
+    ) -> Result<Self, ContainerError> {
+        let exits = config.crio.state_dir.join("exits");
+        std::fs::create_dir_all(&exits).map_err(io_err("creating", &exits))?;
+        let (events, _) = tokio::sync::broadcast::channel(events::EVENT_BUFFER);
+        Ok(Self {
+            config,
+            images,
+            stores,
+            node,
+            tuning,
+            kernel,
+            cpu_samples: Default::default(),
+            seccomp_programs: Default::default(),
+            events,
+            creations: Creations::default(),
+            exits_watched: Arc::default(),
+            hooks_restore: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Where a container's root filesystem is mounted.
+    pub fn rootfs_of(&self, id: &str) -> std::path::PathBuf {
+        self.images.store().container_mountpoint(id)
+    }
+
+    /// The runtime handler of the container's pod.
+    fn handler_of(&self, ct: &Container) -> String {
+        self.stores.pods.get(&ct.pod_id).map(|p| p.get().spec.runtime_handler).unwrap_or_default()
+    }
 }

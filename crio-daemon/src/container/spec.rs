@@ -10,9 +10,9 @@ use oci_spec::runtime::{
 };
 use serde::Deserialize;
 
-use super::ContainerSpec;
 use super::user::ResolvedUser;
-use crate::sandbox::PodSandbox;
+use crate::model::ContainerSpec;
+use crate::model::PodSandbox;
 
 /// CRI-O's default capability set.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -93,7 +93,7 @@ pub enum SpecError {
     #[error("unknown capability {name:?}")]
     UnknownCapability { name: String },
     #[error(transparent)]
-    Seccomp(#[from] super::seccomp::SeccompError),
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("device {path}: {why}")]
     Device { path: std::path::PathBuf, why: String },
 }
@@ -154,7 +154,7 @@ fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<
 }
 
 /// Host devices as OCI devices plus the cgroup rules that allow them.
-fn devices(list: &[super::DeviceSpec]) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), SpecError> {
+fn devices(list: &[crate::model::DeviceSpec]) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), SpecError> {
     let mut devices = Vec::new();
     let mut rules = Vec::new();
     for d in list {
@@ -351,7 +351,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !devices.is_empty() {
         linux = linux.devices(devices);
     }
-    if let Some(filter) = super::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
+    if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
         linux = linux.seccomp(filter);
     }
     if !pod.spec.sysctls.is_empty() {

@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::container::ContainerError;
 use crate::error_chain;
 use crate::image::ImageError;
 use crate::image::auth::AuthError;
@@ -9,9 +10,11 @@ use crate::image::manifest::ManifestError;
 use crate::image::policy::PolicyError;
 use crate::image::registries::RegistriesError;
 use crate::image::registry::RegistryError;
+use crate::node::NodeError;
 use crate::oci::OciError;
-use crate::sandbox::LifecycleError;
+use crate::sandbox::PodError;
 use crate::storage::StoreError;
+use crate::tuning::TuningError;
 
 /// Builds a status whose message is the whole error chain.
 pub fn status(code: Code, e: &dyn std::error::Error) -> Status {
@@ -75,26 +78,64 @@ impl From<&ImageError> for Status {
     }
 }
 
-pub fn lifecycle_code(e: &LifecycleError) -> Code {
+pub fn container_code(e: &ContainerError) -> Code {
     match e {
-        LifecycleError::InvalidArgument { .. } | LifecycleError::UnknownHandler { .. } => Code::InvalidArgument,
-        LifecycleError::NameInUse { .. } => Code::AlreadyExists,
-        LifecycleError::PodNotFound { .. } | LifecycleError::ContainerNotFound { .. } | LifecycleError::ImageNotFound { .. } => {
+        ContainerError::InvalidArgument { .. } => Code::InvalidArgument,
+        ContainerError::NameInUse { .. } => Code::AlreadyExists,
+        ContainerError::PodNotFound { .. } | ContainerError::ContainerNotFound { .. } | ContainerError::ImageNotFound { .. } => {
             Code::NotFound
         }
-        LifecycleError::WrongState { .. } | LifecycleError::NoNetwork { .. } | LifecycleError::Hooks { .. } => Code::FailedPrecondition,
-        LifecycleError::Image(i) => image_code(i),
-        LifecycleError::Store(s) => store_code(s),
+        ContainerError::WrongState { .. } => Code::FailedPrecondition,
+        ContainerError::Image(i) => image_code(i),
+        ContainerError::Store(s) => store_code(s),
         // A container whose init died before its start cannot be started.
-        LifecycleError::Oci(OciError::InitExited { .. }) => Code::FailedPrecondition,
-        LifecycleError::Oci(OciError::Timeout { .. }) => Code::DeadlineExceeded,
+        ContainerError::Oci(OciError::InitExited { .. }) => Code::FailedPrecondition,
+        ContainerError::Oci(OciError::Timeout { .. }) => Code::DeadlineExceeded,
+        ContainerError::Node(n) => node_code(n),
+        ContainerError::Tuning(t) => tuning_code(t),
         _ => Code::Internal,
     }
 }
 
-pub fn lifecycle_status(e: &LifecycleError) -> Status {
-    if lifecycle_code(e) == Code::Internal {
+pub fn pod_code(e: &PodError) -> Code {
+    match e {
+        PodError::InvalidArgument { .. } => Code::InvalidArgument,
+        PodError::NameInUse { .. } => Code::AlreadyExists,
+        PodError::PodNotFound { .. } => Code::NotFound,
+        PodError::NoNetwork { .. } => Code::FailedPrecondition,
+        PodError::Node(n) => node_code(n),
+        PodError::Container(c) => container_code(c),
+        _ => Code::Internal,
+    }
+}
+
+fn node_code(e: &NodeError) -> Code {
+    match e {
+        NodeError::UnknownHandler { .. } => Code::InvalidArgument,
+    }
+}
+
+fn tuning_code(e: &TuningError) -> Code {
+    match e {
+        TuningError::Placement { .. } => Code::InvalidArgument,
+        TuningError::Hooks { .. } => Code::FailedPrecondition,
+    }
+}
+
+/// The status of a failed container operation; what the caller cannot have caused is logged.
+pub fn container_status(e: &ContainerError) -> Status {
+    let code = container_code(e);
+    if code == Code::Internal {
         tracing::error!(error = %error_chain(e), "operation failed");
     }
-    status(lifecycle_code(e), e)
+    status(code, e)
+}
+
+/// The status of a failed pod operation; what the caller cannot have caused is logged.
+pub fn pod_status(e: &PodError) -> Status {
+    let code = pod_code(e);
+    if code == Code::Internal {
+        tracing::error!(error = %error_chain(e), "operation failed");
+    }
+    status(code, e)
 }

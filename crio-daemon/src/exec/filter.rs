@@ -99,7 +99,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::seccomp::{Profile, section};
+    use crate::seccomp::{Profile, section};
 
     /// A classic BPF instruction is 8 bytes: code (u16), jt, jf (u8), k (u32).
     fn instructions(bytes: &[u8]) -> Vec<(u16, u8, u8, u32)> {

@@ -49,7 +49,7 @@ pub struct ExecProfile {
 /// The kernel's number of a capability named as the spec names it (`CAP_NET_RAW`).
 fn cap_bit(name: &str) -> Option<u32> {
     let short = name.strip_prefix("CAP_").unwrap_or(name);
-    crate::container::CAPABILITY_NAMES.iter().position(|n| n.eq_ignore_ascii_case(short)).map(|i| i as u32)
+    crate::capabilities::NAMES.iter().position(|n| n.eq_ignore_ascii_case(short)).map(|i| i as u32)
 }
 
 fn mask<T: serde::Serialize>(set: Option<&std::collections::HashSet<T>>) -> u64 {

@@ -2,8 +2,6 @@
 //! `GET /containers/:id`.
 //! It reads the same services as the CRI handlers and never sees gRPC types.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -11,7 +9,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::sandbox::Lifecycle;
+use crate::services::Services;
 
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -57,12 +55,12 @@ pub struct ContainerInfo {
     pub placement: Option<crio_hooks::placement::Placement>,
 }
 
-async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response {
-    let ct = match lifecycle.container(id).await {
+async fn container(s: &Services, id: &str) -> axum::response::Response {
+    let ct = match s.containers.container(id).await {
         Ok(ct) => ct,
         Err(e) => return (StatusCode::NOT_FOUND, format!("{}\n", crate::error_chain(&e))).into_response(),
     };
-    let ips = lifecycle.pod(&ct.pod_id).map(|p| p.ips).unwrap_or_default();
+    let ips = s.pods.pod(&ct.pod_id).map(|p| p.ips).unwrap_or_default();
     axum::Json(ContainerInfo {
         name: ct.full_name.clone(),
         pid: ct.pid,
@@ -72,24 +70,25 @@ async fn container(lifecycle: &Lifecycle, id: &str) -> axum::response::Response 
         labels: ct.spec.labels.clone(),
         annotations: ct.spec.annotations.clone(),
         log_path: ct.log_path.display().to_string(),
-        root: lifecycle.rootfs_of(&ct.id).display().to_string(),
+        root: s.containers.rootfs_of(&ct.id).display().to_string(),
         sandbox: ct.pod_id.clone(),
         ip_addresses: ips,
         state: format!("{:?}", ct.state),
         exit_code: ct.exit_code,
-        pressure: lifecycle.pressure(&ct),
+        pressure: s.containers.pressure(&ct),
         placement: ct.placement.clone(),
     })
     .into_response()
 }
 
 /// Routes to merge with the gRPC ones.
-pub fn router(config: Arc<Config>, lifecycle: Arc<Lifecycle>) -> Router {
+pub fn router(services: Services) -> Router {
+    let config = services.config.clone();
     let for_info = config.clone();
     Router::new()
         .route(
             "/containers/{id}",
-            get(move |axum::extract::Path(id): axum::extract::Path<String>| async move { container(&lifecycle, &id).await }),
+            get(move |axum::extract::Path(id): axum::extract::Path<String>| async move { container(&services, &id).await }),
         )
         .route("/info", get(move || async move { axum::Json(info(&for_info)) }))
         .route(

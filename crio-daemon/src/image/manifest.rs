@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::digest::Digest;
+use crate::storage::digest::Digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -3,7 +3,6 @@
 //! Protocol-free: `cri/` converts to and from CRI messages.
 
 pub mod auth;
-pub mod digest;
 mod error;
 mod lookup;
 pub mod manifest;

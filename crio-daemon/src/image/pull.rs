@@ -15,12 +15,12 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::auth::RequestAuth;
-use super::digest::Digest;
 use super::manifest::{self, Descriptor, Document};
 use super::reference::{ImageName, Reference};
 use super::registries::Endpoint;
 use super::registry::Session;
 use super::{ImageError, ImageService};
+use crate::storage::digest::Digest;
 use crate::storage::{ImageRecord, LayerRecord, StoreError, unpack};
 
 pub type SharedPull = Shared<BoxFuture<'static, Result<PullOutcome, Arc<ImageError>>>>;

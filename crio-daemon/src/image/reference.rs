@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::digest::Digest;
+use crate::storage::digest::Digest;
 
 /// docker.io's repositories without a namespace live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -16,9 +16,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::Credentials;
-use super::digest::Digest;
 use super::manifest::ACCEPT as MANIFEST_ACCEPT;
 use super::reference::DOCKER_HUB;
+use crate::storage::digest::Digest;
 
 /// Manifests are small; anything larger is hostile.
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;

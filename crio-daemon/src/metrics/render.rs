@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::{BUCKETS, Metrics};
-use crate::container::ContainerState;
 use crate::kernel::OomLevel;
-use crate::sandbox::Lifecycle;
+use crate::model::ContainerState;
+use crate::services::Services;
 
 const PREFIX: &str = "container_runtime_crio";
 
@@ -32,7 +32,7 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
+pub fn render(m: &Metrics, s: &Services) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     let ops = m.operations();
     o.header("operations_total", "counter", "CRI operations by type.");
@@ -57,11 +57,11 @@ pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
     o.header("image_pulls_failure_total", "counter", "Failed image pulls.");
     o.sample("image_pulls_failure_total", &[], m.image_pulls_failure.load(Ordering::Relaxed));
     o.header("image_pulls_bytes_total", "counter", "Layer bytes downloaded by image pulls (as served, compressed).");
-    o.sample("image_pulls_bytes_total", &[], lifecycle.images.pulled_bytes.load(Ordering::Relaxed));
+    o.sample("image_pulls_bytes_total", &[], s.images.pulled_bytes.load(Ordering::Relaxed));
 
-    let kernel = &lifecycle.kernel;
+    let kernel = &s.kernel;
     let counters = kernel.counters();
-    let containers = lifecycle.containers.all();
+    let containers = s.containers.list_records();
     // With the kernel programs an OOM kill is counted as it happens; without, a container
     // whose init was OOM killed counts once.
     let ooms = |id: &str, state: ContainerState, reason: &str| match counters.get(id) {
@@ -70,8 +70,7 @@ pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
     };
     o.header("containers_oom_count_total", "counter", "OOM kills in each container, by container name.");
     let mut total_oom = 0;
-    for e in &containers {
-        let c = e.get();
+    for c in &containers {
         let n = ooms(&c.id, c.state, &c.reason);
         total_oom += n;
         o.sample("containers_oom_count_total", &[("name", &c.full_name)], n);
@@ -90,8 +89,7 @@ pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
         ("container_exits_total", "Processes ended in each container (kernel-observed).", 2),
     ] {
         o.header(name, "counter", help);
-        for e in &containers {
-            let c = e.get();
+        for c in &containers {
             let n = counters.get(&c.id).map(|k| [k.execs, k.forks, k.exits][pick]).unwrap_or(0);
             o.sample(name, &[("pod_sandbox_id", &c.pod_id), ("container_id", &c.id), ("name", &c.full_name)], n);
         }
@@ -102,7 +100,7 @@ pub fn render(m: &Metrics, lifecycle: &Lifecycle) -> String {
     {
         o.sample("oom_kills_total", &[("level", label)], levels.get(&level).copied().unwrap_or(0));
     }
-    let pods: Vec<_> = lifecycle.pods.all().into_iter().map(|e| e.get()).collect();
+    let pods = s.pods.list_pods();
     let net: Vec<_> = pods.iter().filter_map(|p| kernel.pod_network(&p.id).map(|n| (p, n))).collect();
     type Pick = fn(&crio_ebpf::NetCounters) -> u64;
     let series: [(&str, &str, Pick); 8] = [

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::Metrics;
-use crate::sandbox::Lifecycle;
+use crate::services::Services;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -37,12 +37,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 pub async fn bind(
     config: &crate::config::Metrics,
     metrics: Arc<Metrics>,
-    lifecycle: Arc<Lifecycle>,
+    services: Services,
 ) -> Result<impl std::future::Future<Output = ()> + Send + use<>, MetricsError> {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (m, l) = (metrics.clone(), lifecycle.clone());
+            let (m, l) = (metrics.clone(), services.clone());
             async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], super::render(&m, &l)) }
         }),
     );

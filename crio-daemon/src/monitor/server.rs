@@ -198,7 +198,7 @@ impl Monitor {
             }
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
             let record = ExitRecord { exit_code: exit.code, signal: exit.signal, exited_at_unix_nanos: now };
-            if let Err(e) = crate::storage::write_json(&exit_file, &record) {
+            if let Err(e) = crate::durable::write_json(&exit_file, &record) {
                 eprintln!("crio-monitor: writing exit record {}: {e}", exit_file.display());
             }
             if let Some(c) = m.containers.lock().expect("containers poisoned").get_mut(&id) {

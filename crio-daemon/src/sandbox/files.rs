@@ -1,13 +1,7 @@
 //! The files a pod's containers share: resolv.conf (from the pod's DNS config, else the
 //! host's), hosts and hostname.
 
-/// DNS settings from the pod spec.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Dns {
-    pub servers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<String>,
-}
+use crate::model::Dns;
 
 /// resolv.conf for `dns`; `None` when the pod gave no DNS config (use the host's).
 pub fn resolv_conf(dns: &Dns) -> Option<String> {

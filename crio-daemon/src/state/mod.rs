@@ -13,6 +13,12 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod creations;
+mod stores;
+
+pub use creations::Creations;
+pub use stores::Stores;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("failed to write state {path}")]
@@ -181,7 +187,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
         let path = self.path(id);
         let rec = rec.clone();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || crate::storage::write_json(&p, &rec))
+        tokio::task::spawn_blocking(move || crate::durable::write_json(&p, &rec))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
@@ -190,6 +196,13 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
 }
 
 /// A fresh 64-hex-digit id, as CRI runtimes hand out.
+/// Directory names under `dir` (records are `<id>.json` files beside them).
+pub fn record_dirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
     let mut filled = 0;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{LayerStats, Store, StoreError, io_err, write_json};
-use crate::image::digest::Digest;
+use super::digest::Digest;
+use super::{LayerStats, Store, StoreError, io_err};
+use crate::durable::write_json;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LayerRecord {

@@ -13,8 +13,8 @@
 //! the old state or the new one, and `open` clears what a dead pull left half-done.
 //! Methods block: callers run them on the blocking pool.
 
-mod atomic;
 mod containers;
+pub mod digest;
 mod layers;
 pub mod overlay;
 pub mod unpack;
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::digest::Digest;
-pub use atomic::{write_atomic, write_json};
+use crate::durable::{write_atomic, write_json};
+use digest::Digest;
 pub use layers::{LayerLease, LayerRecord, diff_dir, short_link};
 pub use unpack::LayerStats;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::image::digest::Digest;
+use crate::storage::digest::Digest;
 
 fn record(id_seed: &[u8], layers: Vec<Digest>, tags: &[&str]) -> ImageRecord {
     let config_digest = Digest::of(id_seed);

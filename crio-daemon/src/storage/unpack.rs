@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::digest::Digest;
+use super::digest::Digest;
 
 const MAX_PATH: usize = 4096;
 const MAX_COMPONENT: usize = 255;

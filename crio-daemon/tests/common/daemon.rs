@@ -131,7 +131,7 @@ impl Daemon {
             fs::write(d.join("crio.conf"), "").unwrap();
         }
         let log = fs::OpenOptions::new().create(true).append(true).open(d.join("crio.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_crio"))
+        let child = Command::new(crio_binary())
             .args(self.config_args())
             .env("CRIO_LOG", &self.log_filter)
             .stdout(Stdio::null())
@@ -257,6 +257,15 @@ pub async fn unix_channel(path: &Path) -> Channel {
         .expect("connecting to the CRI socket")
 }
 
+/// The daemon under test: this package's own build for its tests; for the benches (another
+/// package) the binary `CRIO_BIN` names, which `cargo xtask bench` builds in release.
+pub fn crio_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_crio") {
+        Some(path) => path.into(),
+        None => std::env::var_os("CRIO_BIN").map(PathBuf::from).expect("CRIO_BIN must name the crio binary (cargo xtask bench sets it)"),
+    }
+}
+
 /// Where a test daemon pins its BPF maps: its own directory of the BPF filesystem.
 pub fn pin_dir(dir: &Path) -> PathBuf {
     let name = dir.file_name().map(|n| n.to_string_lossy().trim_start_matches('.').to_string()).unwrap_or_default();
@@ -266,12 +275,7 @@ pub fn pin_dir(dir: &Path) -> PathBuf {
 /// What a failed test may leave: containers in the runtime root under `dir` and monitor
 /// processes serving sockets under `dir` (ours: killed by PID, never by pattern).
 pub fn reap_leftovers(dir: &Path) {
-    let root = dir.join("runc");
-    if let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
-        }
-    }
+    delete_runc_containers(&dir.join("runc"));
     remove_pod_cgroups(&dir.join("state/pods"));
     let needle = dir.as_os_str().as_encoded_bytes();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -281,6 +285,14 @@ pub fn reap_leftovers(dir: &Path) {
         if is_monitor && cmdline.windows(needle.len()).any(|w| w == needle) {
             let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::KILL);
         }
+    }
+}
+
+/// Force-deletes every container in the runc root `root` (a failed test's or bench's).
+pub fn delete_runc_containers(root: &Path) {
+    let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(root).args(["list", "-q"]).output() else { return };
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("/usr/sbin/runc").arg("--root").arg(root).args(["delete", "--force", id]).output();
     }
 }
 

@@ -99,7 +99,7 @@ impl Cni {
         let path = self.cache_path(&att.container_id);
         let write = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(path.parent().expect("cache path has a parent"))?;
-            crate::storage::write_json(&path, &cached)
+            crate::durable::write_json(&path, &cached)
         });
         write
             .await

@@ -5,33 +5,32 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::lifecycle::EXEC_OUTPUT_CAP;
-use super::{Container, ContainerState};
-use crate::sandbox::{Lifecycle, LifecycleError};
+use super::{ContainerError, ContainerService, EXEC_OUTPUT_CAP};
+use crate::model::{Container, ContainerState};
 
-impl Lifecycle {
+impl ContainerService {
     /// Runs a command in a running container and returns its output (probes use this).
-    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<crate::oci::ExecOutput, LifecycleError> {
+    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<crate::oci::ExecOutput, ContainerError> {
         if cmd.is_empty() {
-            return Err(LifecycleError::InvalidArgument { field: "cmd", why: "must not be empty".into() });
+            return Err(ContainerError::InvalidArgument { field: "cmd", why: "must not be empty".into() });
         }
         let ct = self.container(id).await?;
         if ct.state != ContainerState::Running {
-            return Err(LifecycleError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
+            return Err(ContainerError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
         }
         let helper = self.exec_helper();
         if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
             return crate::exec::exec_sync(&helper, &ct.bundle, &ct.id, ct.pid, cmd, timeout, EXEC_OUTPUT_CAP)
                 .await
-                .map_err(|e| LifecycleError::Exec { id: ct.id.clone(), source: e });
+                .map_err(|e| ContainerError::Exec { id: ct.id.clone(), source: e });
         }
-        let rt = self.runtime(&self.handler_of(&ct))?;
+        let rt = self.node.runtime(&self.handler_of(&ct))?;
         Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
     }
 
     /// The exec helper ships beside the monitor.
     fn exec_helper(&self) -> PathBuf {
-        self.monitor_binary.with_file_name("crio-exec")
+        self.node.monitor_binary().with_file_name("crio-exec")
     }
 
     /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without

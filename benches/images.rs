@@ -2,7 +2,7 @@
 //! registry, and ImageStatus / ListImages latency with 100 images stored. Writes a markdown
 //! table and JSON under `target/bench/`. Run with `cargo xtask bench` (or `cargo bench --bench images`).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../crio-daemon/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -43,9 +43,7 @@ struct Stats {
 
 impl Stats {
     fn pct(&self, p: f64) -> Duration {
-        let mut s = self.samples.clone();
-        s.sort();
-        s[((s.len() as f64 - 1.0) * p).round() as usize]
+        crio_benches::percentile(&self.samples, p)
     }
 
     fn row(&self) -> String {

@@ -14,10 +14,9 @@ pub struct Machine {
     pub rounds: usize,
 }
 
+/// Milliseconds at the `p` quantile.
 fn pct(samples: &[Duration], p: f64) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort();
-    s[((s.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+    crio_benches::percentile(samples, p).as_secs_f64() * 1e3
 }
 
 fn median(values: &[f64]) -> f64 {

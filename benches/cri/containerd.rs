@@ -2,9 +2,11 @@
 //! config, the same runc, CNI plugins and network shape, and images from the same registry.
 //! Stopped by PID, with its shims and mounts, when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::common::daemon::{delete_runc_containers, unmount_under};
 
 pub struct Containerd {
     pub dir: tempfile::TempDir,
@@ -101,24 +103,11 @@ impl Drop for Containerd {
         // Whatever it left running (a benchmark that failed half way): its runc root has one
         // directory per containerd namespace.
         for ns in std::fs::read_dir(self.dir.path().join("runc")).into_iter().flatten().flatten() {
-            let root = ns.path();
-            let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["list", "-q"]).output() else { continue };
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
-            }
+            delete_runc_containers(&ns.path());
         }
         for shim in self.shims() {
             let _ = Command::new("kill").args(["-9", &shim.to_string()]).status();
         }
         unmount_under(self.dir.path());
-    }
-}
-
-pub fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut targets: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| Path::new(m).starts_with(dir)).collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
-        let _ = Command::new("umount").args(["-l", t]).status();
     }
 }

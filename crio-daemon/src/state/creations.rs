@@ -10,19 +10,24 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::LifecycleError;
+type Outcome<E> = Result<String, Arc<E>>;
 
-type Outcome = Result<String, Arc<LifecycleError>>;
-
-#[derive(Default)]
-pub struct Creations {
-    running: Mutex<HashMap<String, Shared<BoxFuture<'static, Outcome>>>>,
+/// Creations in flight by name; `E` is the creating service's error, which can say that the
+/// creation's task itself failed.
+pub struct Creations<E> {
+    running: Mutex<HashMap<String, Shared<BoxFuture<'static, Outcome<E>>>>>,
 }
 
-impl Creations {
+impl<E> Default for Creations<E> {
+    fn default() -> Self {
+        Self { running: Mutex::default() }
+    }
+}
+
+impl<E: From<tokio::task::JoinError> + Send + Sync + 'static> Creations<E> {
     /// Runs `work` for `name` unless it already runs (or ran unclaimed), then waits for it. The
     /// first caller to receive the result retires it, so a later request is new work.
-    pub async fn run_once(&self, name: &str, work: impl Future<Output = Result<String, LifecycleError>> + Send + 'static) -> Outcome {
+    pub async fn run_once(&self, name: &str, work: impl Future<Output = Result<String, E>> + Send + 'static) -> Outcome<E> {
         let shared = {
             let mut running = self.running.lock().expect("creations poisoned");
             running
@@ -32,7 +37,7 @@ impl Creations {
                     async move {
                         match task.await {
                             Ok(r) => r.map_err(Arc::new),
-                            Err(e) => Err(Arc::new(LifecycleError::Task(e))),
+                            Err(e) => Err(Arc::new(E::from(e))),
                         }
                     }
                     .boxed()
@@ -57,12 +62,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_collects_work_its_caller_abandoned() {
-        let c = Arc::new(Creations::default());
+        let c = Arc::new(Creations::<tokio::task::JoinError>::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let work = |runs: Arc<AtomicUsize>| async move {
             runs.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok::<_, LifecycleError>("id-1".to_string())
+            Ok::<_, tokio::task::JoinError>("id-1".to_string())
         };
         // The first caller gives up after 10 ms; the work goes on.
         let first = tokio::time::timeout(Duration::from_millis(10), c.run_once("k8s_pod", work(runs.clone()))).await;

@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crio::container::seccomp::{Profile, section};
 use crio::container::spec::{self, ImageRunConfig, PidNamespace, SpecInput};
 use crio::container::user::ResolvedUser;
-use crio::container::{ContainerSpec, MountSpec, Resources};
+use crio::model::{ContainerSpec, MountSpec, PodSandbox, PodSpec, PodState, Resources};
 use crio::monitor::log_format::{DEFAULT_MAX_LINE, Stream, frame};
-use crio::sandbox::{PodSandbox, PodSpec, PodState};
+use crio::seccomp::{Profile, section};
 use crio::state::Records;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 

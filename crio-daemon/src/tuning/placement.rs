@@ -17,8 +17,8 @@ use crio_hooks::CpuSet;
 use crio_hooks::annotations::{self, Requests};
 use crio_hooks::placement::{self, Placement};
 
-use super::{Container, ContainerSpec};
-use crate::sandbox::{Lifecycle, LifecycleError, PodSandbox};
+use super::{Tuning, TuningError};
+use crate::model::{Container, ContainerSpec, PodSandbox};
 
 /// CRI-O's names for the two halves of a container with shared CPUs.
 const ISOLATED_ENV: &str = "OPENSHIFT_ISOLATED_CPUS";
@@ -41,16 +41,15 @@ fn device_node(sys: &Path, host_path: &Path) -> Option<u32> {
     text.trim().parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n as u32)
 }
 
-impl Lifecycle {
+impl Tuning {
     /// The pod's runtime handler: its own, else the default.
-    pub(crate) fn handler_name<'a>(&'a self, pod: &'a PodSandbox) -> &'a str {
-        let rt = &self.config.crio.runtime;
-        if pod.spec.runtime_handler.is_empty() { &rt.default_runtime } else { &pod.spec.runtime_handler }
+    fn handler_name<'a>(&'a self, pod: &'a PodSandbox) -> &'a str {
+        self.config.crio.runtime.handler_name(&pod.spec.runtime_handler)
     }
 
     /// Whether the pod's runtime handler lets it use the annotation `key` (a prefix such as
     /// `numa-cpus.crio.io/`): high-performance handlers allow all, others what they list.
-    pub(crate) fn handler_allows(&self, pod: &PodSandbox, key: &str) -> bool {
+    fn handler_allows(&self, pod: &PodSandbox, key: &str) -> bool {
         let rt = &self.config.crio.runtime;
         let handler = self.handler_name(pod);
         if handler.contains("high-performance") {
@@ -66,13 +65,13 @@ impl Lifecycle {
 
     /// Where `spec` runs, if anything beyond the kubelet's request decides it. `hooks` are
     /// the container's performance requests (for the shared pool).
-    pub(crate) fn place(
+    pub fn place(
         &self,
         pod: &PodSandbox,
         id: &str,
         spec: &ContainerSpec,
         hooks: Option<&Requests>,
-    ) -> Result<Option<Placement>, LifecycleError> {
+    ) -> Result<Option<Placement>, TuningError> {
         let layout = self.topology.as_ref().map(|t| t.layout());
         let mems_of = |cpus: &CpuSet| layout.map(|l| placement::mems_for(l, cpus)).unwrap_or_default();
         let pinned = CpuSet::parse_list(&spec.resources.cpuset_cpus).unwrap_or_default();
@@ -104,8 +103,7 @@ impl Lifecycle {
                 let mut placed = self.placed.lock().expect("placements poisoned");
                 let taken = placed.values().fold(CpuSet::new(), |a, b| a.union(b));
                 let free = layout.cpus().difference(&taken);
-                let p = placement::choose(layout, n, &free, &prefer)
-                    .map_err(|e| LifecycleError::InvalidArgument { field: "numa-cpus.crio.io", why: e.to_string() })?;
+                let p = placement::choose(layout, n, &free, &prefer).map_err(|e| TuningError::Placement { why: e.to_string() })?;
                 placed.insert(id.to_string(), p.cpus.clone());
                 return Ok(Some(p));
             } else {
@@ -121,24 +119,33 @@ impl Lifecycle {
     }
 
     /// Gives back the CPUs the runtime chose for a container; nothing if it chose none.
-    pub(crate) fn release_placement(&self, id: &str) {
+    pub fn release_placement(&self, id: &str) {
         self.placed.lock().expect("placements poisoned").remove(id);
     }
 
     /// At start: the choices of containers still alive are taken again.
-    pub(crate) fn reconcile_placements(&self) {
+    pub fn reconcile_placements<'a>(&self, live: impl IntoIterator<Item = (&'a str, &'a Placement)>) {
         let mut placed = self.placed.lock().expect("placements poisoned");
-        for e in self.containers.all() {
-            let c = e.snapshot();
-            if let Some(p) = c.placement.as_ref().filter(|p| p.chosen && c.state != super::ContainerState::Exited) {
-                placed.insert(c.id.clone(), p.cpus.clone());
-            }
+        for (id, p) in live.into_iter().filter(|(_, p)| p.chosen) {
+            placed.insert(id.to_string(), p.cpus.clone());
         }
+    }
+
+    /// The placement a running container keeps when its resources are updated: the runtime's
+    /// own choice, or the shared pool beside the kubelet's new CPUs.
+    pub fn updated_placement(&self, p: &Placement, cpuset_cpus: &str) -> Placement {
+        let cpus = if p.chosen || cpuset_cpus.is_empty() {
+            p.cpus.clone()
+        } else {
+            CpuSet::parse_list(cpuset_cpus).unwrap_or_default().union(&p.shared)
+        };
+        let mems = self.topology.as_ref().map(|t| placement::mems_for(t.layout(), &cpus)).unwrap_or_else(|| p.mems.clone());
+        Placement { cpus, mems, ..p.clone() }
     }
 
     /// The one CPU exec'd processes run on, when the handler asks (`exec_cpu_affinity =
     /// "first"`): the first shared CPU, else the first of the container's own.
-    pub(crate) fn exec_affinity(&self, pod: &PodSandbox, ct: &Container) -> Vec<usize> {
+    pub fn exec_affinity(&self, pod: &PodSandbox, ct: &Container) -> Vec<usize> {
         let rt = &self.config.crio.runtime;
         let handler = self.handler_name(pod);
         if rt.runtimes.get(handler).is_none_or(|h| h.exec_cpu_affinity != "first") {
@@ -155,7 +162,7 @@ impl Lifecycle {
 
 /// The spec the runtime gets: the request with the placement's CPUs, memory nodes and (for
 /// shared CPUs) CRI-O's environment variables.
-pub(crate) fn effective_spec(spec: &ContainerSpec, p: &Placement) -> ContainerSpec {
+pub fn effective_spec(spec: &ContainerSpec, p: &Placement) -> ContainerSpec {
     let mut eff = spec.clone();
     eff.resources.cpuset_cpus = p.cpus.to_list();
     if eff.resources.cpuset_mems.is_empty() && !p.mems.is_empty() {

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Container, ContainerState};
+use super::{ContainerError, ContainerService};
+use crate::model::{Container, ContainerState, EventKind};
 use crate::monitor::protocol::ExitRecord;
-use crate::sandbox::{Lifecycle, LifecycleError};
 
 fn oom_message(k: &crate::kernel::OomKill) -> String {
     let level = match k.level {
@@ -20,7 +20,7 @@ fn oom_message(k: &crate::kernel::OomKill) -> String {
     format!("OOM killed: {} (pid {}) by {level}", k.victim_comm, k.victim_pid)
 }
 
-impl Lifecycle {
+impl ContainerService {
     /// Whether the container's init was OOM killed, with a message naming the victim: from
     /// the kernel programs when they attribute OOM kills (a child's OOM kill does not count),
     /// else from the cgroup's OOM counter with an init that died of SIGKILL.
@@ -29,12 +29,15 @@ impl Lifecycle {
         if !self.kernel.oom_attribution() {
             // The cgroup lives until the runtime deletes the container, so its counter still
             // tells whether the kernel killed something there for memory.
-            let oom = signal == Some(libc::SIGKILL) && self.cgroups.oom_kills(&ct.cgroup_path) > 0;
+            let oom = signal == Some(libc::SIGKILL) && self.node.cgroups().oom_kills(&ct.cgroup_path) > 0;
             return (oom.then(|| "OOM killed (from the cgroup's OOM counter)".to_string()), fate);
         }
         // An init killed while its cgroup counts an OOM kill: the kernel's event may still be
         // on its way through the ring buffer.
-        if signal == Some(libc::SIGKILL) && fate.as_ref().is_none_or(|f| f.oom.is_none()) && self.cgroups.oom_kills(&ct.cgroup_path) > 0 {
+        if signal == Some(libc::SIGKILL)
+            && fate.as_ref().is_none_or(|f| f.oom.is_none())
+            && self.node.cgroups().oom_kills(&ct.cgroup_path) > 0
+        {
             for _ in 0..20 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 fate = self.kernel.fate(&ct.id);
@@ -48,7 +51,7 @@ impl Lifecycle {
     }
 
     /// The container as it is now.
-    pub async fn container(&self, id: &str) -> Result<Container, LifecycleError> {
+    pub async fn container(&self, id: &str) -> Result<Container, ContainerError> {
         // While the exit watch runs it refreshes every container as its exit lands, so the
         // record is current: no file read per container on status and list.
         let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
@@ -57,8 +60,8 @@ impl Lifecycle {
 
     /// The container, with its exit record read first when `read_exit` (a recorded exit turns
     /// it Exited).
-    pub(crate) async fn refresh(&self, id: &str, check_exit: bool) -> Result<Container, LifecycleError> {
-        let entry = self.containers.resolve(id).ok_or_else(|| LifecycleError::ContainerNotFound { id: id.into() })?;
+    pub(crate) async fn refresh(&self, id: &str, check_exit: bool) -> Result<Container, ContainerError> {
+        let entry = self.stores.containers.resolve(id).ok_or_else(|| ContainerError::ContainerNotFound { id: id.into() })?;
         let ct = entry.get();
         if check_exit
             && matches!(ct.state, ContainerState::Running | ContainerState::Created)
@@ -67,6 +70,7 @@ impl Lifecycle {
             let (oom, fate) = self.oom_of(&ct, exit.signal).await;
             let mut was = ContainerState::Exited;
             let mut updated = self
+                .stores
                 .containers
                 .update(&ct.id, &entry, |c| {
                     // Another refresh of the same exit may have been first.
@@ -96,7 +100,7 @@ impl Lifecycle {
                 })
                 .await?;
             if matches!(was, ContainerState::Running | ContainerState::Created) {
-                self.emit(&updated, super::EventKind::Stopped);
+                self.emit(&updated, EventKind::Stopped);
             }
             // However it ended (stopped, exited, killed): what it held goes back now.
             self.give_back(&updated.id).await;
@@ -109,6 +113,7 @@ impl Lifecycle {
             && let Some(kill) = self.kernel.fate(&ct.id).and_then(|f| f.oom)
         {
             return Ok(self
+                .stores
                 .containers
                 .update(&ct.id, &entry, |c| {
                     // Unless its exit was recorded meanwhile, with its own reason.
@@ -122,9 +127,14 @@ impl Lifecycle {
         Ok(ct)
     }
 
+    /// Every container as last recorded, without reading exits (metrics scrapes).
+    pub fn list_records(&self) -> Vec<std::sync::Arc<Container>> {
+        self.stores.containers.all().into_iter().map(|e| e.snapshot()).collect()
+    }
+
     pub async fn list_containers(&self) -> Vec<std::sync::Arc<Container>> {
         let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
-        let entries = self.containers.all();
+        let entries = self.stores.containers.all();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let ct = e.snapshot();

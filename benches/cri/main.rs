@@ -5,7 +5,7 @@
 //! `target/bench/cri.md` and `.json` with p50/p95/p99 and ours/peer ratios.
 
 mod client;
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../crio-daemon/tests/common/mod.rs"]
 mod common;
 mod containerd;
 mod procs;

@@ -1,0 +1,293 @@
+//! CreateContainer: the root filesystem, the OCI spec from the request and the image, the
+//! placement and hooks, and the runtime's create through the pod's monitor. Every step is
+//! undone when a later one fails; a create the kubelet gave up on is kept for its retry.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::spec::{self, ImageConfig, PidNamespace, SpecInput};
+use super::{ContainerError, ContainerService, blocking, io_err, user};
+use crate::model::{Container, ContainerSpec, ContainerState, EventKind, PidMode, PodSandbox, PodState, now_nanos};
+use crate::monitor::client::MonitorClient;
+use crate::monitor::protocol::{CreateRequest, Request};
+use crate::state::new_id;
+
+/// The container's log file under the pod's log directory; escapes are refused.
+fn log_path(dir: &Path, rel: &str) -> Result<PathBuf, ContainerError> {
+    if dir.as_os_str().is_empty() || rel.is_empty() {
+        return Ok(PathBuf::new());
+    }
+    let p = Path::new(rel);
+    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(ContainerError::InvalidArgument {
+            field: "log_path",
+            why: format!("{rel:?} must stay inside the pod's log directory"),
+        });
+    }
+    Ok(dir.join(p))
+}
+
+/// What can be refused in a CreateContainer request before its pod is even looked at.
+fn check_request(spec: &ContainerSpec) -> Result<(), ContainerError> {
+    if spec.name.is_empty() {
+        return Err(ContainerError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });
+    }
+    for m in &spec.mounts {
+        if !m.host_path.is_absolute() || !m.container_path.is_absolute() {
+            let why = format!("mount {} -> {} must use absolute paths", m.host_path.display(), m.container_path.display());
+            return Err(ContainerError::InvalidArgument { field: "config.mounts", why });
+        }
+        if !m.host_path.exists() {
+            return Err(ContainerError::InvalidArgument {
+                field: "config.mounts",
+                why: format!("host path {} does not exist", m.host_path.display()),
+            });
+        }
+        if matches!(m.propagation.as_str(), "rshared" | "rslave") {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            super::propagation::check(&m.host_path, &m.propagation, &info)
+                .map_err(|why| ContainerError::InvalidArgument { field: "config.mounts", why })?;
+        }
+    }
+    Ok(())
+}
+
+fn signal_number(name: &str) -> i32 {
+    let n = name.trim_start_matches("SIG");
+    match n {
+        "" => libc::SIGTERM,
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "WINCH" => libc::SIGWINCH,
+        other => other.parse().unwrap_or(libc::SIGTERM),
+    }
+}
+
+impl ContainerService {
+    /// CreateContainer as the kubelet needs it: completes even if the caller goes away, and a
+    /// retry for the same pod and name gets the same container.
+    pub async fn create_container_once(
+        self: &std::sync::Arc<Self>,
+        pod_id: &str,
+        spec: ContainerSpec,
+    ) -> Result<String, std::sync::Arc<ContainerError>> {
+        let me = self.clone();
+        let key = format!("{pod_id}/{}/{}", spec.name, spec.attempt);
+        let pod_id = pod_id.to_string();
+        self.creations.run_once(&key, async move { me.create_container(&pod_id, spec).await.map(|c| c.id) }).await
+    }
+
+    pub async fn create_container(&self, pod_id: &str, spec: ContainerSpec) -> Result<Container, ContainerError> {
+        check_request(&spec)?;
+        let pod_entry = self.stores.pods.resolve(pod_id).ok_or_else(|| ContainerError::PodNotFound { id: pod_id.into() })?;
+        // Held through creation: a pod cannot be stopped or removed under a container being
+        // made in it.
+        let _pod_op = pod_entry.op.lock().await;
+        let pod = pod_entry.get();
+        if pod.state != PodState::Ready {
+            return Err(ContainerError::WrongState {
+                what: "pod sandbox",
+                id: pod.id,
+                state: "NotReady".into(),
+                op: "create containers in it",
+            });
+        }
+        let (mut ct, run) = self.new_record(&pod, spec).await?;
+        let hook_requests = self.tuning.hook_requests(&pod, &ct.spec);
+        match self.tuning.place(&pod, &ct.id, &ct.spec, hook_requests.as_ref()) {
+            Ok(p) => ct.placement = p,
+            Err(e) => {
+                self.stores.names.release(&ct.full_name);
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = self.make(&mut ct, &pod, &run, hook_requests.as_ref()).await {
+            // Undone newest first: nothing of a failed create may remain.
+            let _ = crio_hooks::files::restore(&ct.hooks);
+            blocking(|| self.tuning.release_irqs(&ct.id));
+            self.tuning.release_placement(&ct.id);
+            self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
+            self.stores.names.release(&ct.full_name);
+            return Err(e);
+        }
+        self.emit(&ct, EventKind::Created);
+        tracing::info!(container_id = %ct.id, pod_sandbox_id = %pod.id, "container created");
+        Ok(ct)
+    }
+
+    /// The container's record, its name reserved; nothing is made yet.
+    async fn new_record(&self, pod: &PodSandbox, spec: ContainerSpec) -> Result<(Container, spec::ImageRunConfig), ContainerError> {
+        let log = log_path(&pod.spec.log_directory, &spec.log_path)?;
+        let image = self.images.status(&spec.image)?.ok_or_else(|| ContainerError::ImageNotFound { image: spec.image.clone() })?;
+        let config: ImageConfig = serde_json::from_slice(&self.images.config(&image.record.id).await?).unwrap_or_default();
+        let run = config.config.unwrap_or_default();
+        let id = new_id();
+        let full = format!("k8s_{}_{}_{}_{}_{}", spec.name, pod.spec.name, pod.spec.namespace, pod.spec.uid, spec.attempt);
+        self.stores.names.reserve(&full, &id).map_err(|holder| ContainerError::NameInUse { name: full.clone(), id: holder })?;
+        let ct = Container {
+            id: id.clone(),
+            full_name: full,
+            pod_id: pod.id.clone(),
+            image_id: image.record.id.clone(),
+            image_ref: image.record.repo_digests.first().cloned().unwrap_or_else(|| image.record.id.clone()),
+            state: ContainerState::Created,
+            created_at_nanos: now_nanos(),
+            started_at_nanos: 0,
+            finished_at_nanos: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path: log,
+            bundle: self.config.crio.state_dir.join("containers").join(&id),
+            pid: 0,
+            stop_signal: signal_number(&run.stop_signal),
+            cgroup_path: self.node.container_cgroup(pod, &id).0,
+            cgroup_id: 0,
+            hooks: Vec::new(),
+            placement: None,
+            spec,
+        };
+        Ok((ct, run))
+    }
+
+    /// Makes the placed container: bundle and runtime create, kernel tracking, hooks, record.
+    async fn make(
+        &self,
+        ct: &mut Container,
+        pod: &PodSandbox,
+        run: &spec::ImageRunConfig,
+        hook_requests: Option<&crio_hooks::annotations::Requests>,
+    ) -> Result<(), ContainerError> {
+        ct.pid = self.set_up_container(ct, pod, run).await?;
+        ct.cgroup_id = self.track_container(ct, pod);
+        // Its cgroups exist now and it has not started: the moment for the hooks.
+        if let Some(req) = hook_requests {
+            let pod_cgroup = self.node.pod_cgroup_path(pod);
+            ct.hooks = blocking(|| self.tuning.apply_hooks(ct, &pod_cgroup, req))?;
+        }
+        self.stores.containers.insert(&ct.id, ct.clone()).await?;
+        Ok(())
+    }
+
+    async fn set_up_container(&self, ct: &Container, pod: &PodSandbox, run: &spec::ImageRunConfig) -> Result<i32, ContainerError> {
+        let began = std::time::Instant::now();
+        let store = self.images.store().clone();
+        let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
+        let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(ContainerError::Task)??;
+        let rootfs_done = began.elapsed();
+        tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
+        for vol in spec::make_image_volumes(&rootfs, run) {
+            tracing::warn!(container_id = %ct.id, volume = %vol, "image volume not created: its path leaves the root filesystem");
+        }
+        let sec = &ct.spec.security;
+        let resolved = user::resolve(&rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
+            .map_err(|e| ContainerError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
+        if ct.spec.resources.oom_score_adj < 0 {
+            tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE; clamped to 0");
+        }
+        let held = crate::capabilities::held();
+        let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
+        let effective = ct.placement.as_ref().map(|p| crate::tuning::effective_spec(&ct.spec, p));
+        let input = SpecInput {
+            spec: effective.as_ref().unwrap_or(&ct.spec),
+            image: run,
+            pod,
+            rootfs: &rootfs,
+            user: &resolved,
+            held_capabilities: &held,
+            pid_namespace: &pid_namespace,
+            cgroups_path: &self.node.container_cgroup(pod, &ct.id).1,
+        };
+        let oci = spec::build(&input).map_err(|e| ContainerError::InvalidArgument { field: "config", why: e.to_string() })?;
+        let config_path = ct.bundle.join("config.json");
+        oci.save(&config_path).map_err(|e| ContainerError::Io {
+            what: "writing OCI spec",
+            path: config_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
+        let runtime = self.node.runtime(&pod.spec.runtime_handler)?;
+        // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
+        let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
+        let req = Request::Create(CreateRequest {
+            console_socket,
+            stdin: ct.spec.stdin,
+            systemd_cgroup: runtime.systemd_cgroup,
+            id: ct.id.clone(),
+            bundle: ct.bundle.clone(),
+            runtime: runtime.path.clone(),
+            runtime_root: runtime.root.clone(),
+            log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
+            log_max_size: self.config.crio.runtime.log_size_max.max(0) as u64,
+            exit_file: ct.exit_file(),
+        });
+        let spec_done = began.elapsed();
+        let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
+        // Where CreateContainer's time goes, for whoever profiles it.
+        tracing::debug!(
+            container_id = %ct.id,
+            rootfs_us = rootfs_done.as_micros() as u64,
+            spec_us = (spec_done - rootfs_done).as_micros() as u64,
+            runtime_create_us = (began.elapsed() - spec_done).as_micros() as u64,
+            "container set up"
+        );
+        let pid = resp.pid.unwrap_or(0);
+        if let Some(unified) = self.node.unified() {
+            // Before start: everything the init will run inherits the cgroup.
+            unified.join(&ct.cgroup_path, pid).map_err(io_err("joining the unified cgroup", &unified.path(&ct.cgroup_path)))?;
+        }
+        Ok(pid)
+    }
+
+    /// The PID namespace a container asks for, as a place to join or make.
+    pub(super) fn pid_namespace(&self, mode: &PidMode, pod: &PodSandbox) -> Result<PidNamespace, ContainerError> {
+        Ok(match mode {
+            PidMode::Node => PidNamespace::Host,
+            PidMode::Pod if pod.spec.host_pid => PidNamespace::Host,
+            PidMode::Pod => pod.pidns.clone().map_or(PidNamespace::New, PidNamespace::Join),
+            PidMode::Container => PidNamespace::New,
+            PidMode::Target(target) => {
+                let ct = self.stores.containers.resolve(target).map(|e| e.get()).filter(|c| c.pod_id == pod.id).ok_or_else(|| {
+                    ContainerError::InvalidArgument {
+                        field: "config.linux.security_context.namespace_options.target_id",
+                        why: format!("container {target} is not in pod sandbox {}", pod.id),
+                    }
+                })?;
+                if ct.state != ContainerState::Running || ct.pid <= 0 {
+                    return Err(ContainerError::WrongState {
+                        what: "target container",
+                        id: ct.id,
+                        state: format!("{:?}", ct.state),
+                        op: "share its PID namespace",
+                    });
+                }
+                PidNamespace::Join(format!("/proc/{}/ns/pid", ct.pid).into())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_dir() {
+        let dir = Path::new("/var/log/pods/ns_pod_uid");
+        assert_eq!(log_path(dir, "c/0.log").unwrap(), dir.join("c/0.log"));
+        assert!(log_path(dir, "../escape.log").is_err());
+        assert!(log_path(dir, "/abs.log").is_err());
+        assert_eq!(log_path(Path::new(""), "c/0.log").unwrap(), PathBuf::new());
+    }
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(signal_number(""), libc::SIGTERM);
+        assert_eq!(signal_number("SIGQUIT"), libc::SIGQUIT);
+        assert_eq!(signal_number("9"), 9);
+    }
+}

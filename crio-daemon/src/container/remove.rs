@@ -1,0 +1,80 @@
+//! RemoveContainer, and what every ended container gives back: its IRQ CPUs, its placement,
+//! its hooks' settings; then the runtime's container, the root filesystem and the bundle.
+
+use crio_hooks::files;
+
+use super::{ContainerError, ContainerService};
+use crate::model::{Container, EventKind};
+
+impl ContainerService {
+    /// Kills if needed and deletes everything of the container; a missing one is removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), ContainerError> {
+        let Some(entry) = self.stores.containers.resolve(id) else { return Ok(()) };
+        self.stop_container(id, 0).await?;
+        let _op = entry.op.lock().await;
+        self.give_back(id).await;
+        let ct = entry.get();
+        self.tear_down_container(&ct, &self.handler_of(&ct)).await;
+        self.stores.containers.remove(&ct.id).await?;
+        self.stores.names.release(&ct.full_name);
+        self.emit(&ct, EventKind::Deleted);
+        tracing::info!(container_id = %ct.id, "container removed");
+        Ok(())
+    }
+
+    /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
+    pub(super) async fn tear_down_container(&self, ct: &Container, handler: &str) {
+        if let Ok(rt) = self.node.runtime(handler)
+            && let Err(e) = rt.delete(&ct.id, true).await
+        {
+            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
+        }
+        let store = self.images.store().clone();
+        let id = ct.id.clone();
+        match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
+            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "removing root filesystem failed"),
+            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "removing root filesystem failed"),
+            Ok(Ok(())) => {}
+        }
+        let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
+        let _ = tokio::fs::remove_file(ct.exit_file()).await;
+        self.kernel.untrack(ct.cgroup_id, Some(&ct.id));
+        if let Some(unified) = self.node.unified()
+            && let Err(e) = unified.remove(&ct.cgroup_path)
+        {
+            tracing::warn!(container_id = %ct.id, error = %e, "removing the unified cgroup");
+        }
+    }
+
+    /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
+    /// settings. Safe to call more than once and from both the exit watch and StopContainer.
+    pub(super) async fn give_back(&self, id: &str) {
+        // Most containers steer no IRQs: no hand-off of the runtime thread for them.
+        if self.tuning.steers_irqs(id) {
+            super::blocking(|| self.tuning.release_irqs(id));
+        }
+        self.tuning.release_placement(id);
+        self.restore_hooks(id).await;
+    }
+
+    /// Puts back what the hooks changed for a container that has ended, once: a second caller
+    /// waits for the first's restore to be done and recorded.
+    async fn restore_hooks(&self, id: &str) {
+        // The record's list is cleared only after its restore is done: empty means nothing to
+        // wait for (most containers never had hooks).
+        if self.stores.containers.resolve(id).is_none_or(|e| e.snapshot().hooks.is_empty()) {
+            return;
+        }
+        let _one = self.hooks_restore.lock().await;
+        let Some(entry) = self.stores.containers.resolve(id) else { return };
+        let changes = entry.get().hooks;
+        if changes.is_empty() {
+            return;
+        }
+        for e in files::restore(&changes) {
+            tracing::warn!(container_id = %id, error = %crate::error_chain(&e), "could not restore a setting");
+        }
+        let _ = self.stores.containers.update(id, &entry, |c| c.hooks.clear()).await;
+        tracing::info!(container_id = %id, "high-performance hooks restored");
+    }
+}

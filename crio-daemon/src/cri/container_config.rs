@@ -1,0 +1,195 @@
+//! A CreateContainer or UpdateContainerResources request as the domain's ContainerSpec and
+//! Resources: every field checked here, and a refusal names the field.
+
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use crate::model::{ContainerSpec, MountSpec, PidMode, Resources, Security};
+
+#[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
+pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) -> Result<ContainerSpec, Status> {
+    let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
+    let image = config
+        .image
+        .map(|i| i.image)
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| Status::invalid_argument("config.image.image is required"))?;
+    let linux = config.linux.unwrap_or_default();
+    let sec = linux.security_context.unwrap_or_default();
+    let pid_mode = match sec.namespace_options.as_ref().map(|n| (n.pid, n.target_id.clone())) {
+        None | Some((0, _)) => PidMode::Pod,
+        Some((1, _)) => PidMode::Container,
+        Some((2, _)) => PidMode::Node,
+        Some((3, target)) if !target.is_empty() => PidMode::Target(target),
+        Some((3, _)) => {
+            return Err(Status::invalid_argument("config.linux.security_context.namespace_options.target_id is required for TARGET"));
+        }
+        Some((other, _)) => {
+            return Err(Status::invalid_argument(format!("config.linux.security_context.namespace_options.pid: unknown mode {other}")));
+        }
+    };
+    // A group alone names no user to run as (the kubelet refuses it too).
+    if sec.run_as_group.is_some() && sec.run_as_user.is_none() && sec.run_as_username.is_empty() {
+        return Err(Status::invalid_argument("config.linux.security_context.run_as_group is set without run_as_user or run_as_username"));
+    }
+    let caps = sec.capabilities.clone().unwrap_or_default();
+    let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
+    if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
+        tracing::info!(container = %meta.name, "AppArmor requested but this host has no AppArmor; running without it");
+    }
+    if sec.selinux_options.as_ref().is_some_and(|o| !o.r#type.is_empty() || !o.level.is_empty())
+        && !std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        tracing::info!(container = %meta.name, "SELinux options requested but this host has no SELinux; ignored");
+    }
+    let res = linux.resources.unwrap_or_default();
+    let mounts = config
+        .mounts
+        .into_iter()
+        .map(|m| MountSpec {
+            container_path: m.container_path.into(),
+            host_path: m.host_path.into(),
+            readonly: m.readonly,
+            propagation: match m.propagation {
+                1 => "rslave",
+                2 => "rshared",
+                _ => "private",
+            }
+            .into(),
+            selinux_relabel: m.selinux_relabel,
+        })
+        .collect();
+    Ok(ContainerSpec {
+        name: meta.name,
+        attempt: meta.attempt,
+        image,
+        command: config.command,
+        args: config.args,
+        working_dir: config.working_dir,
+        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        mounts,
+        devices: config
+            .devices
+            .into_iter()
+            .map(|d| crate::model::DeviceSpec {
+                container_path: d.container_path.into(),
+                host_path: d.host_path.into(),
+                permissions: d.permissions,
+            })
+            .collect(),
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        log_path: config.log_path,
+        tty: config.tty,
+        stdin: config.stdin,
+        security: Security {
+            run_as_user: sec.run_as_user.map(|v| v.value),
+            run_as_group: sec.run_as_group.map(|v| v.value),
+            run_as_username: sec.run_as_username,
+            readonly_rootfs: sec.readonly_rootfs,
+            privileged: sec.privileged,
+            add_capabilities: caps.add_capabilities,
+            drop_capabilities: caps.drop_capabilities,
+            no_new_privs: sec.no_new_privs,
+            supplemental_groups: sec.supplemental_groups,
+            seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path, default_when_empty)?,
+            masked_paths: sec.masked_paths,
+            readonly_paths: sec.readonly_paths,
+        },
+        resources: resources(res),
+        pid_mode,
+    })
+}
+
+/// CRI's seccomp request: the structured field, else the deprecated path string
+/// (`runtime/default`, `docker/default`, `unconfined`, `localhost/<path>`); nothing at all is
+/// RuntimeDefault or unconfined as `seccomp_use_default_when_empty` says.
+fn seccomp_profile(
+    profile: Option<cri::SecurityProfile>,
+    legacy: &str,
+    default_when_empty: bool,
+) -> Result<crate::seccomp::Profile, Status> {
+    use crate::seccomp::Profile;
+    if let Some(p) = profile {
+        return match p.profile_type {
+            0 => Ok(Profile::RuntimeDefault),
+            1 => Ok(Profile::Unconfined),
+            2 => Ok(Profile::Localhost(p.localhost_ref)),
+            other => Err(Status::invalid_argument(format!("config.linux.security_context.seccomp: unknown profile type {other}"))),
+        };
+    }
+    Ok(match legacy {
+        "" if default_when_empty => Profile::RuntimeDefault,
+        "" => Profile::Unconfined,
+        "runtime/default" | "docker/default" => Profile::RuntimeDefault,
+        "unconfined" => Profile::Unconfined,
+        other => match other.strip_prefix("localhost/") {
+            Some(path) => Profile::Localhost(path.into()),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "config.linux.security_context.seccomp_profile_path: {other:?} is not a known profile"
+                )));
+            }
+        },
+    })
+}
+
+/// CRI resources to ours, for CreateContainer and UpdateContainerResources alike.
+pub(super) fn resources(r: cri::LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_shares: r.cpu_shares.max(0) as u64,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period.max(0) as u64,
+        memory_limit: r.memory_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        oom_score_adj: r.oom_score_adj,
+        memory_swap_limit: r.memory_swap_limit_in_bytes,
+        hugepages: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+        unified: r.unified.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seccomp::Profile;
+
+    #[test]
+    fn an_empty_seccomp_request_follows_seccomp_use_default_when_empty() {
+        assert_eq!(seccomp_profile(None, "", false).unwrap(), Profile::Unconfined);
+        assert_eq!(seccomp_profile(None, "", true).unwrap(), Profile::RuntimeDefault);
+        for legacy in ["runtime/default", "docker/default"] {
+            assert_eq!(seccomp_profile(None, legacy, false).unwrap(), Profile::RuntimeDefault, "{legacy}");
+        }
+        let structured = cri::SecurityProfile { profile_type: 0, ..Default::default() };
+        assert_eq!(seccomp_profile(Some(structured), "", false).unwrap(), Profile::RuntimeDefault, "an explicit RuntimeDefault");
+        assert_eq!(seccomp_profile(None, "bogus", false).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    fn config(sec: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "c".into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: "busybox".into(), ..Default::default() }),
+            linux: Some(cri::LinuxContainerConfig { security_context: Some(sec), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_group_without_a_user_is_refused() {
+        let group = Some(cri::Int64Value { value: 1000 });
+        let err = to_spec(config(cri::LinuxContainerSecurityContext { run_as_group: group, ..Default::default() }), false).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("run_as_group"), "{}", err.message());
+        let with_user = cri::LinuxContainerSecurityContext {
+            run_as_group: group,
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        };
+        assert!(to_spec(config(with_user), false).is_ok());
+        let with_name =
+            cri::LinuxContainerSecurityContext { run_as_group: group, run_as_username: "www-data".into(), ..Default::default() };
+        assert!(to_spec(config(with_name), false).is_ok());
+    }
+}

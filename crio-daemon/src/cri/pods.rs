@@ -1,0 +1,172 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_cri::v1 as cri;
+use tonic::Status;
+use tracing::{Instrument, info_span, instrument};
+
+use super::{Services, pod_status};
+use crate::model::{Dns, PodSandbox, PodSpec, PodState};
+use crate::network::cni::PortMapping;
+
+/// NamespaceMode::POD: shared by the pod's containers.
+const POD: i32 = 0;
+/// NamespaceMode::CONTAINER: each container its own.
+const CONTAINER: i32 = 1;
+/// NamespaceMode::NODE: share the host's.
+const NODE: i32 = 2;
+
+fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
+    let config = req.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
+    let linux = config.linux.unwrap_or_default();
+    let ns = linux.security_context.and_then(|s| s.namespace_options).unwrap_or_default();
+    let dns = config.dns_config.map(|d| Dns { servers: d.servers, searches: d.searches, options: d.options }).unwrap_or_default();
+    let port_mappings = config
+        .port_mappings
+        .into_iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port as u16,
+            container_port: p.container_port as u16,
+            protocol: match p.protocol {
+                1 => "udp",
+                2 => "sctp",
+                _ => "tcp",
+            }
+            .into(),
+            host_ip: p.host_ip,
+        })
+        .collect();
+    Ok(PodSpec {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        attempt: meta.attempt,
+        hostname: config.hostname,
+        log_directory: config.log_directory.into(),
+        dns,
+        port_mappings,
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        host_network: ns.network == NODE,
+        host_ipc: ns.ipc == NODE,
+        host_pid: ns.pid == NODE,
+        share_pid: ns.pid == POD,
+        cgroup_parent: linux.cgroup_parent,
+        resources: linux.resources.map(super::container_config::resources),
+        runtime_handler: req.runtime_handler,
+        sysctls: linux.sysctls.into_iter().collect(),
+    })
+}
+
+pub(super) fn metadata(p: &PodSandbox) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: p.spec.name.clone(),
+        uid: p.spec.uid.clone(),
+        namespace: p.spec.namespace.clone(),
+        attempt: p.spec.attempt,
+    }
+}
+
+pub(super) fn state(p: &PodSandbox) -> i32 {
+    match p.state {
+        PodState::Ready => cri::PodSandboxState::SandboxReady as i32,
+        PodState::NotReady => cri::PodSandboxState::SandboxNotready as i32,
+    }
+}
+
+pub(super) fn to_hash_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub(super) fn selector_matches(labels: &BTreeMap<String, String>, selector: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+pub(super) fn status_message(p: &PodSandbox) -> cri::PodSandboxStatus {
+    let mode = |host: bool| if host { NODE } else { 0 };
+    cri::PodSandboxStatus {
+        id: p.id.clone(),
+        metadata: Some(metadata(p)),
+        state: state(p),
+        created_at: p.created_at_nanos,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: p.ips.first().cloned().unwrap_or_default(),
+            additional_ips: p.ips.iter().skip(1).map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: mode(p.spec.host_network),
+                    pid: if p.spec.share_pid {
+                        POD
+                    } else if p.spec.host_pid {
+                        NODE
+                    } else {
+                        CONTAINER
+                    },
+                    ipc: mode(p.spec.host_ipc),
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: to_hash_map(&p.spec.labels),
+        annotations: to_hash_map(&p.spec.annotations),
+        runtime_handler: p.spec.runtime_handler.clone(),
+    }
+}
+
+pub async fn run_pod_sandbox(s: &Services, req: cri::RunPodSandboxRequest) -> Result<cri::RunPodSandboxResponse, Status> {
+    let spec = to_spec(req)?;
+    let span =
+        info_span!("run_pod_sandbox", pod_name = %spec.name, pod_namespace = %spec.namespace, runtime_handler = %spec.runtime_handler);
+    let id = s.pods.run_pod_once(spec).instrument(span).await.map_err(|e| pod_status(&e))?;
+    Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+#[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]
+pub async fn stop_pod_sandbox(s: &Services, req: cri::StopPodSandboxRequest) -> Result<cri::StopPodSandboxResponse, Status> {
+    s.pods.stop_pod(&req.pod_sandbox_id).await.map_err(|e| pod_status(&e))?;
+    Ok(cri::StopPodSandboxResponse {})
+}
+
+#[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]
+pub async fn remove_pod_sandbox(s: &Services, req: cri::RemovePodSandboxRequest) -> Result<cri::RemovePodSandboxResponse, Status> {
+    s.pods.remove_pod(&req.pod_sandbox_id).await.map_err(|e| pod_status(&e))?;
+    Ok(cri::RemovePodSandboxResponse {})
+}
+
+pub async fn pod_sandbox_status(s: &Services, req: cri::PodSandboxStatusRequest) -> Result<cri::PodSandboxStatusResponse, Status> {
+    let p = s.pods.pod(&req.pod_sandbox_id).map_err(|e| pod_status(&e))?;
+    let status = status_message(&p);
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), serde_json::to_string(&p).unwrap_or_default());
+    }
+    Ok(cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() })
+}
+
+pub async fn list_pod_sandbox(s: &Services, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, Status> {
+    let filter = req.filter.unwrap_or_default();
+    let mut items: Vec<cri::PodSandbox> = s
+        .pods
+        .list_pods()
+        .into_iter()
+        .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+        .filter(|p| filter.state.as_ref().is_none_or(|st| st.state == state(p)))
+        .filter(|p| selector_matches(&p.spec.labels, &filter.label_selector))
+        .map(|p| cri::PodSandbox {
+            id: p.id.clone(),
+            metadata: Some(metadata(&p)),
+            state: state(&p),
+            created_at: p.created_at_nanos,
+            labels: to_hash_map(&p.spec.labels),
+            annotations: to_hash_map(&p.spec.annotations),
+            runtime_handler: p.spec.runtime_handler.clone(),
+        })
+        .collect();
+    items.sort_by_key(|p| p.created_at);
+    Ok(cri::ListPodSandboxResponse { items })
+}

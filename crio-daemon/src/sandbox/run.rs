@@ -1,0 +1,214 @@
+//! RunPodSandbox: the pod's directories and cgroup, its IPC (with /dev/shm), UTS and network
+//! namespaces, its CNI attachment, its monitor, and the files its containers share. Whatever
+//! fails, everything made before it is undone by the one idempotent teardown.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{PodError, PodService, files, io_err};
+use crate::model::{PodSandbox, PodSpec, PodState, check_hostname, check_sysctl, full_name, now_nanos, pod_hostname};
+use crate::monitor::client;
+use crate::namespace::{self, Kind};
+use crate::network::netns::NetNs;
+use crate::state::new_id;
+
+impl PodService {
+    /// RunPodSandbox as the kubelet needs it: completes even if the caller goes away, and a
+    /// retry with the same name gets the same pod.
+    pub async fn run_pod_once(self: &Arc<Self>, spec: PodSpec) -> Result<String, Arc<PodError>> {
+        let me = self.clone();
+        let name = full_name(&spec);
+        self.creations.run_once(&name, async move { me.run_pod(spec).await.map(|p| p.id) }).await
+    }
+
+    pub async fn run_pod(&self, spec: PodSpec) -> Result<PodSandbox, PodError> {
+        self.validate(&spec)?;
+        let id = new_id();
+        let full = full_name(&spec);
+        self.stores.names.reserve(&full, &id).map_err(|holder| PodError::NameInUse { name: full.clone(), id: holder })?;
+        let c = &self.config.crio;
+        let mut pod = PodSandbox {
+            id: id.clone(),
+            full_name: full,
+            state: PodState::Ready,
+            created_at_nanos: now_nanos(),
+            ips: Vec::new(),
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            pid_holder: 0,
+            cgroup: self.node.pod_cgroup(&spec.cgroup_parent, &id),
+            cgroup_created: false,
+            cgroup_id: 0,
+            dir: c.state_dir.join("pods").join(&id),
+            run_dir: c.runroot.join("pods").join(&id),
+            monitor_pid: 0,
+            spec,
+        };
+        let created = match self.set_up_pod(&mut pod).await {
+            Ok(()) => self.stores.pods.insert(&id, pod.clone()).await.map_err(PodError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            // Undo whatever was set up: nothing of a failed run may remain.
+            self.tear_down_pod(&pod, true).await;
+            self.stores.names.release(&pod.full_name);
+            return Err(e);
+        }
+        tracing::info!(pod_sandbox_id = %id, pod_name = %pod.spec.name, pod_namespace = %pod.spec.namespace, "pod sandbox ready");
+        Ok(pod)
+    }
+
+    /// Everything about the request that can be refused before anything is made.
+    fn validate(&self, spec: &PodSpec) -> Result<(), PodError> {
+        for (field, value) in [("metadata.name", &spec.name), ("metadata.namespace", &spec.namespace), ("metadata.uid", &spec.uid)] {
+            if value.is_empty() {
+                return Err(PodError::InvalidArgument { field, why: "must not be empty".into() });
+            }
+        }
+        if !spec.hostname.is_empty() {
+            check_hostname(&spec.hostname).map_err(|why| PodError::InvalidArgument { field: "config.hostname", why })?;
+        }
+        self.node.runtime(&spec.runtime_handler)?;
+        let bad_parent = |why| PodError::InvalidArgument { field: "config.linux.cgroup_parent", why };
+        if self.node.systemd() {
+            if !spec.cgroup_parent.is_empty() {
+                crate::cgroups::systemd::slice_path(&spec.cgroup_parent).map_err(bad_parent)?;
+            }
+        } else if Path::new(&spec.cgroup_parent).components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(bad_parent(format!("{:?} leaves the cgroup hierarchy", spec.cgroup_parent)));
+        }
+        for key in spec.sysctls.keys() {
+            check_sysctl(key, spec.host_network, spec.host_ipc)
+                .map_err(|why| PodError::InvalidArgument { field: "config.linux.sysctls", why })?;
+        }
+        if !spec.host_network && self.node.network().is_none() {
+            return Err(PodError::NoNetwork { dir: self.config.crio.network.network_dir.clone() });
+        }
+        Ok(())
+    }
+
+    async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
+        let began = std::time::Instant::now();
+        let hostname = pod_hostname(&pod.spec);
+        self.set_up_local(pod, &hostname).await?;
+        let local_done = began.elapsed();
+        // The monitor starts while the network is set up: neither needs the other.
+        let socket = pod.monitor_socket();
+        let log = pod.run_dir.join("monitor.log");
+        let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
+        let (network, monitor) =
+            tokio::join!(self.set_up_network(pod), client::spawn(self.node.monitor_binary(), &socket, &log, share_pid));
+        // Recorded before any error is returned, so teardown finds the monitor.
+        if let Ok(pid) = &monitor {
+            pod.monitor_pid = *pid;
+        }
+        network?;
+        monitor?;
+        tracing::debug!(
+            pod_sandbox_id = %pod.id,
+            namespaces_cgroups_us = local_done.as_micros() as u64,
+            network_and_monitor_us = (began.elapsed() - local_done).as_micros() as u64,
+            "pod set up"
+        );
+        self.write_files(pod, &hostname).await?;
+        if share_pid {
+            let state = client::MonitorClient::new(&socket).request(&crate::monitor::protocol::Request::State).await?;
+            let holder = state.pid_holder.unwrap_or(0);
+            let source = PathBuf::from(format!("/proc/{holder}/ns/pid"));
+            let path = pod.run_dir.join("pid");
+            // Pinned by path, so a container never joins whatever later reuses the pid.
+            namespace::pin_existing(&source, &path).map_err(io_err("pinning the pod's PID namespace", &path))?;
+            (pod.pidns, pod.pid_holder) = (Some(path), holder);
+        }
+        Ok(())
+    }
+
+    /// What the pod has on this node alone: directories, cgroups, IPC and UTS namespaces.
+    async fn set_up_local(&self, pod: &mut PodSandbox, hostname: &str) -> Result<(), PodError> {
+        for d in [&pod.dir, &pod.run_dir] {
+            tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
+        }
+        // Slices are systemd's (the kubelet asks it for them); cgroupfs pod cgroups may be ours.
+        if !self.node.systemd() {
+            let (cgroups, path, resources) = (self.node.cgroups().clone(), pod.cgroup.clone(), pod.spec.resources.clone());
+            pod.cgroup_created = tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref())).await??;
+        }
+        // The kernel learns the pod's cgroup before anything runs in it; on hybrid hosts that is
+        // the pod's directory in the unified hierarchy, made here.
+        if let Some(dir) = self.node.v2_dir(&self.node.pod_cgroup_path(pod)) {
+            if self.node.unified().is_some() {
+                tokio::fs::create_dir_all(&dir).await.map_err(io_err("creating the pod's unified cgroup", &dir))?;
+            }
+            pod.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
+        }
+        if !pod.spec.host_ipc {
+            let path = pod.run_dir.join("ipc");
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || namespace::pin_new(Kind::Ipc, &p, || Ok(())))
+                .await?
+                .map_err(io_err("creating IPC namespace", &path))?;
+            pod.ipcns = Some(path);
+            mount_shm(&pod.run_dir.join("shm")).await?;
+        }
+        if !pod.spec.host_network {
+            let path = pod.run_dir.join("uts");
+            let (p, name) = (path.clone(), hostname.to_string());
+            tokio::task::spawn_blocking(move || {
+                namespace::pin_new(Kind::Uts, &p, move || rustix::system::sethostname(name.as_bytes()).map_err(std::io::Error::from))
+            })
+            .await?
+            .map_err(io_err("creating UTS namespace", &path))?;
+            pod.utsns = Some(path);
+        }
+        Ok(())
+    }
+
+    /// The pod's network namespace and its CNI attachment (nothing for host-network pods).
+    async fn set_up_network(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
+        if pod.spec.host_network {
+            return Ok(());
+        }
+        let netns = pod.run_dir.join("net");
+        let p = netns.clone();
+        tokio::task::spawn_blocking(move || NetNs::create(&p)).await??;
+        pod.netns = Some(netns.clone());
+        self.node.cni().loopback(&netns, &pod.id).await?;
+        let net = self.node.network().expect("checked before set-up");
+        let added = self.node.cni().add(net, &self.node.attachment(pod)).await?;
+        pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
+        Ok(())
+    }
+
+    /// resolv.conf, hosts and hostname, which every container of the pod mounts.
+    async fn write_files(&self, pod: &PodSandbox, hostname: &str) -> Result<(), PodError> {
+        let resolv = match files::resolv_conf(&pod.spec.dns) {
+            Some(text) => text,
+            None => tokio::fs::read_to_string("/etc/resolv.conf").await.unwrap_or_default(),
+        };
+        let hosts = if pod.spec.host_network {
+            tokio::fs::read_to_string("/etc/hosts").await.unwrap_or_else(|_| files::hosts(hostname, None))
+        } else {
+            files::hosts(hostname, pod.ips.first().map(String::as_str))
+        };
+        for (name, text) in [("resolv.conf", resolv), ("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
+            let path = pod.dir.join(name);
+            tokio::fs::write(&path, text).await.map_err(io_err("writing pod file", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// The pod's shared /dev/shm: a tmpfs of CRI-O's default size.
+async fn mount_shm(shm: &Path) -> Result<(), PodError> {
+    tokio::fs::create_dir_all(shm).await.map_err(io_err("creating shm mountpoint", shm))?;
+    let data = format!("mode=1777,size={}", crate::model::SHM_SIZE);
+    let flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV | rustix::mount::MountFlags::NOEXEC;
+    let cdata = std::ffi::CString::new(data).expect("no NUL in mount options");
+    rustix::mount::mount("shm", shm, "tmpfs", flags, cdata.as_c_str()).map_err(|e| PodError::Io {
+        what: "mounting the pod's /dev/shm",
+        path: shm.into(),
+        source: e.into(),
+    })
+}

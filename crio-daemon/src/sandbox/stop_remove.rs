@@ -1,0 +1,43 @@
+//! StopPodSandbox and RemovePodSandbox: the pod's containers first (through the container
+//! service), then what the pod holds. Both idempotent, as the CRI requires.
+
+use super::teardown::kill_pid_holder;
+use super::{PodError, PodService};
+use crate::model::PodState;
+
+impl PodService {
+    /// Stops every container and releases the network; idempotent (a missing pod is stopped).
+    pub async fn stop_pod(&self, id: &str) -> Result<(), PodError> {
+        let Some(entry) = self.stores.pods.resolve(id) else { return Ok(()) };
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        for ct in self.stores.containers_of(&pod.id) {
+            self.containers.stop_container(&ct.id, 0).await?;
+        }
+        if pod.state == PodState::Ready {
+            // What is left in a shared PID namespace (processes orphaned by the containers)
+            // ends with its PID 1.
+            kill_pid_holder(&pod);
+            self.tear_down_pod(&pod, false).await;
+            self.stores.pods.update(&pod.id, &entry, |p| p.state = PodState::NotReady).await?;
+            tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    /// Removes the pod and everything in it; idempotent.
+    pub async fn remove_pod(&self, id: &str) -> Result<(), PodError> {
+        let Some(entry) = self.stores.pods.resolve(id) else { return Ok(()) };
+        self.stop_pod(id).await?;
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        for ct in self.stores.containers_of(&pod.id) {
+            self.containers.remove_container(&ct.id).await?;
+        }
+        self.tear_down_pod(&pod, true).await;
+        self.stores.pods.remove(&pod.id).await?;
+        self.stores.names.release(&pod.full_name);
+        tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox removed");
+        Ok(())
+    }
+}
