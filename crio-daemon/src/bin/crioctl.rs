@@ -150,6 +150,7 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec { image: image.into(), ..Default::default() })
 }
 
+// Long by design: one short arm per subcommand.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -221,21 +222,17 @@ async fn main() -> anyhow::Result<()> {
 
 async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Runp { .. } | Command::Pods | Command::Inspectp { .. } | Command::Stopp { .. } | Command::Rmp { .. } => {
+            pod_command(rt, command).await
+        }
+        other => container_command(rt, other).await,
+    }
+}
+
+async fn pod_command(rt: &mut RuntimeServiceClient<Channel>, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Runp { name, namespace, uid, hostname, log_dir, host_network, runtime } => {
-            let uid = uid.unwrap_or_else(|| format!("{namespace}-{name}"));
-            let config = cri::PodSandboxConfig {
-                metadata: Some(cri::PodSandboxMetadata { name: name.clone(), uid, namespace, attempt: 0 }),
-                hostname: hostname.unwrap_or(name),
-                log_directory: log_dir.unwrap_or_default(),
-                linux: Some(cri::LinuxPodSandboxConfig {
-                    security_context: Some(cri::LinuxSandboxSecurityContext {
-                        namespace_options: Some(cri::NamespaceOption { network: if host_network { 2 } else { 0 }, ..Default::default() }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let config = pod_config(name, namespace, uid, hostname, log_dir, host_network);
             let r = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: runtime }).await?.into_inner();
             println!("{}", r.pod_sandbox_id);
         }
@@ -264,6 +261,14 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
                 println!("Removed sandbox {id}");
             }
         }
+        _ => unreachable!("only pod commands come here"),
+    }
+    Ok(())
+}
+
+// Long by design: one short arm per subcommand.
+async fn container_command(rt: &mut RuntimeServiceClient<Channel>, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Create { pod, name, image, log_path, command } => {
             let config = cri::ContainerConfig {
                 metadata: Some(cri::ContainerMetadata { name: name.clone(), attempt: 0 }),
@@ -325,29 +330,11 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
             let st = rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await?.into_inner();
             let path = st.status.map(|s| s.log_path).unwrap_or_default();
             anyhow::ensure!(!path.is_empty(), "the container has no log file (its pod has no log directory)");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-            for line in text.lines() {
-                // <timestamp> <stream> <P|F> <content>: partial pieces join without a newline.
-                let mut parts = line.splitn(4, ' ');
-                let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
-                if tag == Some("P") {
-                    print!("{content}");
-                } else {
-                    println!("{content}");
-                }
-            }
+            print_log(&path)?;
         }
         Command::Stats => {
             let stats = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await?.into_inner().stats;
-            println!("{:<15} {:<20} {:>14} {:>12} {:>12}", "CONTAINER", "NAME", "CPU (ns)", "MEM (WS)", "WRITABLE");
-            for st in stats {
-                let attrs = st.attributes.unwrap_or_default();
-                let cpu = st.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
-                let mem = st.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
-                let fs = st.writable_layer.and_then(|w| w.used_bytes).map_or(0, |v| v.value);
-                let name = attrs.metadata.map(|m| m.name).unwrap_or_default();
-                println!("{:<15} {:<20} {:>14} {:>12} {:>12}", &attrs.id[..13.min(attrs.id.len())], name, cpu, human(mem), human(fs));
-            }
+            print_stats(stats);
         }
         Command::Events { .. } => {
             let mut stream = rt.get_container_events(cri::GetEventsRequest {}).await?.into_inner();
@@ -358,9 +345,61 @@ async fn pods_and_containers(rt: &mut RuntimeServiceClient<Channel>, command: Co
                 }
             }
         }
-        _ => unreachable!("image commands are handled in main"),
+        _ => unreachable!("image and pod commands are handled before"),
     }
     Ok(())
+}
+
+fn pod_config(
+    name: String,
+    namespace: String,
+    uid: Option<String>,
+    hostname: Option<String>,
+    log_dir: Option<String>,
+    host_network: bool,
+) -> cri::PodSandboxConfig {
+    let uid = uid.unwrap_or_else(|| format!("{namespace}-{name}"));
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.clone(), uid, namespace, attempt: 0 }),
+        hostname: hostname.unwrap_or(name),
+        log_directory: log_dir.unwrap_or_default(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption { network: if host_network { 2 } else { 0 }, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A CRI log file as the container wrote it: partial pieces joined, without the framing.
+fn print_log(path: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    for line in text.lines() {
+        // <timestamp> <stream> <P|F> <content>: partial pieces join without a newline.
+        let mut parts = line.splitn(4, ' ');
+        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
+        if tag == Some("P") {
+            print!("{content}");
+        } else {
+            println!("{content}");
+        }
+    }
+    Ok(())
+}
+
+fn print_stats(stats: Vec<cri::ContainerStats>) {
+    println!("{:<15} {:<20} {:>14} {:>12} {:>12}", "CONTAINER", "NAME", "CPU (ns)", "MEM (WS)", "WRITABLE");
+    for st in stats {
+        let attrs = st.attributes.unwrap_or_default();
+        let cpu = st.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+        let mem = st.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
+        let fs = st.writable_layer.and_then(|w| w.used_bytes).map_or(0, |v| v.value);
+        let name = attrs.metadata.map(|m| m.name).unwrap_or_default();
+        println!("{:<15} {:<20} {:>14} {:>12} {:>12}", &attrs.id[..13.min(attrs.id.len())], name, cpu, human(mem), human(fs));
+    }
 }
 
 /// `events --kernel`: the kernel programs' events, filtered on the daemon's side.

@@ -173,18 +173,19 @@ impl ContainerService {
         Ok(())
     }
 
-    async fn set_up_container(&self, ct: &Container, pod: &PodSandbox, run: &spec::ImageRunConfig) -> Result<i32, ContainerError> {
-        let began = std::time::Instant::now();
-        let store = self.images.store().clone();
-        let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
-        let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(ContainerError::Task)??;
-        let rootfs_done = began.elapsed();
-        tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
-        for vol in spec::make_image_volumes(&rootfs, run) {
+    /// The OCI spec from the request, the image config and the placement, in the bundle.
+    fn write_spec(
+        &self,
+        ct: &Container,
+        pod: &PodSandbox,
+        run: &spec::ImageRunConfig,
+        rootfs: &Path,
+    ) -> Result<oci_spec::runtime::Spec, ContainerError> {
+        for vol in spec::make_image_volumes(rootfs, run) {
             tracing::warn!(container_id = %ct.id, volume = %vol, "image volume not created: its path leaves the root filesystem");
         }
         let sec = &ct.spec.security;
-        let resolved = user::resolve(&rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
+        let resolved = user::resolve(rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
             .map_err(|e| ContainerError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
         if ct.spec.resources.oom_score_adj < 0 {
             tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE; clamped to 0");
@@ -196,7 +197,7 @@ impl ContainerService {
             spec: effective.as_ref().unwrap_or(&ct.spec),
             image: run,
             pod,
-            rootfs: &rootfs,
+            rootfs,
             user: &resolved,
             held_capabilities: &held,
             pid_namespace: &pid_namespace,
@@ -209,6 +210,17 @@ impl ContainerService {
             path: config_path.clone(),
             source: std::io::Error::other(e),
         })?;
+        Ok(oci)
+    }
+
+    async fn set_up_container(&self, ct: &Container, pod: &PodSandbox, run: &spec::ImageRunConfig) -> Result<i32, ContainerError> {
+        let began = std::time::Instant::now();
+        let store = self.images.store().clone();
+        let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
+        let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(ContainerError::Task)??;
+        let rootfs_done = began.elapsed();
+        tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
+        let oci = self.write_spec(ct, pod, run, &rootfs)?;
         self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
         let runtime = self.node.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.

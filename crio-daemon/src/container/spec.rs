@@ -220,35 +220,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
-    let caps: Vec<String> = if sec.privileged {
-        held_capabilities.to_vec()
-    } else {
-        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-        let norm = |c: &String| if c.starts_with("CAP_") { c.to_uppercase() } else { format!("CAP_{}", c.to_uppercase()) };
-        if sec.drop_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
-            caps.clear();
-        }
-        caps.retain(|c| !sec.drop_capabilities.iter().map(norm).any(|d| &d == c));
-        for add in &sec.add_capabilities {
-            if add.eq_ignore_ascii_case("ALL") {
-                caps = held_capabilities.to_vec();
-            } else if !caps.contains(&norm(add)) {
-                caps.push(norm(add));
-            }
-        }
-        caps
-    };
-    let caps = caps.iter().map(|c| capability(c)).collect::<Result<std::collections::HashSet<Capability>, _>>()?;
+    let caps = capability_set(sec, held_capabilities)?;
     let mut capabilities = oci_spec::runtime::LinuxCapabilities::default();
     capabilities.set_bounding(Some(caps.clone())).set_effective(Some(caps.clone())).set_permitted(Some(caps.clone()));
     capabilities.set_inheritable(None).set_ambient(None);
-    let cwd = if !spec.working_dir.is_empty() {
-        spec.working_dir.clone()
-    } else if !image.working_dir.is_empty() {
-        image.working_dir.clone()
-    } else {
-        "/".into()
-    };
+    let cwd = [&spec.working_dir, &image.working_dir].into_iter().find(|d| !d.is_empty()).cloned().unwrap_or_else(|| "/".into());
     let process = ProcessBuilder::default()
         .terminal(spec.tty)
         .args(process_args(spec, image)?)
@@ -260,9 +236,73 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .oom_score_adj(spec.resources.oom_score_adj.clamp(0, 1000) as i32)
         .build()
         .map_err(build_err)?;
+    let (devices, device_rules) = devices(&spec.devices)?;
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(pod, pid_namespace)?)
+        .resources(resources(&spec.resources, device_rules)?)
+        .cgroups_path(cgroups_path.to_string());
+    if !devices.is_empty() {
+        linux = linux.devices(devices);
+    }
+    if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
+        linux = linux.seccomp(filter);
+    }
+    if !pod.spec.sysctls.is_empty() {
+        linux = linux.sysctl(pod.spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
+    }
+    if !sec.privileged {
+        let or_default = |given: &Vec<String>, default: fn() -> Vec<String>| if given.is_empty() { default() } else { given.clone() };
+        linux = linux
+            .masked_paths(or_default(&sec.masked_paths, oci_spec::runtime::get_default_maskedpaths))
+            .readonly_paths(or_default(&sec.readonly_paths, oci_spec::runtime::get_default_readonly_paths));
+    }
+    // A shared or slave bind needs the container's root mount to propagate the same way.
+    if spec.mounts.iter().any(|m| m.propagation == "rshared") {
+        linux = linux.rootfs_propagation("rshared");
+    } else if spec.mounts.iter().any(|m| m.propagation == "rslave") {
+        linux = linux.rootfs_propagation("rslave");
+    }
+    let mut out = Spec::default();
+    // A hostname needs a UTS namespace of the pod's own; host-network pods share the node's.
+    out.set_hostname(pod.utsns.is_some().then_some(hostname))
+        .set_root(Some(RootBuilder::default().path(*rootfs).readonly(sec.readonly_rootfs).build().map_err(build_err)?))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts(spec, pod)?))
+        .set_linux(Some(linux.build().map_err(build_err)?));
+    let mut annotations: std::collections::HashMap<String, String> = spec.annotations.clone().into_iter().collect();
+    annotations.insert("io.kubernetes.cri-o.SandboxID".into(), pod.id.clone());
+    out.set_annotations(Some(annotations));
+    Ok(out)
+}
 
+/// The container's capabilities: the runtime's default set with the request's drops and adds,
+/// or (privileged, or "ALL") what this daemon holds, never more.
+fn capability_set(sec: &crate::model::Security, held: &[String]) -> Result<std::collections::HashSet<Capability>, SpecError> {
+    let caps: Vec<String> = if sec.privileged {
+        held.to_vec()
+    } else {
+        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        let norm = |c: &String| if c.starts_with("CAP_") { c.to_uppercase() } else { format!("CAP_{}", c.to_uppercase()) };
+        if sec.drop_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+            caps.clear();
+        }
+        caps.retain(|c| !sec.drop_capabilities.iter().map(norm).any(|d| &d == c));
+        for add in &sec.add_capabilities {
+            if add.eq_ignore_ascii_case("ALL") {
+                caps = held.to_vec();
+            } else if !caps.contains(&norm(add)) {
+                caps.push(norm(add));
+            }
+        }
+        caps
+    };
+    caps.iter().map(|c| capability(c)).collect()
+}
+
+/// The runtime's default mounts, the pod's shared /dev/shm and files, and the request's binds.
+fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtime::Mount>, SpecError> {
     let mut mounts = oci_spec::runtime::get_default_mounts();
-    mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup") || sec.privileged);
+    mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup") || spec.security.privileged);
     // Containers of a pod share one /dev/shm, as they share the IPC namespace.
     if let Some(shm) = pod.shm() {
         mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
@@ -282,23 +322,29 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         };
         mounts.push(bind(&m.container_path.display().to_string(), &m.host_path, m.readonly, propagation)?);
     }
+    Ok(mounts)
+}
 
+/// Its own mount (and maybe PID) namespace; the pod's network, IPC and UTS ones.
+fn namespaces(pod: &PodSandbox, pid_namespace: &PidNamespace) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
     match pid_namespace {
         PidNamespace::Host => {}
         PidNamespace::New => namespaces.push(namespace(LinuxNamespaceType::Pid, None)?),
         PidNamespace::Join(path) => namespaces.push(namespace(LinuxNamespaceType::Pid, Some(path))?),
     }
-    if let Some(p) = &pod.netns {
-        namespaces.push(namespace(LinuxNamespaceType::Network, Some(p))?);
+    for (kind, path) in
+        [(LinuxNamespaceType::Network, &pod.netns), (LinuxNamespaceType::Ipc, &pod.ipcns), (LinuxNamespaceType::Uts, &pod.utsns)]
+    {
+        if let Some(p) = path {
+            namespaces.push(namespace(kind, Some(p))?);
+        }
     }
-    if let Some(p) = &pod.ipcns {
-        namespaces.push(namespace(LinuxNamespaceType::Ipc, Some(p))?);
-    }
-    if let Some(p) = &pod.utsns {
-        namespaces.push(namespace(LinuxNamespaceType::Uts, Some(p))?);
-    }
-    let r = &spec.resources;
+    Ok(namespaces)
+}
+
+/// The cgroup limits the runtime applies: CPU, memory, hugepages, v2 files, device rules.
+fn resources(r: &crate::model::Resources, device_rules: Vec<LinuxDeviceCgroup>) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let mut resources = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
@@ -340,46 +386,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !r.unified.is_empty() {
         resources = resources.unified(r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
     }
-    let (devices, device_rules) = devices(&spec.devices)?;
     if !device_rules.is_empty() {
         resources = resources.devices(device_rules);
     }
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build().map_err(build_err)?)
-        .cgroups_path(cgroups_path.to_string());
-    if !devices.is_empty() {
-        linux = linux.devices(devices);
-    }
-    if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
-        linux = linux.seccomp(filter);
-    }
-    if !pod.spec.sysctls.is_empty() {
-        linux = linux.sysctl(pod.spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>());
-    }
-    if !sec.privileged {
-        let or_default = |given: &Vec<String>, default: fn() -> Vec<String>| if given.is_empty() { default() } else { given.clone() };
-        linux = linux
-            .masked_paths(or_default(&sec.masked_paths, oci_spec::runtime::get_default_maskedpaths))
-            .readonly_paths(or_default(&sec.readonly_paths, oci_spec::runtime::get_default_readonly_paths));
-    }
-    // A shared or slave bind needs the container's root mount to propagate the same way.
-    if spec.mounts.iter().any(|m| m.propagation == "rshared") {
-        linux = linux.rootfs_propagation("rshared");
-    } else if spec.mounts.iter().any(|m| m.propagation == "rslave") {
-        linux = linux.rootfs_propagation("rslave");
-    }
-    let mut out = Spec::default();
-    // A hostname needs a UTS namespace of the pod's own; host-network pods share the node's.
-    out.set_hostname(pod.utsns.is_some().then_some(hostname))
-        .set_root(Some(RootBuilder::default().path(*rootfs).readonly(sec.readonly_rootfs).build().map_err(build_err)?))
-        .set_process(Some(process))
-        .set_mounts(Some(mounts))
-        .set_linux(Some(linux.build().map_err(build_err)?));
-    let mut annotations: std::collections::HashMap<String, String> = spec.annotations.clone().into_iter().collect();
-    annotations.insert("io.kubernetes.cri-o.SandboxID".into(), pod.id.clone());
-    out.set_annotations(Some(annotations));
-    Ok(out)
+    resources.build().map_err(build_err)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use tonic::Status;
 
 use crate::model::{ContainerSpec, MountSpec, PidMode, Resources, Security};
 
+// Long by design: one check or field per part of the CRI ContainerConfig, read top to bottom.
 #[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
 pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) -> Result<ContainerSpec, Status> {
     let meta = config.metadata.ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;

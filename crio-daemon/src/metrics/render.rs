@@ -32,6 +32,7 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+// Long by design: one short block per metric family, in the order the scrape lists them.
 pub fn render(m: &Metrics, s: &Services) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     let ops = m.operations();

@@ -106,40 +106,8 @@ impl Monitor {
         let log = LogSink::open(&req.log_path, req.log_max_size).map_err(|e| format!("opening log {}: {e}", req.log_path.display()))?;
         let pid_file = req.bundle.join("pid");
         let runtime_log = req.bundle.join("runtime.log");
-        let mut cmd = Command::new(&req.runtime);
-        cmd.arg("--root")
-            .arg(&req.runtime_root)
-            .args(req.systemd_cgroup.then_some("--systemd-cgroup"))
-            .arg("--log")
-            .arg(&runtime_log)
-            .args(["--log-format", "json", "create", "--bundle"]);
-        cmd.arg(&req.bundle).arg("--pid-file").arg(&pid_file);
-        cmd.env_remove("NOTIFY_SOCKET");
-        // A tty container's stdio is the pty the runtime sends us; others get pipes.
-        let console = match &req.console_socket {
-            Some(path) => {
-                let socket = ConsoleSocket::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
-                cmd.arg("--console-socket").arg(socket.address_for_runtime());
-                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-                Some(Arc::new(socket))
-            }
-            None => None,
-        };
-        let mut pipes = None;
-        let mut stdin = None;
-        if console.is_none() {
-            let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-            let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-            if req.stdin {
-                let (in_r, in_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-                cmd.stdin(in_r);
-                stdin = Some(OwnedFd::from(in_w));
-            } else {
-                cmd.stdin(Stdio::null());
-            }
-            cmd.stdout(out_w).stderr(err_w);
-            pipes = Some((out_r, err_r));
-        }
+        let mut cmd = runtime_create(&req, &pid_file, &runtime_log);
+        let Stdio3 { console, pipes, mut stdin } = stdio(&mut cmd, &req)?;
         cmd.arg(id);
         let receiver = console.clone().map(|c| std::thread::spawn(move || c.receive()));
         let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
@@ -185,9 +153,14 @@ impl Monitor {
             }
         };
         self.containers.lock().expect("containers poisoned").insert(id.into(), Container { pid, log, exit: None, stdin });
+        self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);
+        Ok(pid)
+    }
+
+    /// Once the container's init exits and its output is drained, its exit record is written
+    /// (durably: the daemon reads it, perhaps after a restart).
+    fn record_exit_when_done(&self, id: String, pid: i32, pumps: Vec<std::thread::JoinHandle<()>>, exit_file: std::path::PathBuf) {
         let m = self.clone();
-        let id = id.to_string();
-        let exit_file = req.exit_file;
         std::thread::spawn(move || {
             let exit = m.reaper.wait(pid);
             let deadline = std::time::Instant::now() + DRAIN_GRACE;
@@ -206,8 +179,51 @@ impl Monitor {
                 c.stdin = None;
             }
         });
-        Ok(pid)
     }
+}
+
+/// `<runtime> create` of the request's bundle, its pid and log files beside it.
+fn runtime_create(req: &CreateRequest, pid_file: &Path, runtime_log: &Path) -> Command {
+    let mut cmd = Command::new(&req.runtime);
+    cmd.arg("--root").arg(&req.runtime_root).args(req.systemd_cgroup.then_some("--systemd-cgroup")).arg("--log").arg(runtime_log).args([
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+    ]);
+    cmd.arg(&req.bundle).arg("--pid-file").arg(pid_file);
+    cmd.env_remove("NOTIFY_SOCKET");
+    cmd
+}
+
+/// How a new container's stdio is wired: a console socket the runtime sends the pty to, or
+/// pipes (the read ends of stdout and stderr, the write end of stdin when asked for).
+struct Stdio3 {
+    console: Option<Arc<ConsoleSocket>>,
+    pipes: Option<(std::io::PipeReader, std::io::PipeReader)>,
+    stdin: Option<OwnedFd>,
+}
+
+/// A tty container's stdio is the pty the runtime sends us; others get pipes.
+fn stdio(cmd: &mut Command, req: &CreateRequest) -> Result<Stdio3, String> {
+    if let Some(path) = &req.console_socket {
+        let socket = ConsoleSocket::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+        cmd.arg("--console-socket").arg(socket.address_for_runtime());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        return Ok(Stdio3 { console: Some(Arc::new(socket)), pipes: None, stdin: None });
+    }
+    let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let mut stdin = None;
+    if req.stdin {
+        let (in_r, in_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        cmd.stdin(in_r);
+        stdin = Some(OwnedFd::from(in_w));
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    cmd.stdout(out_w).stderr(err_w);
+    Ok(Stdio3 { console: None, pipes: Some((out_r, err_r)), stdin })
 }
 
 fn spawn_pump(from: impl std::io::Read + Send + 'static, stream: Stream, log: Arc<LogSink>) -> std::thread::JoinHandle<()> {

@@ -138,92 +138,131 @@ pub fn unpack_tar(reader: impl Read, root: &Path) -> Result<LayerStats, UnpackEr
         }
         let path = parent.join(&name);
         let header = entry.header().clone();
-        let kind = header.entry_type();
-        let write_err = |source: io::Error| UnpackError::Write { path: path.clone(), source };
-        let mode = header.mode().map_err(read_err)? & 0o7777;
-        match kind {
-            tar::EntryType::Directory => {
-                match fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&path)?;
-                        fs::create_dir(&path).map_err(write_err)?;
-                    }
-                    Err(_) => fs::create_dir(&path).map_err(write_err)?,
-                }
-                dirs.push((path.clone(), header.clone()));
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                remove_existing(&path)?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(write_err)?;
-                stats.disk_bytes += io::copy(&mut entry, &mut file).map_err(write_err)?;
-            }
-            tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().ok_or_else(|| hostile("symlink without a target"))?.into_owned();
-                remove_existing(&path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(write_err)?;
-            }
-            tar::EntryType::Link => {
-                let target = entry.link_name_bytes().ok_or_else(|| hostile("hard link without a target"))?.into_owned();
-                let mut tparts = sanitize(&target).map_err(hostile)?;
-                let tname = tparts.pop().ok_or_else(|| hostile("hard link to the layer root"))?;
-                let tparent = resolve(root, &tparts, false).map_err(|e| e.into_unpack(&entry_name, root))?;
-                let tpath = tparent.join(tname);
-                match fs::symlink_metadata(&tpath) {
-                    Ok(m) if m.is_dir() => return Err(hostile("hard link to a directory")),
-                    Ok(_) => {}
-                    Err(_) => return Err(hostile("hard link to an entry that is not in the layer")),
-                }
-                if tpath != path {
-                    remove_existing(&path)?;
-                    fs::hard_link(&tpath, &path).map_err(write_err)?;
-                }
+        match make_entry(&mut entry, root, &path, &entry_name, &mut stats)? {
+            Made::Nothing => continue,
+            Made::Link => {
                 stats.inodes += 1;
                 continue;
             }
-            tar::EntryType::Fifo => {
-                remove_existing(&path)?;
-                rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(|e| write_err(e.into()))?;
-            }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                // A container's /dev comes from the runtime; an image has no business shipping nodes.
-                stats.skipped_devices += 1;
-                continue;
-            }
-            _ => continue,
+            Made::Inode => {}
+        }
+        if header.entry_type() == tar::EntryType::Directory {
+            dirs.push((path.clone(), header.clone()));
         }
         stats.inodes += 1;
-        let uid = header.uid().map_err(read_err)?;
-        let gid = header.gid().map_err(read_err)?;
-        let owner = (rustix::fs::Uid::from_raw(uid as u32), rustix::fs::Gid::from_raw(gid as u32));
-        rustix::fs::chownat(CWD, &path, Some(owner.0), Some(owner.1), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| write_err(e.into()))?;
-        if kind != tar::EntryType::Symlink {
-            // After chown, which clears set-id bits.
-            rustix::fs::chmod(&path, Mode::from_raw_mode(mode)).map_err(|e| write_err(e.into()))?;
-        }
-        if let Some(exts) = entry.pax_extensions().map_err(read_err)? {
-            for ext in exts {
-                let ext = ext.map_err(read_err)?;
-                if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    set_xattr(&path, &String::from_utf8_lossy(key), ext.value_bytes())?;
-                }
-            }
-        }
-        if kind != tar::EntryType::Directory {
-            set_mtime(&path, &header)?;
-        }
+        apply_metadata(&mut entry, &path, &header)?;
     }
     // Directory times last: creating their children moved them.
     for (path, header) in dirs.iter().rev() {
         set_mtime(path, header)?;
     }
     Ok(stats)
+}
+
+/// What `make_entry` made of an entry.
+enum Made {
+    /// A new inode, whose owner, mode, xattrs and times come next.
+    Inode,
+    /// A hard link to an inode already made.
+    Link,
+    /// Nothing: device nodes and entry types an image has no business shipping.
+    Nothing,
+}
+
+// Long by design: one arm per tar entry type, each checked where it is made.
+/// Makes the file, directory, link or FIFO of one entry at `path` (already resolved inside
+/// `root`), replacing what a lower layer had there.
+fn make_entry(
+    entry: &mut tar::Entry<'_, impl Read>,
+    root: &Path,
+    path: &Path,
+    entry_name: &str,
+    stats: &mut LayerStats,
+) -> Result<Made, UnpackError> {
+    let hostile = |why| UnpackError::Hostile { entry: entry_name.to_string(), why };
+    let write_err = |source: io::Error| UnpackError::Write { path: path.to_path_buf(), source };
+    match entry.header().entry_type() {
+        tar::EntryType::Directory => match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                remove_existing(path)?;
+                fs::create_dir(path).map_err(write_err)?;
+            }
+            Err(_) => fs::create_dir(path).map_err(write_err)?,
+        },
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            remove_existing(path)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(write_err)?;
+            stats.disk_bytes += io::copy(entry, &mut file).map_err(write_err)?;
+        }
+        tar::EntryType::Symlink => {
+            let target = entry.link_name_bytes().ok_or_else(|| hostile("symlink without a target"))?.into_owned();
+            remove_existing(path)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), path).map_err(write_err)?;
+        }
+        tar::EntryType::Link => {
+            let target = entry.link_name_bytes().ok_or_else(|| hostile("hard link without a target"))?.into_owned();
+            let mut tparts = sanitize(&target).map_err(hostile)?;
+            let tname = tparts.pop().ok_or_else(|| hostile("hard link to the layer root"))?;
+            let tparent = resolve(root, &tparts, false).map_err(|e| e.into_unpack(entry_name, root))?;
+            let tpath = tparent.join(tname);
+            match fs::symlink_metadata(&tpath) {
+                Ok(m) if m.is_dir() => return Err(hostile("hard link to a directory")),
+                Ok(_) => {}
+                Err(_) => return Err(hostile("hard link to an entry that is not in the layer")),
+            }
+            if tpath != path {
+                remove_existing(path)?;
+                fs::hard_link(&tpath, path).map_err(write_err)?;
+            }
+            return Ok(Made::Link);
+        }
+        tar::EntryType::Fifo => {
+            remove_existing(path)?;
+            rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(|e| write_err(e.into()))?;
+        }
+        tar::EntryType::Char | tar::EntryType::Block => {
+            // A container's /dev comes from the runtime; an image has no business shipping nodes.
+            stats.skipped_devices += 1;
+            return Ok(Made::Nothing);
+        }
+        _ => return Ok(Made::Nothing),
+    }
+    Ok(Made::Inode)
+}
+
+/// The entry's owner, mode (after chown, which clears set-id bits), xattrs and, for all but
+/// directories (whose times are set last), its modification time.
+fn apply_metadata(entry: &mut tar::Entry<'_, impl Read>, path: &Path, header: &tar::Header) -> Result<(), UnpackError> {
+    let read_err = |source| UnpackError::Read { path: path.to_path_buf(), source };
+    let write_err = |source: io::Error| UnpackError::Write { path: path.to_path_buf(), source };
+    let kind = header.entry_type();
+    let mode = header.mode().map_err(read_err)? & 0o7777;
+    let uid = header.uid().map_err(read_err)?;
+    let gid = header.gid().map_err(read_err)?;
+    let owner = (rustix::fs::Uid::from_raw(uid as u32), rustix::fs::Gid::from_raw(gid as u32));
+    rustix::fs::chownat(CWD, path, Some(owner.0), Some(owner.1), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| write_err(e.into()))?;
+    if kind != tar::EntryType::Symlink {
+        rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(|e| write_err(e.into()))?;
+    }
+    if let Some(exts) = entry.pax_extensions().map_err(read_err)? {
+        for ext in exts {
+            let ext = ext.map_err(read_err)?;
+            if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                set_xattr(path, &String::from_utf8_lossy(key), ext.value_bytes())?;
+            }
+        }
+    }
+    if kind != tar::EntryType::Directory {
+        set_mtime(path, header)?;
+    }
+    Ok(())
 }
 
 fn set_mtime(path: &Path, header: &tar::Header) -> Result<(), UnpackError> {
