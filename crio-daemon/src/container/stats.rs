@@ -23,7 +23,7 @@ impl ContainerService {
     /// PSI of a container's cgroup, where the kernel has it: its v2 cgroup, on hybrid hosts the
     /// one it has in the unified hierarchy.
     pub fn pressure(&self, ct: &Container) -> Option<crate::cgroups::pressure::Pressure> {
-        let dir = self.node.cgroups().v2_dir(&ct.cgroup_path).or_else(|| self.node.unified().map(|u| u.path(&ct.cgroup_path)))?;
+        let dir = self.node.v2_dir(&ct.cgroup_path)?;
         crate::cgroups::pressure::read(&dir)
     }
 }

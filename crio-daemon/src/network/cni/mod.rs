@@ -56,6 +56,14 @@ pub struct Added {
     pub result: Value,
 }
 
+/// A cached ADD and the network configuration it was made with.
+fn parse_cached(bytes: &[u8], path: &Path) -> Result<(Cached, NetworkConfig), CniError> {
+    let cached: Cached = serde_json::from_slice(bytes).map_err(|e| CniError::Cache { path: path.into(), source: e.into() })?;
+    let net = NetworkConfig::parse(cached.config.to_string().as_bytes(), &path.display().to_string())
+        .map_err(|e| CniError::Cache { path: path.into(), source: std::io::Error::other(e) })?;
+    Ok((cached, net))
+}
+
 #[derive(Serialize, Deserialize)]
 struct Cached {
     config: Value,
@@ -114,10 +122,7 @@ impl Cni {
         let path = self.cache_path(container_id);
         match tokio::fs::read(&path).await {
             Ok(bytes) => {
-                let cached: Cached =
-                    serde_json::from_slice(&bytes).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?;
-                let net = NetworkConfig::parse(cached.config.to_string().as_bytes(), &path.display().to_string())
-                    .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?;
+                let (cached, net) = parse_cached(&bytes, &path)?;
                 self.del_with(&net, &cached.attachment, Some(&cached.result)).await?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fallback {
@@ -137,9 +142,7 @@ impl Cni {
     pub async fn check(&self, container_id: &str) -> Result<(), CniError> {
         let path = self.cache_path(container_id);
         let bytes = tokio::fs::read(&path).await.map_err(|source| CniError::Cache { path: path.clone(), source })?;
-        let cached: Cached = serde_json::from_slice(&bytes).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?;
-        let net = NetworkConfig::parse(cached.config.to_string().as_bytes(), &path.display().to_string())
-            .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?;
+        let (cached, net) = parse_cached(&bytes, &path)?;
         if net.cni_version.starts_with("0.1") || net.cni_version.starts_with("0.2") || net.cni_version.starts_with("0.3") {
             return Ok(());
         }
