@@ -58,7 +58,7 @@ impl ContainerService {
                 }
             }
         })?;
-        let lifecycle = Arc::downgrade(self);
+        let service = Arc::downgrade(self);
         let me = self.clone();
         tokio::spawn(async move {
             // Exits recorded before the watch began (while the daemon was down) are read once;
@@ -69,7 +69,7 @@ impl ContainerService {
             me.exits_watched.store(true, std::sync::atomic::Ordering::Release);
             drop(me);
             while let Some(id) = rx.recv().await {
-                let Some(l) = lifecycle.upgrade() else { return };
+                let Some(l) = service.upgrade() else { return };
                 let _ = l.refresh(&id, true).await;
             }
         });

@@ -1,4 +1,4 @@
-//! The scrape: static counters from `Metrics`, per-object series from the live lifecycle and
+//! The scrape: static counters from `Metrics`, per-object series from the live services and
 //! the kernel programs.
 
 use std::fmt::Write as _;
