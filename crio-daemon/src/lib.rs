@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod network;
 pub mod node;
 pub mod oci;
+pub mod pty;
 pub mod sandbox;
 pub mod seccomp;
 pub mod server;
@@ -30,6 +31,7 @@ pub mod services;
 pub mod socket_path;
 pub mod state;
 pub mod storage;
+pub mod streaming;
 mod sys;
 pub mod tuning;
 

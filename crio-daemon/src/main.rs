@@ -134,6 +134,10 @@ async fn init(config: &Arc<config::Config>) -> anyhow::Result<axum::Router> {
     let services = Services::new(config.clone(), images, kernel.clone(), monitor, crio::node::HostPaths::default(), topology)
         .map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
     services.pods.recover().await;
+    let streaming = crio::streaming::bind(&c.api).await.map_err(|e| anyhow::anyhow!(crio::error_chain(&e)))?;
+    services.streams.set_base_url(streaming.base_url().to_string());
+    tracing::info!(url = streaming.base_url(), "streaming server listening (exec, attach, port-forward)");
+    tokio::spawn(streaming.serve(services.clone()));
     kernel.start();
     if let Err(e) = services.containers.watch_exits() {
         tracing::warn!(error = %e, "cannot watch for container exits; they are seen when status is asked");

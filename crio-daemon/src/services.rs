@@ -30,6 +30,8 @@ pub struct Services {
     pub node: Arc<Node>,
     pub containers: Arc<ContainerService>,
     pub pods: Arc<PodService>,
+    /// Streaming requests waiting for their clients (Exec, Attach, PortForward).
+    pub streams: Arc<crate::streaming::Tokens>,
 }
 
 impl Services {
@@ -55,6 +57,6 @@ impl Services {
                 .map_err(ServicesError::Containers)?,
         );
         let pods = Arc::new(PodService::new(config.clone(), stores, node.clone(), kernel.clone(), containers.clone()));
-        Ok(Self { config, images, kernel, node, containers, pods })
+        Ok(Self { config, images, kernel, node, containers, pods, streams: Arc::default() })
     }
 }

@@ -204,6 +204,19 @@ fn validate(config: &Config, origins: &BTreeMap<String, PathBuf>) -> Result<(), 
     if crio_hooks::CpuSet::parse_list(&c.runtime.shared_cpuset).is_err() {
         return Err(invalid("crio.runtime.shared_cpuset", &c.runtime.shared_cpuset, "a CPU list such as \"0-1,8\"".into()));
     }
+    let api = &c.api;
+    if !api.stream_idle_timeout.is_empty() && super::GoDuration::parse(&api.stream_idle_timeout).is_err() {
+        return Err(invalid("crio.api.stream_idle_timeout", &api.stream_idle_timeout, "a duration such as \"4h\"".into()));
+    }
+    if api.stream_port.parse::<u16>().is_err() {
+        return Err(invalid("crio.api.stream_port", &api.stream_port, "a port number, 0 for any free one".into()));
+    }
+    if api.stream_address.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid("crio.api.stream_address", &api.stream_address, "an IP address".into()));
+    }
+    if api.stream_enable_tls && (api.stream_tls_cert.as_os_str().is_empty() || api.stream_tls_key.as_os_str().is_empty()) {
+        return Err(invalid("crio.api.stream_enable_tls", "true", "only with stream_tls_cert and stream_tls_key set".into()));
+    }
     for h in c.runtime.runtimes.values() {
         if !matches!(h.exec_cpu_affinity.as_str(), "" | "first") {
             return Err(invalid("crio.runtime.runtimes.*.exec_cpu_affinity", &h.exec_cpu_affinity, "\"\" or \"first\"".into()));

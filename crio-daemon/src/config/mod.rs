@@ -66,6 +66,14 @@ pub struct Api {
     pub listen: PathBuf,
     pub stream_address: String,
     pub stream_port: String,
+    /// A streaming session with no traffic either way for this long is closed; empty is
+    /// the kubelet's default, 4h.
+    pub stream_idle_timeout: String,
+    pub stream_enable_tls: bool,
+    pub stream_tls_cert: PathBuf,
+    pub stream_tls_key: PathBuf,
+    /// CA bundle that client certificates must chain to; empty accepts any client.
+    pub stream_tls_ca: PathBuf,
     pub grpc_max_send_msg_size: usize,
     pub grpc_max_recv_msg_size: usize,
 }
@@ -79,6 +87,11 @@ impl Default for Api {
             listen: "/var/run/crio/crio.sock".into(),
             stream_address: "127.0.0.1".into(),
             stream_port: "0".into(),
+            stream_idle_timeout: String::new(),
+            stream_enable_tls: false,
+            stream_tls_cert: PathBuf::new(),
+            stream_tls_key: PathBuf::new(),
+            stream_tls_ca: PathBuf::new(),
             grpc_max_send_msg_size: DEFAULT_GRPC_MSG_SIZE,
             grpc_max_recv_msg_size: DEFAULT_GRPC_MSG_SIZE,
         }

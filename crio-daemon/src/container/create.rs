@@ -228,6 +228,7 @@ impl ContainerService {
         let req = Request::Create(CreateRequest {
             console_socket,
             stdin: ct.spec.stdin,
+            stdin_once: ct.spec.stdin_once,
             systemd_cgroup: runtime.systemd_cgroup,
             id: ct.id.clone(),
             bundle: ct.bundle.clone(),

@@ -4,8 +4,10 @@
 //! It reads pods from the shared records but never changes them; the pod service, which stops
 //! and removes a pod's containers through this one, is above it.
 
+mod attach;
 mod create;
 pub mod events;
+mod exec_session;
 mod exec_sync;
 mod propagation;
 mod recover;
@@ -17,6 +19,9 @@ mod stats;
 mod status;
 mod update;
 pub mod user;
+
+pub use attach::Attachment;
+pub use exec_session::{ExecSession, Reader as ExecReader, Wants, Writer as ExecWriter};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -83,6 +83,7 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         log_path: config.log_path,
         tty: config.tty,
         stdin: config.stdin,
+        stdin_once: config.stdin_once,
         security: Security {
             run_as_user: sec.run_as_user.map(|v| v.value),
             run_as_group: sec.run_as_group.map(|v| v.value),

@@ -1,5 +1,7 @@
-//! `crio-exec <bundle> <container-id> <init-pid> -- <command>...`: runs a command in a running
-//! container as the runtime would, then exits with its status (128 + n for signal n).
+//! `crio-exec [--tty] <bundle> <container-id> <init-pid> -- <command>...`: runs a command in a
+//! running container as the runtime would, then exits with its status (128 + n for signal n).
+//! With `--tty` the helper's stdin is a pty slave, which becomes the command's controlling
+//! terminal (the command leads a new session, as a login shell would).
 //!
 //! Order matters, as in runc: cgroups are joined from the host's mount namespace, before
 //! setns; the fork that follows makes the child a member of the container's PID namespace;
@@ -27,10 +29,14 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
 
 /// The helper's entry: never returns.
 pub fn main() -> ! {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tty = args.first().is_some_and(|a| a == "--tty");
+    if tty {
+        args.remove(0);
+    }
     let code = match args.iter().position(|a| a == "--") {
-        Some(3) if args.len() > 4 => run(Path::new(&args[0]), &args[1], &args[2], &args[4..]),
-        _ => Err("usage: crio-exec <bundle> <container-id> <init-pid> -- <command>...".to_string()),
+        Some(3) if args.len() > 4 => run(Path::new(&args[0]), &args[1], &args[2], &args[4..], tty),
+        _ => Err("usage: crio-exec [--tty] <bundle> <container-id> <init-pid> -- <command>...".to_string()),
     };
     match code {
         Ok(code) => std::process::exit(code),
@@ -41,7 +47,7 @@ pub fn main() -> ! {
     }
 }
 
-fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String]) -> Result<i32, Failure> {
+fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], tty: bool) -> Result<i32, Failure> {
     // From the start: the daemon's SIGTERM (ExecSync's timeout) must end the command and
     // reap it, never leave it running or a zombie in the container.
     sys::block_helper_signals(true).map_err(fail("blocking signals"))?;
@@ -75,11 +81,19 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String]) -> Result<i32, Failur
         Some(child) => wait(child),
         None => {
             // Its own process group (inside the container's PID namespace): what it starts can
-            // be killed with it, and the helper is not in that group.
-            let _ = rustix::process::setpgid(None, None);
-            let e = match sys::block_helper_signals(false) {
+            // be killed with it, and the helper is not in that group. With a tty, its own
+            // session too (which makes the group), with the pty as its terminal.
+            let terminal = if tty {
+                rustix::process::setsid()
+                    .map_err(fail("setsid"))
+                    .and_then(|_| rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(fail("TIOCSCTTY")))
+            } else {
+                let _ = rustix::process::setpgid(None, None);
+                Ok(())
+            };
+            let e = match terminal.and_then(|()| sys::block_helper_signals(false).map_err(fail("unblocking signals"))) {
                 Ok(()) => become_container_process(&profile, filter.as_deref(), cmd),
-                Err(e) => (format!("unblocking signals: {e}"), FAILED),
+                Err(e) => (e, FAILED),
             };
             eprintln!("crio-exec: {}", e.0);
             std::process::exit(e.1)

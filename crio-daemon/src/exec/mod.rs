@@ -17,7 +17,7 @@ pub mod profile;
 mod run;
 
 pub use profile::ExecProfile;
-pub use run::exec_sync;
+pub use run::{SessionStdio, exec_sync, exit_code, spawn_session, stop};
 
 /// The profile's file in a bundle.
 pub const PROFILE_FILE: &str = "exec.json";

@@ -31,7 +31,6 @@ pub async fn exec_sync(
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     c.env_remove("NOTIFY_SOCKET");
     let mut child = c.spawn().map_err(|source| ExecError::Spawn { path: helper.into(), source })?;
-    let group = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
     let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let run = async { tokio::join!(crate::oci::read_capped(out, cap), crate::oci::read_capped(err, cap), child.wait()) };
     let done = match timeout {
@@ -39,17 +38,72 @@ pub async fn exec_sync(
         None => Some(run.await),
     };
     let Some((stdout, stderr, status)) = done else {
-        if let Some(g) = group {
-            let _ = rustix::process::kill_process(g, rustix::process::Signal::TERM);
-            // Once reaped its pid (and group id) may be reused: killed only while it is ours.
-            if tokio::time::timeout(HELPER_GRACE, child.wait()).await.is_err() {
-                let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
-            }
-        }
+        stop(&mut child).await;
         return Ok(ExecOutput { stdout: Vec::new(), stderr: Vec::new(), exit_code: -1, timed_out: true });
     };
     let status = status.map_err(|source| ExecError::Spawn { path: helper.into(), source })?;
+    Ok(ExecOutput { stdout, stderr, exit_code: exit_code(status), timed_out: false })
+}
+
+/// The shell's view of how a process ended: its code, or 128 + the signal that killed it.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Ok(ExecOutput { stdout, stderr, exit_code, timed_out: false })
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Ends a helper (started in its own process group) and its command: SIGTERM makes the
+/// helper kill and reap the command; a helper that does not finish in time is killed with
+/// its group, and the command dies through its parent-death signal.
+pub async fn stop(child: &mut tokio::process::Child) {
+    let Some(group) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) else { return };
+    let _ = rustix::process::kill_process(group, rustix::process::Signal::TERM);
+    // Once reaped its pid (and group id) may be reused: killed only while it is ours.
+    if tokio::time::timeout(HELPER_GRACE, child.wait()).await.is_err() {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// Starts the helper for an exec session: `cmd` in container `id`, its stdio wired as asked
+/// (`tty`: the pty slave for all three).
+pub fn spawn_session(
+    helper: &Path,
+    bundle: &Path,
+    id: &str,
+    pid: i32,
+    cmd: &[String],
+    stdio: SessionStdio,
+) -> Result<tokio::process::Child, ExecError> {
+    let mut c = tokio::process::Command::new(helper);
+    let spawn_err = |source| ExecError::Spawn { path: helper.into(), source };
+    if let SessionStdio::Tty(_) = stdio {
+        c.arg("--tty");
+    }
+    c.arg(bundle).arg(id).arg(pid.to_string()).arg("--").args(cmd);
+    stdio.apply(&mut c).map_err(spawn_err)?;
+    c.process_group(0).kill_on_drop(true).env_remove("NOTIFY_SOCKET");
+    c.spawn().map_err(spawn_err)
+}
+
+/// How an exec session's process is wired.
+pub enum SessionStdio {
+    /// The pty slave as stdin, stdout and stderr.
+    Tty(std::os::fd::OwnedFd),
+    /// A pipe for each stream asked for, /dev/null for the others.
+    Pipes { stdin: bool, stdout: bool, stderr: bool },
+}
+
+impl SessionStdio {
+    pub fn apply(self, c: &mut tokio::process::Command) -> std::io::Result<()> {
+        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        match self {
+            SessionStdio::Tty(slave) => {
+                c.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave);
+            }
+            SessionStdio::Pipes { stdin, stdout, stderr } => {
+                c.stdin(pipe(stdin)).stdout(pipe(stdout)).stderr(pipe(stderr));
+            }
+        }
+        Ok(())
+    }
 }

@@ -87,6 +87,9 @@ pub struct ContainerSpec {
     pub log_path: String,
     pub tty: bool,
     pub stdin: bool,
+    /// Stdin closes when the first attacher leaves.
+    #[serde(default)]
+    pub stdin_once: bool,
     pub security: Security,
     pub resources: Resources,
     #[serde(default)]

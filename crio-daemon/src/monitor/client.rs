@@ -99,6 +99,29 @@ impl MonitorClient {
         Self { socket: socket.into() }
     }
 
+    /// Joins container `id`'s stdio: the connection then carries `protocol::attach` frames.
+    /// The reader is returned buffered, as it was used for the response.
+    pub async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf), MonitorError> {
+        let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
+        let stream = crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(&Request::Attach { id: id.to_string() }).expect("requests serialize");
+        line.push(b'\n');
+        write.write_all(&line).await.map_err(unreachable)?;
+        let mut read = BufReader::new(read);
+        let mut reply = String::new();
+        read.read_line(&mut reply).await.map_err(unreachable)?;
+        let resp: Response =
+            serde_json::from_str(&reply).map_err(|source| MonitorError::Protocol { socket: self.socket.clone(), source })?;
+        if !resp.error.is_empty() {
+            return Err(MonitorError::Refused { socket: self.socket.clone(), message: resp.error });
+        }
+        Ok((read, write))
+    }
+
     pub async fn request(&self, req: &Request) -> Result<Response, MonitorError> {
         let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
         let mut stream = crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?;

@@ -59,8 +59,9 @@ impl LogSink {
     }
 }
 
-/// Copies one stream of the container into the log until the container closes it.
-pub fn pump(mut from: impl Read, stream: Stream, sink: Arc<LogSink>) {
+/// Copies one stream of the container into the log, and to its attachers, until the
+/// container closes it.
+pub fn pump(mut from: impl Read, stream: Stream, sink: Arc<LogSink>, attachers: &super::attach::Attachers) {
     let mut chunk = vec![0u8; 32 * 1024];
     let mut framed = Vec::with_capacity(chunk.len() + 256);
     loop {
@@ -73,5 +74,10 @@ pub fn pump(mut from: impl Read, stream: Stream, sink: Arc<LogSink>) {
         if let Err(e) = sink.write(stream, &chunk[..n], &mut framed) {
             eprintln!("crio-monitor: writing {}: {e}", sink.path.display());
         }
+        let kind = match stream {
+            Stream::Stdout => super::protocol::attach::STDOUT,
+            Stream::Stderr => super::protocol::attach::STDERR,
+        };
+        attachers.publish(kind, &chunk[..n]);
     }
 }

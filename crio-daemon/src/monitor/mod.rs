@@ -2,8 +2,9 @@
 //! their stdio, writer of their CRI logs and exit records, outliving the daemon. `server` is
 //! the process; `client` is how the daemon starts and talks to it.
 
+mod attach;
 pub mod client;
-mod console;
+pub mod console;
 pub mod log_format;
 mod logs;
 pub mod protocol;

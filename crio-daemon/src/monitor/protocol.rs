@@ -14,6 +14,42 @@ pub enum Request {
     ReopenLog { id: String },
     /// The containers this monitor watches.
     State,
+    /// Join a container's stdio: after the response the connection carries `attach` frames
+    /// both ways until the container exits or the daemon hangs up.
+    Attach { id: String },
+}
+
+/// Frames on an attach connection: a kind byte, a big-endian u32 length, the payload.
+pub mod attach {
+    /// Daemon to monitor: bytes for the container's stdin.
+    pub const STDIN: u8 = 0;
+    /// Monitor to daemon: the container's output.
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// Monitor to daemon: the container exited (payload: its exit code, i32 big-endian);
+    /// the last frame.
+    pub const EXIT: u8 = 3;
+    /// Daemon to monitor: this attacher's stdin ended.
+    pub const STDIN_CLOSE: u8 = 4;
+    /// Daemon to monitor: the terminal's new size (u16 width, u16 height, big-endian).
+    pub const RESIZE: u8 = 5;
+    /// Largest payload either side sends or accepts.
+    pub const MAX_PAYLOAD: usize = 64 * 1024;
+    pub const HEADER_LEN: usize = 5;
+
+    pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(HEADER_LEN + payload.len());
+        f.push(kind);
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The kind and payload length of a frame header; `None` for a length over the cap.
+    pub fn header(h: [u8; HEADER_LEN]) -> Option<(u8, usize)> {
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        (len <= MAX_PAYLOAD).then_some((h[0], len))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +73,9 @@ pub struct CreateRequest {
     /// Keep the container's stdin open (a pipe the monitor holds) instead of /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// Close the container's stdin when its first attacher leaves.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::attach::{Attachers, Target};
 use super::console::ConsoleSocket;
 use super::log_format::Stream;
 use super::logs::{LogSink, pump};
@@ -29,6 +30,9 @@ struct Container {
     exit: Option<ExitRecord>,
     /// The write end of its stdin (or its pty master), held open while it runs.
     stdin: Option<OwnedFd>,
+    tty: bool,
+    stdin_once: bool,
+    attachers: Arc<Attachers>,
 }
 
 #[derive(Clone)]
@@ -66,9 +70,29 @@ pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
 impl Monitor {
     fn serve(&self, conn: UnixStream) {
         let Ok(mut writer) = conn.try_clone() else { return };
-        for line in BufReader::new(conn).lines() {
-            let Ok(line) = line else { return };
+        let mut reader = BufReader::new(conn);
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
             let response = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Attach { id }) => {
+                    let target = self.attach_target(&id);
+                    let response = match &target {
+                        Ok(_) => Response::default(),
+                        Err(error) => Response { error: error.clone(), ..Default::default() },
+                    };
+                    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+                    out.push(b'\n');
+                    if writer.write_all(&out).is_ok()
+                        && let Ok(target) = target
+                    {
+                        super::attach::serve(reader, writer, target);
+                    }
+                    return;
+                }
                 Ok(req) => self.handle(req),
                 Err(e) => Response { error: format!("bad request: {e}"), ..Default::default() },
             };
@@ -87,6 +111,7 @@ impl Monitor {
                 Some(c) => c.log.reopen().map(|()| Response::default()).map_err(|e| format!("reopening the log of {id}: {e}")),
                 None => Err(format!("container {id} is not watched by this monitor")),
             },
+            Request::Attach { .. } => Err("attach is served on its own connection".to_string()),
             Request::State => {
                 let containers = self.containers.lock().expect("containers poisoned");
                 let mut list: Vec<Watched> =
@@ -96,6 +121,32 @@ impl Monitor {
             }
         };
         result.unwrap_or_else(|error| Response { error, ..Default::default() })
+    }
+
+    /// What an attacher of container `id` reaches.
+    fn attach_target(&self, id: &str) -> Result<Target, String> {
+        let containers = self.containers.lock().expect("containers poisoned");
+        let c = containers.get(id).ok_or_else(|| format!("container {id} is not watched by this monitor"))?;
+        let stdin = match &c.stdin {
+            Some(fd) => Some(fd.try_clone().map_err(|e| format!("dup of the stdin of {id}: {e}"))?),
+            None => None,
+        };
+        let (m, id, tty, once) = (self.clone(), id.to_string(), c.tty, c.stdin_once);
+        let stdin_done = Box::new(move || {
+            if !once {
+                return;
+            }
+            if let Some(c) = m.containers.lock().expect("containers poisoned").get_mut(&id) {
+                match (&c.stdin, tty) {
+                    // A terminal's end of input is ^D; closing the master would hang it up.
+                    (Some(master), true) => {
+                        let _ = rustix::io::write(master, &[4]);
+                    }
+                    _ => c.stdin = None,
+                }
+            }
+        });
+        Ok(Target { attachers: c.attachers.clone(), stdin, tty: c.tty, exited: c.exit.map(|e| e.exit_code), stdin_done })
     }
 
     fn create(&self, req: CreateRequest) -> Result<i32, String> {
@@ -134,15 +185,20 @@ impl Monitor {
             .parse()
             .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
         self.reaper.watch(pid);
+        let attachers = Arc::new(Attachers::default());
+        let tty = master.is_some();
         let pumps = match (pipes, master) {
             (Some((out_r, err_r)), _) => {
-                vec![spawn_pump(out_r, Stream::Stdout, log.clone()), spawn_pump(err_r, Stream::Stderr, log.clone())]
+                vec![
+                    spawn_pump(out_r, Stream::Stdout, log.clone(), attachers.clone()),
+                    spawn_pump(err_r, Stream::Stderr, log.clone(), attachers.clone()),
+                ]
             }
             (None, Some(master)) => {
                 // The container's stdin too: kept open for as long as the container runs.
                 let reader = std::fs::File::from(master.try_clone().map_err(|e| format!("dup of the pty master: {e}"))?);
                 stdin = Some(master);
-                vec![spawn_pump(reader, Stream::Stdout, log.clone())]
+                vec![spawn_pump(reader, Stream::Stdout, log.clone(), attachers.clone())]
             }
             (None, None) => {
                 let _ = rustix::process::kill_process(
@@ -152,7 +208,8 @@ impl Monitor {
                 return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()));
             }
         };
-        self.containers.lock().expect("containers poisoned").insert(id.into(), Container { pid, log, exit: None, stdin });
+        let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
+        self.containers.lock().expect("containers poisoned").insert(id.into(), c);
         self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);
         Ok(pid)
     }
@@ -177,6 +234,7 @@ impl Monitor {
             if let Some(c) = m.containers.lock().expect("containers poisoned").get_mut(&id) {
                 c.exit = Some(record);
                 c.stdin = None;
+                c.attachers.end(record.exit_code);
             }
         });
     }
@@ -226,8 +284,13 @@ fn stdio(cmd: &mut Command, req: &CreateRequest) -> Result<Stdio3, String> {
     Ok(Stdio3 { console: None, pipes: Some((out_r, err_r)), stdin })
 }
 
-fn spawn_pump(from: impl std::io::Read + Send + 'static, stream: Stream, log: Arc<LogSink>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || pump(from, stream, log))
+fn spawn_pump(
+    from: impl std::io::Read + Send + 'static,
+    stream: Stream,
+    log: Arc<LogSink>,
+    attachers: Arc<Attachers>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || pump(from, stream, log, &attachers))
 }
 
 /// The runtime's last error message from its JSON log.

@@ -109,6 +109,17 @@ impl OciRuntime {
         c
     }
 
+    /// `exec` for a streaming session; the caller wires its stdio. With `console_socket` the
+    /// runtime makes a pty in the container and sends its master there.
+    pub fn exec_session(&self, id: &str, args: &[String], console_socket: Option<&Path>) -> Command {
+        let mut c = self.command(&["exec"]);
+        if let Some(socket) = console_socket {
+            c.arg("--tty").arg("--console-socket").arg(socket);
+        }
+        c.arg(id).args(args).process_group(0);
+        c
+    }
+
     /// Runs a short command to completion under the deadline, capturing its output.
     async fn run(&self, command: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, OciError> {
         let mut c = self.command(args);

@@ -6,6 +6,7 @@
 //! containers through the container service, which is below this one.
 
 pub mod files;
+mod port_forward;
 mod recover;
 mod run;
 mod status;
@@ -35,6 +36,15 @@ pub enum PodError {
     PodNotFound { id: String },
     #[error("no CNI network is configured in {dir}")]
     NoNetwork { dir: PathBuf },
+    #[error("pod sandbox {id} is not ready")]
+    NotReady { id: String },
+    #[error("connecting to port {port} in pod sandbox {id}")]
+    Dial {
+        id: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {path}")]
     Io {
         what: &'static str,

@@ -114,3 +114,9 @@ pub fn async_readable(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::A
     // dropped, and reports the same descriptor from as_raw_fd for its whole life.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)
 }
+
+/// `fd` (a pty master) watched for readability and writability by the tokio reactor.
+pub fn async_read_write(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: as for `async_readable`: the AsyncFd owns the OwnedFd for its whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
