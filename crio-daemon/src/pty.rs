@@ -1,5 +1,5 @@
-//! Pseudo-terminals for exec sessions with a tty: the daemon keeps the master (async, through
-//! the reactor), the exec'd process gets the slave as its stdio and controlling terminal.
+//! The master side of an exec session's pty (made inside the container by the exec helper or
+//! the runtime), read and written through the reactor, and resized.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -7,20 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use rustix::fs::{Mode, OFlags};
-use rustix::pty::OpenptFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// A new pty: its master (non-blocking) and its slave.
-pub fn open() -> io::Result<(Master, OwnedFd)> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-    rustix::pty::grantpt(&master)?;
-    rustix::pty::unlockpt(&master)?;
-    let name = rustix::pty::ptsname(&master, Vec::new())?;
-    let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
-    Master::new(master).map(|m| (m, slave))
-}
 
 /// The master side; clones share the descriptor (one reads, one writes, one resizes).
 #[derive(Clone)]
@@ -87,7 +75,19 @@ impl AsyncWrite for Master {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::OpenptFlags;
     use tokio::io::AsyncReadExt;
+
+    /// A new pty: its master (non-blocking) and its slave.
+    pub fn open() -> io::Result<(Master, OwnedFd)> {
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        rustix::pty::grantpt(&master)?;
+        rustix::pty::unlockpt(&master)?;
+        let name = rustix::pty::ptsname(&master, Vec::new())?;
+        let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+        Master::new(master).map(|m| (m, slave))
+    }
 
     #[tokio::test]
     async fn what_the_slave_writes_the_master_reads_until_it_closes() {

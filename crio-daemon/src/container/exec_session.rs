@@ -48,22 +48,21 @@ impl ContainerService {
         let helper = self.node.monitor_binary().with_file_name("crio-exec");
         let exec_err = |source| ContainerError::Exec { id: ct.id.clone(), source };
         if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
-            if wants.tty {
-                let (master, slave) = pty::open().map_err(io_err("opening a pty for exec in", &ct.bundle))?;
-                let child =
-                    crate::exec::spawn_session(&helper, &ct.bundle, &ct.id, ct.pid, cmd, SessionStdio::Tty(slave)).map_err(exec_err)?;
-                return Ok(tty_session(child, master, wants));
-            }
-            let stdio = SessionStdio::Pipes { stdin: wants.stdin, stdout: wants.stdout, stderr: wants.stderr };
-            let child = crate::exec::spawn_session(&helper, &ct.bundle, &ct.id, ct.pid, cmd, stdio).map_err(exec_err)?;
-            return Ok(piped_session(child));
+            let stdio = match wants.tty {
+                true => SessionStdio::Tty,
+                false => SessionStdio::Pipes { stdin: wants.stdin, stdout: wants.stdout, stderr: wants.stderr },
+            };
+            let (child, master) = crate::exec::spawn_session(&helper, &ct.bundle, &ct.id, ct.pid, cmd, stdio).await.map_err(exec_err)?;
+            return Ok(match master {
+                Some(m) => tty_session(child, pty::Master::new(m).map_err(io_err("taking the exec pty of", &ct.bundle))?, wants),
+                None => piped_session(child),
+            });
         }
         let rt = self.node.runtime(&self.handler_of(&ct))?.clone();
         if !wants.tty {
             let mut c = rt.exec_session(&ct.id, cmd, None);
-            SessionStdio::Pipes { stdin: wants.stdin, stdout: wants.stdout, stderr: wants.stderr }
-                .apply(&mut c)
-                .map_err(io_err("wiring exec stdio for", &ct.bundle))?;
+            let pipe = |on: bool| if on { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+            c.stdin(pipe(wants.stdin)).stdout(pipe(wants.stdout)).stderr(pipe(wants.stderr));
             let child = c.spawn().map_err(|source| crate::oci::OciError::Spawn { runtime: rt.name.clone(), command: "exec", source })?;
             return Ok(piped_session(child));
         }

@@ -1,6 +1,8 @@
 //! `crio-exec [--tty] <bundle> <container-id> <init-pid> -- <command>...`: runs a command in a
 //! running container as the runtime would, then exits with its status (128 + n for signal n).
-//! With `--tty` the helper's stdin is a pty slave, which becomes the command's controlling
+//! With `--tty` the helper's stdin is a unix socket: the helper makes a pty inside the
+//! container (its devpts, so the command's `ttyname` resolves there, as with runc), sends the
+//! master back over the socket, and gives the command the slave as its stdio and controlling
 //! terminal (the command leads a new session, as a login shell would).
 //!
 //! Order matters, as in runc: cgroups are joined from the host's mount namespace, before
@@ -9,6 +11,7 @@
 //! when no_new_privs is off (loading then needs CAP_SYS_ADMIN), last otherwise.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -77,28 +80,51 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], tty: bool) -> Result<
     rustix::thread::move_into_thread_name_spaces(rustix::fd::AsFd::as_fd(&pidfd), namespaces)
         .map_err(fail("joining the container's namespaces"))?;
     drop(pidfd);
+    let slave = if tty { Some(container_pty()?) } else { None };
     match sys::fork(one_thread).map_err(fail("fork"))? {
-        Some(child) => wait(child),
+        Some(child) => {
+            drop(slave);
+            wait(child)
+        }
         None => {
             // Its own process group (inside the container's PID namespace): what it starts can
             // be killed with it, and the helper is not in that group. With a tty, its own
             // session too (which makes the group), with the pty as its terminal.
-            let terminal = if tty {
-                rustix::process::setsid()
+            let terminal = match &slave {
+                Some(slave) => rustix::process::setsid()
                     .map_err(fail("setsid"))
-                    .and_then(|_| rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(fail("TIOCSCTTY")))
-            } else {
-                let _ = rustix::process::setpgid(None, None);
-                Ok(())
+                    .and_then(|_| rustix::process::ioctl_tiocsctty(slave).map_err(fail("TIOCSCTTY"))),
+                None => {
+                    let _ = rustix::process::setpgid(None, None);
+                    Ok(())
+                }
             };
             let e = match terminal.and_then(|()| sys::block_helper_signals(false).map_err(fail("unblocking signals"))) {
-                Ok(()) => become_container_process(&profile, filter.as_deref(), cmd),
+                Ok(()) => become_container_process(&profile, filter.as_deref(), cmd, slave.as_ref()),
                 Err(e) => (e, FAILED),
             };
             eprintln!("crio-exec: {}", e.0);
             std::process::exit(e.1)
         }
     }
+}
+
+/// A pty made inside the container (the mount namespace joined, so `/dev/ptmx` is the
+/// container's): the master goes to the daemon over our stdin, the slave is returned.
+fn container_pty() -> Result<OwnedFd, Failure> {
+    use rustix::pty::OpenptFlags;
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).map_err(fail("opening /dev/ptmx"))?;
+    rustix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
+    let name = rustix::pty::ptsname(&master, Vec::new()).map_err(fail("ptsname"))?;
+    let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC;
+    let slave = rustix::fs::open(name.as_c_str(), flags, rustix::fs::Mode::empty()).map_err(fail("opening the pty slave"))?;
+    let fds = [rustix::fd::AsFd::as_fd(&master)];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(std::io::stdin(), &[std::io::IoSlice::new(b"pty")], &mut control, rustix::net::SendFlags::empty())
+        .map_err(fail("sending the pty master"))?;
+    Ok(slave)
 }
 
 /// The cgroup directories of every hierarchy listed in a `/proc/<pid>/cgroup`, found through
@@ -211,13 +237,22 @@ fn resource(name: &str) -> Option<Resource> {
 
 /// In the forked child, inside the container's namespaces: become the process the runtime
 /// would have made, and exec. Returns only on failure: the message and the exit status.
-fn become_container_process(p: &ExecProfile, filter: Option<&[u8]>, cmd: &[String]) -> (String, i32) {
+fn become_container_process(p: &ExecProfile, filter: Option<&[u8]>, cmd: &[String], tty: Option<&OwnedFd>) -> (String, i32) {
     match prepare(p, filter) {
         Ok(()) => {}
         Err(e) => return (e, FAILED),
     }
     let mut c = std::process::Command::new(&cmd[0]);
     c.args(&cmd[1..]).env_clear().current_dir(&p.cwd);
+    if let Some(slave) = tty {
+        let dup = || slave.try_clone().map(std::process::Stdio::from);
+        match (dup(), dup(), dup()) {
+            (Ok(i), Ok(o), Ok(e)) => {
+                c.stdin(i).stdout(o).stderr(e);
+            }
+            _ => return ("dup of the pty slave failed".into(), FAILED),
+        }
+    }
     for kv in &p.env {
         if let Some((k, v)) = kv.split_once('=') {
             c.env(k, v);

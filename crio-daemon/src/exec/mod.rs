@@ -34,6 +34,8 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no pty for the exec session: {why}")]
+    Pty { why: String },
     #[error("failed to run the exec helper {path}")]
     Spawn {
         path: std::path::PathBuf,

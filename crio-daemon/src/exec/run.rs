@@ -64,46 +64,65 @@ pub async fn stop(child: &mut tokio::process::Child) {
     }
 }
 
-/// Starts the helper for an exec session: `cmd` in container `id`, its stdio wired as asked
-/// (`tty`: the pty slave for all three).
-pub fn spawn_session(
+/// Starts the helper for an exec session: `cmd` in container `id`, its stdio wired as asked.
+/// With a tty, also the pty's master, which the helper makes inside the container and sends
+/// back over a socket on its stdin.
+pub async fn spawn_session(
     helper: &Path,
     bundle: &Path,
     id: &str,
     pid: i32,
     cmd: &[String],
     stdio: SessionStdio,
-) -> Result<tokio::process::Child, ExecError> {
+) -> Result<(tokio::process::Child, Option<std::os::fd::OwnedFd>), ExecError> {
     let mut c = tokio::process::Command::new(helper);
     let spawn_err = |source| ExecError::Spawn { path: helper.into(), source };
-    if let SessionStdio::Tty(_) = stdio {
-        c.arg("--tty");
-    }
+    let socket = match stdio {
+        SessionStdio::Tty => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(spawn_err)?;
+            c.arg("--tty").stdin(std::os::fd::OwnedFd::from(theirs)).stdout(Stdio::null()).stderr(Stdio::piped());
+            Some(ours)
+        }
+        SessionStdio::Pipes { stdin, stdout, stderr } => {
+            let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+            c.stdin(pipe(stdin)).stdout(pipe(stdout)).stderr(pipe(stderr));
+            None
+        }
+    };
     c.arg(bundle).arg(id).arg(pid.to_string()).arg("--").args(cmd);
-    stdio.apply(&mut c).map_err(spawn_err)?;
     c.process_group(0).kill_on_drop(true).env_remove("NOTIFY_SOCKET");
-    c.spawn().map_err(spawn_err)
+    let mut child = c.spawn().map_err(spawn_err)?;
+    // Our copy of the helper's end must go, or a helper that dies before sending would
+    // leave the receive below waiting.
+    drop(c);
+    let Some(socket) = socket else { return Ok((child, None)) };
+    let received = tokio::task::spawn_blocking(move || {
+        socket.set_read_timeout(Some(PTY_TIMEOUT))?;
+        crate::monitor::console::receive_fd(&socket)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r);
+    match received {
+        Ok(master) => Ok((child, Some(master))),
+        Err(e) => {
+            stop(&mut child).await;
+            let mut why = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut why).await;
+            }
+            Err(ExecError::Pty { why: format!("{e}; the helper said: {}", why.trim()) })
+        }
+    }
 }
+
+/// How long the helper may take to send the pty it made.
+const PTY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How an exec session's process is wired.
 pub enum SessionStdio {
-    /// The pty slave as stdin, stdout and stderr.
-    Tty(std::os::fd::OwnedFd),
+    /// A pty made in the container as stdin, stdout and stderr.
+    Tty,
     /// A pipe for each stream asked for, /dev/null for the others.
     Pipes { stdin: bool, stdout: bool, stderr: bool },
-}
-
-impl SessionStdio {
-    pub fn apply(self, c: &mut tokio::process::Command) -> std::io::Result<()> {
-        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        match self {
-            SessionStdio::Tty(slave) => {
-                c.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave);
-            }
-            SessionStdio::Pipes { stdin, stdout, stderr } => {
-                c.stdin(pipe(stdin)).stdout(pipe(stdout)).stderr(pipe(stderr));
-            }
-        }
-        Ok(())
-    }
 }

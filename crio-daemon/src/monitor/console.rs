@@ -58,7 +58,8 @@ impl Drop for ConsoleSocket {
     }
 }
 
-fn receive_fd(conn: &UnixStream) -> io::Result<OwnedFd> {
+/// One descriptor sent over `conn` (SCM_RIGHTS), as a runtime sends a pty master.
+pub fn receive_fd(conn: &UnixStream) -> io::Result<OwnedFd> {
     let mut name = [0u8; 256];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

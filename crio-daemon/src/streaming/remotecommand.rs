@@ -178,12 +178,16 @@ pub async fn attach(services: &Services, container_id: &str, mut s: Streams, ver
                     }).collect(),
                     None => { resize = None; continue }
                 },
-                else => return,
+                else => break,
             };
             if input.write_all(&frame).await.is_err() {
                 return;
             }
         }
+        // Dropping the write half would shut it down, which the monitor takes for this
+        // attacher leaving: it is held until the session ends (and this task is aborted).
+        std::future::pending::<()>().await;
+        drop(input);
     });
     let (stdout, stderr) = (s.stdout.clone(), s.stderr.clone());
     let from_monitor = async move {

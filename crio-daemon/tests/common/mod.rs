@@ -8,6 +8,7 @@ pub mod host;
 pub mod image;
 pub mod pods;
 pub mod registry;
+pub mod spdy;
 pub mod token;
 
 pub use daemon::Daemon;
