@@ -115,6 +115,28 @@ async fn crictl_and_websocket_clients_stream() {
     assert_eq!(got, "hello-from-pod\n");
     let _ = pf.kill().await;
 
+    // crioctl's own streaming verbs (over WebSocket).
+    let crioctl = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_crioctl"));
+        c.arg("-r").arg(&d.socket).args(args).kill_on_drop(true);
+        c
+    };
+    let mut c = crioctl(&["exec", "-i", &shell, "--", "sh", "-c", "cat; exit 42"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"via crioctl\n").await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(42), &b"via crioctl\n"[..]), "crioctl exec -i");
+    let local = common::free_port();
+    let mut pf = crioctl(&["port-forward", &pod, &format!("{local}:8080")]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(pf.stdout.take().unwrap()).lines();
+    assert!(lines.next_line().await.unwrap().is_some_and(|l| l.contains("Forwarding from")), "crioctl port-forward started");
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
+    assert_eq!(buf, b"hello-from-pod\n", "crioctl port-forward");
+    let _ = pf.kill().await;
+
     websocket_exec(d, &shell).await;
     bad_requests(d, &shell, &pod).await;
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");

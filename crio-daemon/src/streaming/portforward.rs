@@ -1,5 +1,7 @@
 //! One forwarded connection, whichever protocol carries it: dial the port in the pod, then
-//! copy both ways until both sides are done. A failure is reported on the pair's error
+//! copy both ways. The client finishing first half-closes the pod's side, whose answer is
+//! still copied to the end; the pod finishing first leaves the client a second to finish
+//! too (a WebSocket client cannot half-close). A failure is reported on the pair's error
 //! stream in the words the kubelet uses, and the data stream is closed.
 
 use bytes::Bytes;
@@ -8,6 +10,9 @@ use tokio::sync::mpsc;
 
 use super::channel::{Output, Session};
 use crate::services::Services;
+
+/// After the pod's side closed, how long the client's may still send.
+const POD_CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn forward(
     services: &Services,
@@ -56,8 +61,17 @@ pub async fn forward(
         }
         out.close().await;
     };
+    tokio::pin!(inbound, outbound);
+    let both = async {
+        tokio::select! {
+            () = &mut outbound => {
+                let _ = tokio::time::timeout(POD_CLOSED_GRACE, &mut inbound).await;
+            }
+            () = &mut inbound => outbound.await,
+        }
+    };
     tokio::select! {
-        _ = async { tokio::join!(inbound, outbound) } => {}
+        () = both => {}
         () = session.wait_closed() => return,
     }
     if let Some(err) = &error {

@@ -1,5 +1,7 @@
 //! `crioctl`: a small CRI client for people and tests, with crictl-like verbs.
 
+mod stream;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -104,14 +106,31 @@ enum Command {
     },
     /// Remove containers.
     Rm { ids: Vec<String> },
-    /// Run a command in a container and print its output.
+    /// Run a command in a container and print its output (ExecSync); with -i or -t, stream
+    /// it through this terminal.
     Exec {
         id: String,
         #[arg(long, default_value_t = 0)]
         timeout: i64,
+        /// Pass this process's stdin to the command.
+        #[arg(long, short)]
+        interactive: bool,
+        /// Run the command on a terminal (this one, in raw mode).
+        #[arg(long, short)]
+        tty: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Join a running container's stdio.
+    Attach {
+        id: String,
+        #[arg(long, short)]
+        interactive: bool,
+        #[arg(long, short)]
+        tty: bool,
+    },
+    /// Forward LOCAL:REMOTE, a port on 127.0.0.1 to a port in the pod, until interrupted.
+    PortForward { pod: String, ports: String },
     /// Print a container's log, without the CRI framing.
     Logs { id: String },
     /// Resource use of running containers.
@@ -320,7 +339,22 @@ async fn container_command(rt: &mut RuntimeServiceClient<Channel>, command: Comm
                 println!("{id}");
             }
         }
-        Command::Exec { id, timeout, command } => {
+        Command::Exec { id, interactive, tty, command, .. } if interactive || tty => {
+            let req = cri::ExecRequest { container_id: id, cmd: command, tty, stdin: interactive, stdout: true, stderr: !tty };
+            let url = rt.exec(req).await?.into_inner().url;
+            std::process::exit(stream::session(&url, interactive, tty).await?);
+        }
+        Command::Attach { id, interactive, tty } => {
+            let req = cri::AttachRequest { container_id: id, tty, stdin: interactive, stdout: true, stderr: !tty };
+            let url = rt.attach(req).await?.into_inner().url;
+            std::process::exit(stream::session(&url, interactive, tty).await?);
+        }
+        Command::PortForward { pod, ports } => {
+            let (local, remote) = ports.split_once(':').unwrap_or(("0", &ports));
+            let (local, remote) = (local.parse().context("the local port")?, remote.parse().context("the pod's port")?);
+            stream::port_forward(rt.clone(), pod, local, remote).await?;
+        }
+        Command::Exec { id, timeout, command, .. } => {
             let r = rt.exec_sync(cri::ExecSyncRequest { container_id: id, cmd: command, timeout }).await?.into_inner();
             std::io::Write::write_all(&mut std::io::stdout(), &r.stdout)?;
             std::io::Write::write_all(&mut std::io::stderr(), &r.stderr)?;
