@@ -11,6 +11,7 @@ mod containerd;
 mod procs;
 mod report;
 mod scenarios;
+mod streaming;
 
 use std::path::Path;
 
@@ -32,6 +33,9 @@ const DENSITY: usize = 100;
 const BURST: usize = 20;
 const STORM: usize = 400;
 const STORM_WORKERS: usize = 8;
+/// Exec sessions timed in all (p99 needs at least 100), and idle ones held open per round.
+const STREAM_SESSIONS: usize = 200;
+const IDLE_SESSIONS: usize = 50;
 
 /// The same network for both, on a bridge and subnet of its own.
 fn conflist(bridge: &str, subnet: &str, ipam: &Path) -> String {
@@ -81,7 +85,7 @@ impl Drop for Cleanup {
     }
 }
 
-const SCENARIOS: [&str; 6] = ["pod_start", "probes", "exec_storm", "burst", "density", "image"];
+const SCENARIOS: [&str; 7] = ["pod_start", "probes", "exec_storm", "burst", "density", "image", "streaming"];
 
 /// `CRIO_BENCH_SCENARIOS` (comma-separated names from [`SCENARIOS`]) runs only those; unset,
 /// all of them.
@@ -107,6 +111,9 @@ async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     }
     if selected("density") {
         scenarios::density(t, r, round, DENSITY).await;
+    }
+    if selected("streaming") {
+        streaming::streaming(t, r, round, STREAM_SESSIONS / n, IDLE_SESSIONS).await;
     }
     if selected("image") {
         scenarios::image(t, r).await;

@@ -35,11 +35,11 @@ pub struct Results {
 }
 
 impl Results {
-    fn sample(&mut self, name: &str, d: Duration) {
+    pub(super) fn sample(&mut self, name: &str, d: Duration) {
         self.samples.entry(name.into()).or_default().push(d);
     }
 
-    fn value(&mut self, name: &str, v: f64) {
+    pub(super) fn value(&mut self, name: &str, v: f64) {
         self.values.entry(name.into()).or_default().push(v);
     }
 }
@@ -83,7 +83,7 @@ fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
 }
 
 /// One pod with one running container; the three stages' times.
-async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
+pub(super) async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
     let (mut rt, pc) = (t.rt.clone(), pod_config(t, name));
     let at = Instant::now();
     let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() }).await;
@@ -98,7 +98,7 @@ async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
     (pod, ct, [ran, created, at.elapsed()])
 }
 
-async fn remove_pod(t: &Target, pod: &str) {
+pub(super) async fn remove_pod(t: &Target, pod: &str) {
     let mut rt = t.rt.clone();
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("StopPodSandbox");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("RemovePodSandbox");

@@ -87,6 +87,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
+    // Exec sessions' commands are handed over to us by the exec helper, which exits: as a
+    // child subreaper we become their parent (and reap them) instead of init.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).context("PR_SET_CHILD_SUBREAPER")?;
     let config = Arc::new(loaded.config);
     let c = &config.crio;
     tracing::info!(files = ?loaded.files, root = %c.root.display(), listen = %c.api.listen.display(), "starting crio");

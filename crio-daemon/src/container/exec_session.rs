@@ -17,8 +17,8 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a session's process reads and writes, as asked for.
 pub struct ExecSession {
-    /// The helper or `<runtime> exec`: its exit status is the command's.
-    pub child: tokio::process::Child,
+    /// The command (handed over by the helper) or `<runtime> exec`: its exit is the session's.
+    pub process: crate::exec::Process,
     pub stdin: Option<Writer>,
     pub stdout: Option<Reader>,
     pub stderr: Option<Reader>,
@@ -52,10 +52,16 @@ impl ContainerService {
                 true => SessionStdio::Tty,
                 false => SessionStdio::Pipes { stdin: wants.stdin, stdout: wants.stdout, stderr: wants.stderr },
             };
-            let (child, master) = crate::exec::spawn_session(&helper, &ct.bundle, &ct.id, ct.pid, cmd, stdio).await.map_err(exec_err)?;
-            return Ok(match master {
-                Some(m) => tty_session(child, pty::Master::new(m).map_err(io_err("taking the exec pty of", &ct.bundle))?, wants),
-                None => piped_session(child),
+            let s = crate::exec::spawn_session(&helper, &ct.bundle, &ct.id, ct.pid, cmd, stdio).await.map_err(exec_err)?;
+            return Ok(match s.master {
+                Some(m) => tty_session(s.process, pty::Master::new(m).map_err(io_err("taking the exec pty of", &ct.bundle))?, wants),
+                None => ExecSession {
+                    process: s.process,
+                    stdin: s.stdin.map(|w| Box::new(w) as Writer),
+                    stdout: s.stdout.map(|r| Box::new(r) as Reader),
+                    stderr: s.stderr.map(|r| Box::new(r) as Reader),
+                    pty: None,
+                },
             });
         }
         let rt = self.node.runtime(&self.handler_of(&ct))?.clone();
@@ -111,13 +117,13 @@ impl ContainerService {
             }
         };
         let master = master.and_then(pty::Master::new).map_err(io_err("receiving the exec pty on", &path))?;
-        Ok(tty_session(child, master, wants))
+        Ok(tty_session(crate::exec::Process::Child(child), master, wants))
     }
 }
 
-fn tty_session(child: tokio::process::Child, master: pty::Master, wants: Wants) -> ExecSession {
+fn tty_session(process: crate::exec::Process, master: pty::Master, wants: Wants) -> ExecSession {
     ExecSession {
-        child,
+        process,
         stdin: wants.stdin.then(|| Box::new(master.clone()) as Writer),
         stdout: Some(Box::new(master.clone())),
         stderr: None,
@@ -130,7 +136,7 @@ fn piped_session(mut child: tokio::process::Child) -> ExecSession {
         stdin: child.stdin.take().map(|s| Box::new(s) as Writer),
         stdout: child.stdout.take().map(|s| Box::new(s) as Reader),
         stderr: child.stderr.take().map(|s| Box::new(s) as Reader),
-        child,
+        process: crate::exec::Process::Child(child),
         pty: None,
     }
 }

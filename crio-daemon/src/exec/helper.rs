@@ -33,13 +33,18 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
 /// The helper's entry: never returns.
 pub fn main() -> ! {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let tty = args.first().is_some_and(|a| a == "--tty");
-    if tty {
+    let mut opts = Options::default();
+    loop {
+        match args.first().map(String::as_str) {
+            Some("--tty") => opts.tty = true,
+            Some("--detach") if args.len() > 1 => opts.detach = Some(args.remove(1).into()),
+            _ => break,
+        }
         args.remove(0);
     }
     let code = match args.iter().position(|a| a == "--") {
-        Some(3) if args.len() > 4 => run(Path::new(&args[0]), &args[1], &args[2], &args[4..], tty),
-        _ => Err("usage: crio-exec [--tty] <bundle> <container-id> <init-pid> -- <command>...".to_string()),
+        Some(3) if args.len() > 4 => run(Path::new(&args[0]), &args[1], &args[2], &args[4..], &opts),
+        _ => Err("usage: crio-exec [--tty] [--detach <pid-file>] <bundle> <container-id> <init-pid> -- <command>...".to_string()),
     };
     match code {
         Ok(code) => std::process::exit(code),
@@ -50,7 +55,22 @@ pub fn main() -> ! {
     }
 }
 
-fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], tty: bool) -> Result<i32, Failure> {
+#[derive(Default)]
+struct Options {
+    /// Make a pty in the container for the command (see the module doc).
+    tty: bool,
+    /// Write the command's pid here and exit at once, instead of waiting for it: the caller
+    /// (a child subreaper) adopts it. No process is left waiting per exec session.
+    detach: Option<std::path::PathBuf>,
+}
+
+fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], opts: &Options) -> Result<i32, Failure> {
+    let tty = opts.tty;
+    // Opened here: once in the container's mount namespace the path is not ours to reach.
+    let mut pid_out = match &opts.detach {
+        Some(path) => Some(fs::File::create(path).map_err(fail(&format!("creating {}", path.display())))?),
+        None => None,
+    };
     // From the start: the daemon's SIGTERM (ExecSync's timeout) must end the command and
     // reap it, never leave it running or a zombie in the container.
     sys::block_helper_signals(true).map_err(fail("blocking signals"))?;
@@ -84,7 +104,13 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], tty: bool) -> Result<
     match sys::fork(one_thread).map_err(fail("fork"))? {
         Some(child) => {
             drop(slave);
-            wait(child)
+            match pid_out.as_mut() {
+                Some(out) => {
+                    std::io::Write::write_all(out, child.to_string().as_bytes()).map_err(fail("writing the command's pid"))?;
+                    Ok(0)
+                }
+                None => wait(child),
+            }
         }
         None => {
             // Its own process group (inside the container's PID namespace): what it starts can
@@ -100,7 +126,7 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], tty: bool) -> Result<
                 }
             };
             let e = match terminal.and_then(|()| sys::block_helper_signals(false).map_err(fail("unblocking signals"))) {
-                Ok(()) => become_container_process(&profile, filter.as_deref(), cmd, slave.as_ref()),
+                Ok(()) => become_container_process(&profile, filter.as_deref(), cmd, slave.as_ref(), opts.detach.is_none()),
                 Err(e) => (e, FAILED),
             };
             eprintln!("crio-exec: {}", e.0);
@@ -237,8 +263,14 @@ fn resource(name: &str) -> Option<Resource> {
 
 /// In the forked child, inside the container's namespaces: become the process the runtime
 /// would have made, and exec. Returns only on failure: the message and the exit status.
-fn become_container_process(p: &ExecProfile, filter: Option<&[u8]>, cmd: &[String], tty: Option<&OwnedFd>) -> (String, i32) {
-    match prepare(p, filter) {
+fn become_container_process(
+    p: &ExecProfile,
+    filter: Option<&[u8]>,
+    cmd: &[String],
+    tty: Option<&OwnedFd>,
+    dies_with_helper: bool,
+) -> (String, i32) {
+    match prepare(p, filter, dies_with_helper) {
         Ok(()) => {}
         Err(e) => return (e, FAILED),
     }
@@ -277,7 +309,7 @@ fn home_of(passwd: &str, uid: u32) -> Option<&str> {
     passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2].parse() == Ok(uid)).map(|f| f[5])
 }
 
-fn prepare(p: &ExecProfile, filter: Option<&[u8]>) -> Result<(), Failure> {
+fn prepare(p: &ExecProfile, filter: Option<&[u8]>, dies_with_helper: bool) -> Result<(), Failure> {
     use rustix::thread as t;
     for l in &p.rlimits {
         let r = resource(&l.resource).ok_or_else(|| format!("unknown rlimit {}", l.resource))?;
@@ -324,8 +356,10 @@ fn prepare(p: &ExecProfile, filter: Option<&[u8]>) -> Result<(), Failure> {
         }
     }
     // Cleared by the credential change above, so armed after it: if the helper is killed
-    // (ExecSync's timeout), the command goes with it.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // (ExecSync's timeout), the command goes with it. Not when the helper hands it over.
+    if dies_with_helper {
+        let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    }
     if p.no_new_privileges {
         t::set_no_new_privs(true).map_err(fail("PR_SET_NO_NEW_PRIVS"))?;
         if let Some(prog) = filter {

@@ -13,11 +13,13 @@
 
 pub mod filter;
 pub mod helper;
+mod process;
 pub mod profile;
 mod run;
 
+pub use process::Process;
 pub use profile::ExecProfile;
-pub use run::{SessionStdio, exec_sync, exit_code, spawn_session, stop};
+pub use run::{Session, SessionStdio, exec_sync, exit_code, spawn_session, stop};
 
 /// The profile's file in a bundle.
 pub const PROFILE_FILE: &str = "exec.json";
@@ -36,6 +38,8 @@ pub enum ExecError {
     },
     #[error("no pty for the exec session: {why}")]
     Pty { why: String },
+    #[error("the exec helper failed (exit {status}): {why}")]
+    Helper { status: i32, why: String },
     #[error("failed to run the exec helper {path}")]
     Spawn {
         path: std::path::PathBuf,

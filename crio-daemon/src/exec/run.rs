@@ -64,9 +64,20 @@ pub async fn stop(child: &mut tokio::process::Child) {
     }
 }
 
-/// Starts the helper for an exec session: `cmd` in container `id`, its stdio wired as asked.
-/// With a tty, also the pty's master, which the helper makes inside the container and sends
-/// back over a socket on its stdin.
+/// An exec session's command, started in the container and handed over by the helper.
+pub struct Session {
+    pub process: super::Process,
+    pub stdin: Option<tokio::process::ChildStdin>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    pub stderr: Option<tokio::process::ChildStderr>,
+    /// With a tty: the pty's master, made inside the container.
+    pub master: Option<std::os::fd::OwnedFd>,
+}
+
+/// Starts `cmd` in container `id` for an exec session, its stdio wired as asked. The helper
+/// starts the command, tells us its pid and exits; we (a child subreaper) adopt the command,
+/// so no process waits per open session. With a tty, the helper makes the pty inside the
+/// container and sends its master back over a socket on its stdin.
 pub async fn spawn_session(
     helper: &Path,
     bundle: &Path,
@@ -74,7 +85,7 @@ pub async fn spawn_session(
     pid: i32,
     cmd: &[String],
     stdio: SessionStdio,
-) -> Result<(tokio::process::Child, Option<std::os::fd::OwnedFd>), ExecError> {
+) -> Result<Session, ExecError> {
     let mut c = tokio::process::Command::new(helper);
     let spawn_err = |source| ExecError::Spawn { path: helper.into(), source };
     let socket = match stdio {
@@ -85,35 +96,71 @@ pub async fn spawn_session(
         }
         SessionStdio::Pipes { stdin, stdout, stderr } => {
             let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-            c.stdin(pipe(stdin)).stdout(pipe(stdout)).stderr(pipe(stderr));
+            // A helper's own failure is told on stderr, when the client reads it.
+            c.stdin(pipe(stdin)).stdout(pipe(stdout)).stderr(if stderr { Stdio::piped() } else { Stdio::null() });
             None
         }
     };
-    c.arg(bundle).arg(id).arg(pid.to_string()).arg("--").args(cmd);
+    let pid_file = bundle.join(format!("exec-{}.pid", &crate::state::new_id()[..16]));
+    c.arg("--detach").arg(&pid_file).arg(bundle).arg(id).arg(pid.to_string()).arg("--").args(cmd);
     c.process_group(0).kill_on_drop(true).env_remove("NOTIFY_SOCKET");
     let mut child = c.spawn().map_err(spawn_err)?;
     // Our copy of the helper's end must go, or a helper that dies before sending would
     // leave the receive below waiting.
     drop(c);
-    let Some(socket) = socket else { return Ok((child, None)) };
-    let received = tokio::task::spawn_blocking(move || {
-        socket.set_read_timeout(Some(PTY_TIMEOUT))?;
-        crate::monitor::console::receive_fd(&socket)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))
-    .and_then(|r| r);
-    match received {
-        Ok(master) => Ok((child, Some(master))),
-        Err(e) => {
-            stop(&mut child).await;
-            let mut why = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut why).await;
+    let master = match socket {
+        None => None,
+        Some(socket) => {
+            let received = tokio::task::spawn_blocking(move || {
+                socket.set_read_timeout(Some(PTY_TIMEOUT))?;
+                crate::monitor::console::receive_fd(&socket)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+            match received {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    stop(&mut child).await;
+                    let _ = std::fs::remove_file(&pid_file);
+                    return Err(ExecError::Pty { why: format!("{e}; the helper said: {}", helper_words(&mut child).await) });
+                }
             }
-            Err(ExecError::Pty { why: format!("{e}; the helper said: {}", why.trim()) })
+        }
+    };
+    // Taken first: waiting would close the stdin we hold for the command.
+    let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+    let status = tokio::time::timeout(PTY_TIMEOUT, child.wait()).await;
+    let adopted = match status {
+        Ok(Ok(s)) if s.success() => std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .map(super::Process::adopt),
+        Ok(Ok(s)) => {
+            let _ = std::fs::remove_file(&pid_file);
+            return Err(ExecError::Helper { status: exit_code(s), why: helper_words(&mut child).await });
+        }
+        _ => None,
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    match adopted {
+        Some(Ok(process)) => Ok(Session { process, stdin, stdout, stderr: child.stderr.take(), master }),
+        Some(Err(source)) => Err(ExecError::Spawn { path: helper.into(), source }),
+        None => {
+            stop(&mut child).await;
+            Err(ExecError::Helper { status: -1, why: "the helper did not hand the command over".into() })
         }
     }
+}
+
+/// What a failed helper wrote on its stderr (the command never started, so it is all ours).
+async fn helper_words(child: &mut tokio::process::Child) -> String {
+    let mut why = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read_to_string(&mut err, &mut why)).await;
+    }
+    why.trim().chars().take(1024).collect()
 }
 
 /// How long the helper may take to send the pty it made.

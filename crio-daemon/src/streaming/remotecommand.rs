@@ -132,12 +132,12 @@ pub async fn exec(
         .filter_map(|(r, o)| Some(tokio::spawn(copy_out(r?, o?))))
         .collect();
     let status = tokio::select! {
-        st = proc.child.wait() => st.ok(),
+        st = proc.process.wait() => Some(st),
         () = session.wait_closed() => None,
     };
     let Some(status) = status else {
         // The client went away: the command goes with it.
-        crate::exec::stop(&mut proc.child).await;
+        proc.process.stop().await;
         abort_all(stdin, resize, outputs);
         return;
     };
@@ -146,8 +146,11 @@ pub async fn exec(
         tracing::debug!(container_id, "exec session: output still open after the command exited; ending");
     }
     abort_all(stdin, resize, outputs);
-    let code = crate::exec::exit_code(status);
-    let outcome = if code == 0 { Outcome::Success } else { Outcome::ExitCode { cmd: cmd.to_vec(), code } };
+    let outcome = match status {
+        Ok(0) => Outcome::Success,
+        Ok(code) => Outcome::ExitCode { cmd: cmd.to_vec(), code },
+        Err(e) => Outcome::Error(format!("waiting for the command in container {container_id}: {e}")),
+    };
     end(&s, version, outcome, &session).await;
 }
 
@@ -251,7 +254,8 @@ async fn copy_in(mut rx: mpsc::Receiver<Bytes>, mut w: crate::container::ExecWri
 
 /// Process to client, until the process closes its end or the client goes.
 async fn copy_out(r: crate::container::ExecReader, o: Output) {
-    let mut r = tokio::io::BufReader::with_capacity(32 * 1024, r);
+    // Pipes hand over at most a page or a few per read; a small buffer keeps idle sessions small.
+    let mut r = tokio::io::BufReader::with_capacity(8 * 1024, r);
     loop {
         let chunk = match r.fill_buf().await {
             Ok([]) | Err(_) => return,

@@ -28,6 +28,8 @@ const MAX_HEADERS: usize = 64 * 1024;
 const MAX_STREAMS: usize = 1024;
 /// Data frames we send are cut to this size.
 const DATA_CHUNK: usize = 32 * 1024;
+/// What a session's reader holds while idle.
+const READ_BUFFER: usize = 2048;
 /// After GOAWAY, how long the client may take to close its end before we do.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -84,7 +86,7 @@ struct Reader {
 
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut read: R, idle: Duration, activity: Arc<AtomicU64>, epoch: Instant) {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let mut ending = self.session.ending();
         let mut linger: Option<Instant> = None;
         loop {
@@ -105,8 +107,11 @@ impl Reader {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            // Small while idle (most sessions are), grown while data flows.
+            if buf.is_empty() && buf.capacity() > 4 * READ_BUFFER {
+                buf = BytesMut::with_capacity(READ_BUFFER);
+            } else if buf.capacity() - buf.len() < READ_BUFFER / 2 {
+                buf.reserve(4 * READ_BUFFER);
             }
             let wait = match linger {
                 Some(until) => until.saturating_duration_since(Instant::now()),
@@ -198,7 +203,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut deflater = Deflater::default();
     let mut closed = session.closed();
-    let mut buf = BytesMut::with_capacity(DATA_CHUNK + 64);
+    let mut buf = BytesMut::new();
     let mut last_good = 0;
     loop {
         let mut done = false;
@@ -241,6 +246,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             buf.clear();
+            // An idle session keeps no output-sized buffer.
+            if buf.capacity() > 8 * 1024 {
+                buf = BytesMut::new();
+            }
         }
         if done {
             session.end();
