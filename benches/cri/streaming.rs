@@ -26,14 +26,18 @@ async fn open(t: &Target, container: &str, cmd: &[&str]) -> (spdy::Client, u32) 
 }
 
 /// The runtime's processes outside containers: the daemon, what it added (monitors or
-/// shims) and the daemon's other children (our exec helpers); PSS in bytes.
+/// shims) and the daemon's other children outside containers (exec helpers, if any are
+/// left running; the exec'd commands it adopts live in the container's PID namespace and are
+/// the container's, not the runtime's); PSS in bytes.
 fn runtime_pss(t: &Target) -> u64 {
     let mut pids = vec![t.daemon];
     pids.extend((t.added)());
     let children = std::fs::read_dir(format!("/proc/{}/task", t.daemon))
         .map(|r| r.flatten().filter_map(|e| std::fs::read_to_string(e.path().join("children")).ok()).collect::<Vec<_>>())
         .unwrap_or_default();
-    pids.extend(children.iter().flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok())));
+    let pid_ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let ours = pid_ns(t.daemon);
+    pids.extend(children.iter().flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok())).filter(|p| pid_ns(*p) == ours));
     pids.sort_unstable();
     pids.dedup();
     pids.into_iter().map(|p| super::procs::memory(p).1).sum()

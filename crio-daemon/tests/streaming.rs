@@ -385,3 +385,57 @@ async fn abandoned_sessions_leave_nothing_behind() {
     tokio::time::timeout(Duration::from_secs(30), attach.collect()).await.expect("the attach session ends");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_streaming_urls_are_https_and_upgrade_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=crio-stream"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (installed by .ci/deps)");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let extra =
+        format!("[crio.api]\nstream_enable_tls = true\nstream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"\n", cert.display(), key.display());
+    let cfg = common::daemon::DaemonConfig { extra, ..Default::default() };
+    let d = Daemon::start(cfg).await;
+    let mut pc = pod_config("tls", &d.dir.path().join("logs/tls"));
+    pc.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption { network: 2, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&d, pc).await.expect("a host-network pod needs no CNI network");
+    let url = d.runtime().await.port_forward(cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![] }).await;
+    let url = url.expect("PortForward").into_inner().url;
+    let rest = url.strip_prefix("https://").unwrap_or_else(|| panic!("an https URL: {url}"));
+    let (host, path) = rest.split_once('/').unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    roots.add(rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS handshake");
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101", "switched protocols over TLS");
+    drop(tls);
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
+}

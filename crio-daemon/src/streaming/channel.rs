@@ -59,11 +59,23 @@ pub struct Session {
     out: mpsc::Sender<Out>,
     ending: Arc<watch::Sender<bool>>,
     closed: Arc<watch::Sender<bool>>,
+    sealed: Arc<watch::Sender<bool>>,
 }
 
 impl Session {
     pub fn new(out: mpsc::Sender<Out>) -> Self {
-        Self { out, ending: Arc::new(watch::channel(false).0), closed: Arc::new(watch::channel(false).0) }
+        let flag = || Arc::new(watch::channel(false).0);
+        Self { out, ending: flag(), closed: flag(), sealed: flag() }
+    }
+
+    /// Every stream the session will have is open: the reader may drop what it keeps for
+    /// new ones (SPDY's header decompressor, ~40 KiB); a stream opened later ends the session.
+    pub fn seal(&self) {
+        self.sealed.send_replace(true);
+    }
+
+    pub fn sealed(&self) -> watch::Receiver<bool> {
+        self.sealed.subscribe()
     }
 
     pub fn ending(&self) -> watch::Receiver<bool> {

@@ -3,7 +3,7 @@
 //! session is one zlib stream flushed after every block, so an `Inflater` and a `Deflater`
 //! live as long as their session.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use super::dictionary::DICTIONARY;
 
@@ -81,37 +81,49 @@ impl Inflater {
     }
 }
 
+/// Our side's header blocks: a zlib stream of *stored* (uncompressed) deflate blocks, which
+/// every inflater accepts and which costs no compressor state: a zlib compressor keeps
+/// ~256 KiB per stream, more than the rest of an idle session, to shrink the few bytes of
+/// a SYN_REPLY. Each block ends with an empty stored block, as a sync flush does: Go's
+/// inflater (the kubelet's, crictl's) hands data over only when it meets one.
+#[derive(Default)]
 pub struct Deflater {
-    z: Compress,
-}
-
-impl Default for Deflater {
-    fn default() -> Self {
-        let mut z = Compress::new(Compression::default(), true);
-        z.set_dictionary(&DICTIONARY).expect("a fresh zlib stream takes a dictionary");
-        Self { z }
-    }
+    started: bool,
 }
 
 impl Deflater {
-    /// Builds and compresses one block.
+    /// Builds one block and frames it as the next piece of the zlib stream.
     pub fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
         let raw = build(headers);
-        let mut out = Vec::with_capacity(raw.len() + 64);
-        let mut input = &raw[..];
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(256);
-            }
-            let before = self.z.total_in();
-            self.z.compress_vec(input, &mut out, FlushCompress::Sync).expect("compressing into a vector cannot fail");
-            input = &input[(self.z.total_in() - before) as usize..];
-            // A sync flush is complete once it left room in the output.
-            if input.is_empty() && out.len() < out.capacity() {
-                return out;
-            }
+        let mut out = Vec::with_capacity(raw.len() + 16);
+        if !self.started {
+            self.started = true;
+            // CMF: deflate, 32 KiB window; FLG: a preset dictionary, check bits so that
+            // CMF * 256 + FLG is a multiple of 31; then the dictionary's Adler-32.
+            let (cmf, flg) = (0x78u16, 0x20u16);
+            let flg = flg + (31 - (cmf * 256 + flg) % 31) % 31;
+            out.extend_from_slice(&[cmf as u8, flg as u8]);
+            out.extend_from_slice(&adler32(&DICTIONARY).to_be_bytes());
         }
+        // Stored blocks carry at most 65535 bytes; the empty one last is the sync flush.
+        for chunk in raw.chunks(0xffff).chain([&[][..]]) {
+            let len = chunk.len() as u16;
+            out.push(0x00); // BFINAL = 0, BTYPE = 00 (stored), padding to the byte boundary
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
     }
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
 }
 
 fn take_u32(raw: &mut &[u8]) -> Result<usize, HeaderError> {
@@ -180,6 +192,16 @@ mod tests {
     }
 
     #[test]
+    fn our_stream_is_zlib_with_the_spdy_dictionary() {
+        let block = Deflater::default().block(&[("a", "b")]);
+        assert_eq!(block[0], 0x78);
+        assert_eq!((u16::from(block[0]) * 256 + u16::from(block[1])) % 31, 0, "a valid zlib header check");
+        assert_ne!(block[1] & 0x20, 0, "a preset dictionary");
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+        assert!(block.ends_with(&[0, 0, 0, 0xff, 0xff]), "each block ends with a sync flush");
+    }
+
+    #[test]
     fn values_with_nuls_are_several_values() {
         let h = parse(&build(&[("x-a", "1\u{0}2")])).unwrap();
         assert_eq!(h.0, [("x-a".to_string(), "1".to_string()), ("x-a".to_string(), "2".to_string())]);
@@ -187,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_block_that_inflates_too_far_is_refused() {
-        let big = "v".repeat(10_000);
+        let big = "v".repeat(70_000);
         let block = Deflater::default().block(&[("a", &big)]);
         assert_eq!(Inflater::new(1024).block(&block), Err(HeaderError::TooLarge { max: 1024 }));
     }

@@ -49,12 +49,9 @@ where
             }
         }
     }
-    // Streams opened past the expected set are refused.
-    tokio::spawn(async move {
-        while let Some(s) = incoming.recv().await {
-            s.output.reset().await;
-        }
-    });
+    // Streams opened past the expected set end the session (see `Session::seal`).
+    session.seal();
+    tokio::spawn(async move { while incoming.recv().await.is_some() {} });
     let streams =
         Streams { error: got.error.expect("complete"), stdin: got.stdin, stdout: got.stdout, stderr: got.stderr, resize: got.resize };
     match pending {

@@ -61,7 +61,7 @@ where
     let activity = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
     let reader = Reader {
-        inflater: Inflater::new(MAX_HEADERS),
+        inflater: Some(Inflater::new(MAX_HEADERS)),
         streams: HashMap::new(),
         new_streams: streams_tx,
         control: ctl_tx,
@@ -75,7 +75,8 @@ where
 }
 
 struct Reader {
-    inflater: Inflater,
+    /// `None` once the session is sealed.
+    inflater: Option<Inflater>,
     streams: HashMap<u32, mpsc::Sender<Bytes>>,
     new_streams: mpsc::Sender<IncomingStream>,
     control: mpsc::Sender<Control>,
@@ -88,6 +89,7 @@ impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut read: R, idle: Duration, activity: Arc<AtomicU64>, epoch: Instant) {
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let mut ending = self.session.ending();
+        let mut sealed = self.session.sealed();
         let mut linger: Option<Instant> = None;
         loop {
             loop {
@@ -123,6 +125,10 @@ impl Reader {
                     linger = Some(Instant::now() + LINGER);
                     continue;
                 }
+                _ = sealed.changed(), if self.inflater.is_some() => {
+                    self.inflater = None;
+                    continue;
+                }
             };
             match read_more {
                 Ok(Ok(n)) if n > 0 => activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
@@ -144,7 +150,12 @@ impl Reader {
     async fn handle(&mut self, f: Frame) -> bool {
         match f {
             Frame::SynStream { stream, fin, block, .. } => {
-                let headers = match self.inflater.block(&block) {
+                let Some(inflater) = self.inflater.as_mut() else {
+                    tracing::debug!(stream, "SPDY session ends: a stream opened after the session's set was complete");
+                    let _ = self.out.send(Out::GoAway { protocol_error: true }).await;
+                    return false;
+                };
+                let headers = match inflater.block(&block) {
                     Ok(h) => h,
                     Err(e) => {
                         // The compression context is shared by the session: it cannot go on.
@@ -180,7 +191,7 @@ impl Reader {
                 }
                 true
             }
-            Frame::Headers { block, .. } => self.inflater.block(&block).is_ok(),
+            Frame::Headers { block, .. } => self.inflater.as_mut().is_some_and(|i| i.block(&block).is_ok()),
             Frame::RstStream { stream, .. } => {
                 self.streams.remove(&stream);
                 true
