@@ -1,7 +1,8 @@
 //! Exec, Attach and PortForward through their streaming server: with crictl 1.26.1 of the
-//! conformance kit (SPDY, the kubelet's client code), with a WebSocket client, and by the
-//! thousand with sessions abandoned half-way, after which the daemon's descriptors, threads,
-//! memory and processes are back where they were.
+//! conformance kit (SPDY, the kubelet's client code), with a WebSocket client and crioctl, over
+//! TLS, and by the thousand with sessions abandoned half-way, after which the daemon's
+//! descriptors, threads, memory and processes are back where they were; idle sessions, peers
+//! that never read and stream pairs never completed all end.
 
 mod common;
 
@@ -357,7 +358,9 @@ async fn abandoned_sessions_leave_nothing_behind() {
     eprintln!("daemon (fds, threads, RSS KiB): before {before:?}, after 1000 exec + 1000 attach + 10000 port-forwards {after:?}");
     assert!(after.0 <= before.0 + 2, "descriptors back to baseline: {before:?} -> {after:?}");
     assert!(after.1 <= before.1 + 2, "threads back to baseline: {before:?} -> {after:?}");
-    assert!(after.2 <= before.2 + 32 * 1024, "resident memory within 32 MiB of baseline: {before:?} -> {after:?}");
+    // The allocator keeps some of what the storm freed (measured: +2.3 MiB, the same after
+    // three storms as after one): a bound, not zero.
+    assert!(after.2 <= before.2 + 8 * 1024, "resident memory within 8 MiB of baseline: {before:?} -> {after:?}");
     assert_eq!(children(pid), 0, "no exec helper is left running");
     let ps = d.runtime().await.exec_sync(sh(&shell, "busybox ps -o args | busybox grep -c 'sleep 1000$' || true")).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&ps.into_inner().stdout).trim(), "0", "no abandoned command is left in the container");
@@ -437,5 +440,82 @@ async fn tls_streaming_urls_are_https_and_upgrade_over_tls() {
     tls.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 101", "switched protocols over TLS");
     drop(tls);
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
+}
+
+/// A host-network pod (no CNI network needed) with a sleeping container, on a daemon whose
+/// streaming sessions idle out after 2 s.
+async fn idle_timeout_daemon() -> (common::Registry, Daemon, String, String) {
+    let reg = common::Registry::start();
+    reg.push("busybox", "1", &common::ImageBuilder::new().layer(common::Layer::busybox())).await;
+    let mut cfg = common::daemon::DaemonConfig::trusting(&reg);
+    cfg.extra = "[crio.api]\nstream_idle_timeout = \"2s\"\n".into();
+    let d = Daemon::start(cfg).await;
+    let image = format!("{}/busybox:1", reg.addr);
+    d.pull(&image).await.expect("pull busybox");
+    let mut pc = pod_config("idle", &d.dir.path().join("logs/idle"));
+    pc.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption { network: 2, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&d, pc.clone()).await.expect("run pod");
+    let ct = running(&d, &pod, &pc, container_config("idle", &image, "exec sleep 100000")).await;
+    (reg, d, pod, ct)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_peers_that_never_read_and_half_open_pairs_end() {
+    let (_reg, d, pod, ct) = idle_timeout_daemon().await;
+    // A session with no traffic either way is closed after the idle timeout.
+    let url = d.runtime().await.port_forward(cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![] }).await;
+    let (_, _, c) = spdy::connect(&url.unwrap().into_inner().url, &["portforward.k8s.io"]).await;
+    let mut idle = c.expect("upgraded");
+    let closed = tokio::time::timeout(Duration::from_secs(20), async { while idle.next().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "an idle session is closed");
+
+    // A client that never reads what a command writes: the session is reset once its writes
+    // stall past the timeout, and the command goes with it.
+    let req = cri::ExecRequest { container_id: ct.clone(), cmd: vec!["yes".into()], stdout: true, ..Default::default() };
+    let url = d.runtime().await.exec(req).await.expect("Exec").into_inner().url;
+    let (_, _, c) = spdy::connect(&url, &["v4.channel.k8s.io"]).await;
+    let mut deaf = c.expect("upgraded");
+    deaf.open(&[("streamType", "error")]).await;
+    deaf.open(&[("streamType", "stdout")]).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async { while deaf.next().await.is_some() {} }).await;
+    assert!(drained.is_ok(), "the stalled session was closed by the server");
+    let mut left = String::new();
+    for _ in 0..50 {
+        let ps = d.runtime().await.exec_sync(sh(&ct, "busybox ps -o args | busybox grep -c '^yes$' || true")).await.unwrap();
+        left = String::from_utf8_lossy(&ps.into_inner().stdout).trim().to_string();
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "0", "the command of a reset session is killed");
+
+    // A port-forward pair whose data stream never comes: the error stream is reset after
+    // 30 s while the session, kept alive by pings, goes on.
+    let url = d.runtime().await.port_forward(cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![] }).await;
+    let (_, _, c) = spdy::connect(&url.unwrap().into_inner().url, &["portforward.k8s.io"]).await;
+    let mut half = c.expect("upgraded");
+    let err = half.open(&[("streamType", "error"), ("port", "80"), ("requestID", "7")]).await;
+    let began = std::time::Instant::now();
+    let mut ping = 1;
+    let reset = loop {
+        assert!(began.elapsed() < Duration::from_secs(60), "the half-open pair was never given up");
+        half.write(Frame::Ping { id: ping }).await;
+        ping += 2;
+        match tokio::time::timeout(Duration::from_secs(1), half.next()).await {
+            Ok(Some(Frame::RstStream { stream, .. })) if stream == err => break began.elapsed(),
+            Ok(None) => panic!("the session ended instead of the pair"),
+            _ => {}
+        }
+    };
+    assert!(reset >= Duration::from_secs(29), "given up after the stream creation timeout, not before: {reset:?}");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
 }
