@@ -5,19 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::Daemon;
 use common::pods::{env, env_long_runroot};
+use common::{Daemon, crictl_binary};
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// crictl of the conformance kit, beside the repository (as CI lays it out).
-fn crictl_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bin/crictl");
-    assert!(p.exists(), "these tests need crictl of the conformance kit at {}", p.display());
-    p
-}
 
 /// Runs crictl against `d`; its stdout, or its stderr as the error.
 async fn crictl(d: &Daemon, args: &[&str]) -> Result<String, String> {

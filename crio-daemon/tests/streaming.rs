@@ -6,24 +6,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::Daemon;
 use common::pods::{container_config, create, env, pod_config, run_pod, sh};
 use common::spdy;
+use common::{Daemon, crictl_binary};
 use crio::streaming::spdy::frame::Frame;
 use futures::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn crictl_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bin/crictl");
-    assert!(p.exists(), "these tests need crictl of the conformance kit at {}", p.display());
-    p
-}
 
 fn crictl_cmd(d: &Daemon, args: &[&str]) -> tokio::process::Command {
     let ep = format!("unix://{}", d.socket.display());

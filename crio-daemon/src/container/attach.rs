@@ -14,9 +14,6 @@ pub struct Attachment {
     pub output: BufReader<OwnedReadHalf>,
     /// Stdin, its end and resizes.
     pub input: OwnedWriteHalf,
-    pub tty: bool,
-    /// The container keeps a stdin open for attachers.
-    pub stdin: bool,
 }
 
 impl ContainerService {
@@ -27,6 +24,6 @@ impl ContainerService {
         }
         let pod = self.stores.pods.get(&ct.pod_id).ok_or_else(|| ContainerError::PodNotFound { id: ct.pod_id.clone() })?.get();
         let (output, input) = MonitorClient::new(&pod.monitor_socket()).attach(&ct.id).await?;
-        Ok(Attachment { output, input, tty: ct.spec.tty, stdin: ct.spec.stdin })
+        Ok(Attachment { output, input })
     }
 }

@@ -45,9 +45,8 @@ impl ContainerService {
         if ct.state != ContainerState::Running {
             return Err(ContainerError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
         }
-        let helper = self.node.monitor_binary().with_file_name("crio-exec");
         let exec_err = |source| ContainerError::Exec { id: ct.id.clone(), source };
-        if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
+        if let Some(helper) = self.exec_helper_for(&ct) {
             let stdio = match wants.tty {
                 true => SessionStdio::Tty,
                 false => SessionStdio::Pipes { stdin: wants.stdin, stdout: wants.stdout, stderr: wants.stderr },

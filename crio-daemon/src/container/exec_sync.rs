@@ -18,8 +18,7 @@ impl ContainerService {
         if ct.state != ContainerState::Running {
             return Err(ContainerError::WrongState { what: "container", id: ct.id, state: format!("{:?}", ct.state), op: "exec in it" });
         }
-        let helper = self.exec_helper();
-        if ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists() {
+        if let Some(helper) = self.exec_helper_for(&ct) {
             return crate::exec::exec_sync(&helper, &ct.bundle, &ct.id, ct.pid, cmd, timeout, EXEC_OUTPUT_CAP)
                 .await
                 .map_err(|e| ContainerError::Exec { id: ct.id.clone(), source: e });
@@ -28,9 +27,11 @@ impl ContainerService {
         Ok(rt.exec_sync(&ct.id, cmd, timeout, EXEC_OUTPUT_CAP, &ct.bundle).await?)
     }
 
-    /// The exec helper ships beside the monitor.
-    fn exec_helper(&self) -> PathBuf {
-        self.node.monitor_binary().with_file_name("crio-exec")
+    /// The exec helper (it ships beside the monitor), when it can stand in for the runtime
+    /// in this container: the container runs and its bundle has an exec profile.
+    pub(super) fn exec_helper_for(&self, ct: &Container) -> Option<PathBuf> {
+        let helper = self.node.monitor_binary().with_file_name("crio-exec");
+        (ct.pid > 0 && ct.bundle.join(crate::exec::PROFILE_FILE).exists() && helper.exists()).then_some(helper)
     }
 
     /// Leaves in the bundle what the exec helper needs to stand in for the runtime; without

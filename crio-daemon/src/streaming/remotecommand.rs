@@ -8,6 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::channel::{Output, Session};
+use super::tokens::Pending;
 use crate::container::{Attachment, Wants};
 use crate::monitor::protocol::attach as frames;
 use crate::services::Services;
@@ -87,6 +88,26 @@ pub fn status(version: Version, outcome: &Outcome) -> Option<Bytes> {
     Some(Bytes::from(serde_json::to_vec(&json).expect("statuses serialize")))
 }
 
+/// The streams a session's client opens for `pending` (a tty has no stderr); `None` for a
+/// port-forward.
+pub fn wants(pending: &Pending) -> Option<Wants> {
+    match pending {
+        Pending::Exec { tty, stdin, stdout, stderr, .. } | Pending::Attach { tty, stdin, stdout, stderr, .. } => {
+            Some(Wants { tty: *tty, stdin: *stdin, stdout: *stdout, stderr: *stderr && !*tty })
+        }
+        Pending::PortForward { .. } => None,
+    }
+}
+
+/// Runs an exec or attach session on its streams.
+pub async fn run(services: &Services, pending: Pending, wants: Wants, streams: Streams, version: Version, session: Session) {
+    match pending {
+        Pending::Exec { container_id, cmd, .. } => exec(services, &container_id, &cmd, wants, streams, version, session).await,
+        Pending::Attach { container_id, .. } => attach(services, &container_id, streams, version, session).await,
+        Pending::PortForward { .. } => {}
+    }
+}
+
 /// Writes the status and closes every output: the client's cue that the session is over.
 async fn end(streams: &Streams, version: Version, outcome: Outcome, session: &Session) {
     if let Some(s) = status(version, &outcome) {
@@ -156,7 +177,7 @@ pub async fn exec(
 
 /// Runs an attach session: the container's stdio until it exits or the client goes.
 pub async fn attach(services: &Services, container_id: &str, mut s: Streams, version: Version, session: Session) {
-    let Attachment { mut output, mut input, .. } = match services.containers.attach(container_id).await {
+    let Attachment { mut output, mut input } = match services.containers.attach(container_id).await {
         Ok(a) => a,
         Err(e) => {
             let why = format!("attach to container {container_id}: {}", crate::error_chain(&e));

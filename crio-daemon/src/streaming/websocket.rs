@@ -23,7 +23,6 @@ use super::channel::{Out, Output, Session};
 use super::remotecommand::{self, Streams, Version};
 use super::server::offered;
 use super::tokens::Pending;
-use crate::container::Wants;
 use crate::services::Services;
 
 const STDIN: u8 = 0;
@@ -244,12 +243,7 @@ fn message(ch: u8, data: &[u8], base64: bool) -> Message {
 }
 
 async fn remote_command(services: Services, pending: Pending, version: Version, mut ch: Inputs, out: mpsc::Sender<Out>, session: Session) {
-    let wants = match &pending {
-        Pending::Exec { tty, stdin, stdout, stderr, .. } | Pending::Attach { tty, stdin, stdout, stderr, .. } => {
-            Wants { tty: *tty, stdin: *stdin, stdout: *stdout, stderr: *stderr && !*tty }
-        }
-        Pending::PortForward { .. } => return,
-    };
+    let Some(wants) = remotecommand::wants(&pending) else { return };
     let output = |c: u8| Output::new(u32::from(c), out.clone());
     // The lowest writable channel gets an empty message: the client's sign that we are ready.
     let ready = if wants.stdout {
@@ -268,13 +262,7 @@ async fn remote_command(services: Services, pending: Pending, version: Version, 
         stderr: wants.stderr.then(|| output(STDERR)),
         resize: wants.tty.then(|| take(&mut ch, RESIZE)),
     };
-    match pending {
-        Pending::Exec { container_id, cmd, .. } => {
-            remotecommand::exec(&services, &container_id, &cmd, wants, streams, version, session).await
-        }
-        Pending::Attach { container_id, .. } => remotecommand::attach(&services, &container_id, streams, version, session).await,
-        Pending::PortForward { .. } => {}
-    }
+    remotecommand::run(&services, pending, wants, streams, version, session).await;
 }
 
 async fn port_forward(services: Services, pod_id: String, ports: Vec<u16>, mut ch: Inputs, out: mpsc::Sender<Out>, session: Session) {

@@ -16,6 +16,13 @@ pub use daemon::Daemon;
 pub use image::{ImageBuilder, Layer};
 pub use registry::Registry;
 
+/// crictl of the conformance kit, beside the repository (as CI lays it out).
+pub fn crictl_binary() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bin/crictl");
+    assert!(p.exists(), "these tests need crictl of the conformance kit at {}", p.display());
+    p
+}
+
 /// A 127.0.0.1 port free when probed; the caller must cope with losing it before it binds.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port").local_addr().unwrap().port()

@@ -27,13 +27,8 @@ pub async fn remotecommand<IO>(io: IO, services: Services, pending: Pending, ver
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let Some(wants) = remotecommand::wants(&pending) else { return };
     let (mut incoming, session) = session::start(io, idle);
-    let wants = match &pending {
-        Pending::Exec { tty, stdin, stdout, stderr, .. } | Pending::Attach { tty, stdin, stdout, stderr, .. } => {
-            Wants { tty: *tty, stdin: *stdin, stdout: *stdout, stderr: *stderr && !*tty }
-        }
-        Pending::PortForward { .. } => return,
-    };
     let mut got = Collected::default();
     let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
     tokio::pin!(deadline);
@@ -54,13 +49,7 @@ where
     tokio::spawn(async move { while incoming.recv().await.is_some() {} });
     let streams =
         Streams { error: got.error.expect("complete"), stdin: got.stdin, stdout: got.stdout, stderr: got.stderr, resize: got.resize };
-    match pending {
-        Pending::Exec { container_id, cmd, .. } => {
-            remotecommand::exec(&services, &container_id, &cmd, wants, streams, version, session).await
-        }
-        Pending::Attach { container_id, .. } => remotecommand::attach(&services, &container_id, streams, version, session).await,
-        Pending::PortForward { .. } => {}
-    }
+    remotecommand::run(&services, pending, wants, streams, version, session).await;
 }
 
 #[derive(Default)]
