@@ -205,11 +205,13 @@ impl ContainerService {
         };
         let oci = spec::build(&input).map_err(|e| ContainerError::InvalidArgument { field: "config", why: e.to_string() })?;
         let config_path = ct.bundle.join("config.json");
-        oci.save(&config_path).map_err(|e| ContainerError::Io {
-            what: "writing OCI spec",
+        // The environment holds Secret-backed variables: readable by root alone.
+        let bytes = serde_json::to_vec(&oci).map_err(|e| ContainerError::Io {
+            what: "serializing OCI spec",
             path: config_path.clone(),
             source: std::io::Error::other(e),
         })?;
+        crate::secret_files::write_private(&config_path, &bytes).map_err(io_err("writing OCI spec", &config_path))?;
         Ok(oci)
     }
 
@@ -219,8 +221,13 @@ impl ContainerService {
         let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
         let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(ContainerError::Task)??;
         let rootfs_done = began.elapsed();
-        tokio::fs::create_dir_all(&ct.bundle).await.map_err(io_err("creating bundle", &ct.bundle))?;
-        let oci = self.write_spec(ct, pod, run, &rootfs)?;
+        let bundle = ct.bundle.clone();
+        tokio::task::spawn_blocking(move || crate::secret_files::create_private_dir(&bundle))
+            .await
+            .map_err(ContainerError::Task)?
+            .map_err(io_err("creating bundle", &ct.bundle))?;
+        // Reads the image's account files and writes the bundle: blocking work.
+        let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
         self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
         let runtime = self.node.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.

@@ -1,5 +1,7 @@
 //! Resolving the user a container runs as: numeric ids, or names looked up in the image's own
-//! /etc/passwd and /etc/group (never the host's).
+//! /etc/passwd and /etc/group (never the host's). Both are read inside the image's root with a
+//! size cap (`crate::rootfs`); a file that cannot be read that way holds no users. Blocking:
+//! callers run `resolve` off the async workers.
 
 use std::path::Path;
 
@@ -24,9 +26,24 @@ struct PasswdEntry {
     gid: u32,
 }
 
+/// Real images' files are a few KiB; a larger one is hostile or broken.
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// The image's `path` as text, or empty (with a warning naming why) when it cannot be read
+/// inside the root, is not a regular file or is too large.
+fn account_file(rootfs: &Path, path: &str) -> String {
+    match crate::rootfs::read_in_root(rootfs, path, MAX_ACCOUNT_FILE) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(crate::rootfs::RootfsReadError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "image account file ignored");
+            String::new()
+        }
+    }
+}
+
 fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
-    std::fs::read_to_string(rootfs.join("etc/passwd"))
-        .unwrap_or_default()
+    account_file(rootfs, "/etc/passwd")
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -37,8 +54,7 @@ fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
 
 /// (name, gid, members) from the image's /etc/group.
 fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
-    std::fs::read_to_string(rootfs.join("etc/group"))
-        .unwrap_or_default()
+    account_file(rootfs, "/etc/group")
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -127,5 +143,33 @@ mod tests {
         assert_eq!(resolve(p, "", None, Some(5), "web", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] });
         assert_eq!(resolve(p, "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
         assert_eq!(resolve(p, "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
+    }
+
+    #[test]
+    fn hostile_account_files_hold_no_users() {
+        use std::os::unix::fs::symlink;
+        // /etc/passwd -> the host's /etc/passwd (which has root and usually daemon users):
+        // resolved inside the image, where it does not exist.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        symlink("/etc/passwd", t.path().join("etc/group")).unwrap();
+        symlink("../../../../../../etc/passwd", t.path().join("etc/passwd")).unwrap();
+        assert_eq!(resolve(t.path(), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
+        // /etc -> / : the image's own root, which has no etc/passwd of its own.
+        let t = tempfile::tempdir().unwrap();
+        symlink("/", t.path().join("etc")).unwrap();
+        assert_eq!(resolve(t.path(), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
+        // /etc/passwd -> /dev/zero, a FIFO, or a huge file: no hang, no unbounded read.
+        for make in [
+            (|p: &Path| symlink("/dev/zero", p).unwrap()) as fn(&Path),
+            |p: &Path| rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o644)).unwrap(),
+            |p: &Path| std::fs::write(p, "web:x:1000:1000::/:/bin/sh\n".repeat(100_000)).unwrap(),
+        ] {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::create_dir(t.path().join("etc")).unwrap();
+            make(&t.path().join("etc/passwd"));
+            assert_eq!(resolve(t.path(), "web", None, None, "", &[]), Err(UserError::NoSuchUser("web".into())));
+            assert_eq!(resolve(t.path(), "1000", None, None, "", &[]).unwrap().gid, 0);
+        }
     }
 }

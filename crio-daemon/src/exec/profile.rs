@@ -135,7 +135,10 @@ pub fn save(bundle: &Path, profile: &ExecProfile, filter: Option<&[u8]>) -> Resu
     let write = |name: &str, bytes: &[u8]| {
         let path = bundle.join(name);
         let tmp = bundle.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|source| ExecError::Write { path, source })
+        // The profile carries the container's environment: readable by root alone.
+        crate::secret_files::write_private(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| ExecError::Write { path, source })
     };
     if let Some(f) = filter {
         write(FILTER_FILE, f)?;

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -19,7 +20,8 @@ fn open(path: &Path) -> io::Result<(File, u64)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    // What a container prints may be secret; the kubelet reads logs as root (CRI-O: 0600).
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
     let len = f.metadata()?.len();
     Ok((f, len))
 }

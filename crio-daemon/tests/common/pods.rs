@@ -162,3 +162,36 @@ pub fn memory_limited(name: &str, image: &str, script: &str, limit: i64) -> cri:
     });
     c
 }
+
+/// A pod config in the node's network namespace: no CNI network needed.
+pub fn host_network_pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+    let mut pc = pod_config(name, logs);
+    pc.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption { network: 2, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pc
+}
+
+/// A daemon without a CNI network (for host-network pods) with busybox pulled, and `extra`
+/// appended to its drop-in.
+pub async fn host_network_env(extra: &str) -> (Registry, Daemon, String) {
+    let reg = Registry::start();
+    reg.push("busybox", "1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let mut cfg = DaemonConfig::trusting(&reg);
+    cfg.extra = extra.into();
+    let d = Daemon::start(cfg).await;
+    let image = format!("{}/busybox:1", reg.addr);
+    d.pull(&image).await.expect("pull busybox");
+    (reg, d, image)
+}
+
+/// Creates and starts a container; its id.
+pub async fn start(d: &Daemon, pod: &str, pc: &cri::PodSandboxConfig, c: cri::ContainerConfig) -> String {
+    let id = create(d, pod, pc, c).await.expect("CreateContainer");
+    d.runtime().await.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
+    id
+}

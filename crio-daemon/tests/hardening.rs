@@ -1,0 +1,73 @@
+//! What a node operator trusts the daemon with, checked against the real thing: files holding a
+//! container's secrets are root's alone, an image cannot make the daemon read host files, a
+//! crash-looping container leaks nothing in its pod's monitor, and request values cannot
+//! overflow.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::pods::*;
+use common::{ImageBuilder, Layer};
+use k8s_cri::v1 as cri;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundles_exec_profiles_and_logs_are_root_only() {
+    let (_reg, d, image) = host_network_env("").await;
+    let logs = d.dir.path().join("logs/secrets");
+    let pc = host_network_pod_config("secrets", &logs);
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let mut cc = container_config("app", &image, "echo started; exec sleep 1000");
+    cc.envs = vec![cri::KeyValue { key: "DB_PASSWORD".into(), value: "hunter2".into() }];
+    let id = start(&d, &pod, &pc, cc).await;
+    wait_state(&d, &id, cri::ContainerState::ContainerRunning).await;
+
+    let bundle = d.dir.path().join("state/containers").join(&id);
+    assert_eq!(mode(&bundle), 0o700, "bundle directory");
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    assert!(config.contains("hunter2"), "the environment is in the spec");
+    assert_eq!(mode(&bundle.join("config.json")), 0o600, "config.json");
+    let profiles: Vec<_> =
+        std::fs::read_dir(&bundle).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("exec")).collect();
+    assert!(!profiles.is_empty(), "an exec profile in {}", bundle.display());
+    for p in profiles {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    let log = logs.join("app/0.log");
+    assert_eq!(mode(&log), 0o600, "container log");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_account_files_are_read_inside_the_image() {
+    let (reg, d, _image) = host_network_env("").await;
+    // The host has a `daemon` user (uid 1); the image has none, only a link that climbs out.
+    assert!(std::fs::read_to_string("/etc/passwd").unwrap().lines().any(|l| l.starts_with("daemon:")), "the host has a daemon user");
+    let escape = Layer::builder().symlink("etc/passwd", "../../../../../../../../etc/passwd").symlink("etc/group", "/etc/gshadow").build();
+    reg.push("hostile", "1", &ImageBuilder::new().layer(Layer::busybox()).layer(escape).user("daemon")).await;
+    let hostile = format!("{}/hostile:1", reg.addr);
+    d.pull(&hostile).await.expect("pull hostile");
+    let pc = host_network_pod_config("hostile", &d.dir.path().join("logs/hostile"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let err = create(&d, &pod, &pc, container_config("escape", &hostile, "id")).await.expect_err("no daemon user in the image");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("\"daemon\" not found"), "{}", err.message());
+    // A numeric user needs no file and gets the image's (absent) group: 0, never the host's.
+    let mut numeric = container_config("numeric", &hostile, "id -u; id -g; exec sleep 1000");
+    numeric.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = start(&d, &pod, &pc, numeric).await;
+    let out = d.runtime().await.exec_sync(sh(&id, "cat /proc/self/status")).await.expect("ExecSync").into_inner();
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(status.lines().any(|l| l.starts_with("Gid:") && l.split_whitespace().nth(1) == Some("0")), "{status}");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
