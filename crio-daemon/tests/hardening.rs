@@ -71,3 +71,45 @@ async fn image_account_files_are_read_inside_the_image() {
     assert!(status.lines().any(|l| l.starts_with("Gid:") && l.split_whitespace().nth(1) == Some("0")), "{status}");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+/// The pid of the monitor whose command line names `needle` (the pod's run directory).
+fn monitor_pid(needle: &str) -> i32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("crio-monitor") && cmdline.contains(needle) {
+            return pid;
+        }
+    }
+    panic!("no monitor for {needle}");
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_container_leaks_nothing_in_its_monitor() {
+    let (_reg, d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("looping", &d.dir.path().join("logs/looping"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let monitor = monitor_pid(&pod);
+    let mut before = None;
+    for attempt in 0..200u32 {
+        // As the kubelet restarts a crashing container: a new attempt, the old one removed.
+        let mut cc = container_config("crash", &image, "echo crashing; exit 3");
+        cc.metadata.as_mut().unwrap().attempt = attempt;
+        cc.log_path = format!("crash/{attempt}.log");
+        let id = start(&d, &pod, &pc, cc).await;
+        let st = wait_state(&d, &id, cri::ContainerState::ContainerExited).await;
+        assert_eq!(st.exit_code, 3);
+        d.runtime().await.remove_container(cri::RemoveContainerRequest { container_id: id }).await.expect("RemoveContainer");
+        if attempt == 0 {
+            before = Some(fd_count(monitor));
+        }
+    }
+    let (before, after) = (before.unwrap(), fd_count(monitor));
+    assert!(after <= before + 2, "monitor descriptors {before} -> {after} after 200 restarts");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

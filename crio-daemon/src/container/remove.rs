@@ -5,6 +5,8 @@ use crio_hooks::files;
 
 use super::{ContainerError, ContainerService};
 use crate::model::{Container, EventKind};
+use crate::monitor::client::MonitorClient;
+use crate::monitor::protocol::Request;
 
 impl ContainerService {
     /// Kills if needed and deletes everything of the container; a missing one is removed.
@@ -29,6 +31,7 @@ impl ContainerService {
         {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
         }
+        self.forget_in_monitor(ct).await;
         let store = self.images.store().clone();
         let id = ct.id.clone();
         match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
@@ -43,6 +46,17 @@ impl ContainerService {
             && let Err(e) = unified.remove(&ct.cgroup_path)
         {
             tracing::warn!(container_id = %ct.id, error = %e, "removing the unified cgroup");
+        }
+    }
+
+    /// The pod's monitor lets go of the container's log file and stdio: a crash-looping
+    /// container would otherwise hold one log descriptor per restart until its pod goes.
+    async fn forget_in_monitor(&self, ct: &Container) {
+        let Some(pod) = self.stores.pods.get(&ct.pod_id).map(|p| p.get()) else { return };
+        let req = Request::Forget { id: ct.id.clone() };
+        if let Err(e) = MonitorClient::new(&pod.monitor_socket()).request(&req).await {
+            // A stopped pod's monitor is gone already, and with it what it held.
+            tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "monitor did not forget the container");
         }
     }
 

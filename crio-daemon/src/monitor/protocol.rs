@@ -17,6 +17,9 @@ pub enum Request {
     /// Join a container's stdio: after the response the connection carries `attach` frames
     /// both ways until the container exits or the daemon hangs up.
     Attach { id: String },
+    /// Drop everything kept for a removed container (its log file, stdin, attachers, exit);
+    /// unknown ids are already forgotten.
+    Forget { id: String },
 }
 
 /// Frames on an attach connection: a kind byte, a big-endian u32 length, the payload.

@@ -112,6 +112,15 @@ impl Monitor {
                 None => Err(format!("container {id} is not watched by this monitor")),
             },
             Request::Attach { .. } => Err("attach is served on its own connection".to_string()),
+            Request::Forget { id } => {
+                // Pumps still draining a leftover process's output keep their own reference to
+                // the log; the container's cgroup is gone by now, so they end soon.
+                let gone = self.containers.lock().expect("containers poisoned").remove(&id);
+                if let Some(c) = gone {
+                    c.attachers.end(c.exit.map_or(-1, |e| e.exit_code));
+                }
+                Ok(Response::default())
+            }
             Request::State => {
                 let containers = self.containers.lock().expect("containers poisoned");
                 let mut list: Vec<Watched> =
