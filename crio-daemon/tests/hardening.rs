@@ -90,8 +90,9 @@ fn fd_count(pid: i32) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_crash_looping_container_leaks_nothing_in_its_monitor() {
-    let (_reg, d, image) = host_network_env("").await;
+async fn a_crash_looping_container_leaks_nothing_in_its_monitor_or_the_daemon() {
+    let (_reg, d, image) =
+        host_network_env("[crio.metrics]\nenable_metrics = true\nmetrics_host = \"127.0.0.1\"\nmetrics_port = 0\n").await;
     let pc = host_network_pod_config("looping", &d.dir.path().join("logs/looping"));
     let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
     let monitor = monitor_pid(&pod);
@@ -99,11 +100,20 @@ async fn a_crash_looping_container_leaks_nothing_in_its_monitor() {
     for attempt in 0..200u32 {
         // As the kubelet restarts a crashing container: a new attempt, the old one removed.
         let mut cc = container_config("crash", &image, "echo crashing; exit 3");
+        // The runtime's default seccomp profile: a compiled program for the exec helper.
+        cc.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile { profile_type: 0, localhost_ref: String::new() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         cc.metadata.as_mut().unwrap().attempt = attempt;
         cc.log_path = format!("crash/{attempt}.log");
         let id = start(&d, &pod, &pc, cc).await;
         let st = wait_state(&d, &id, cri::ContainerState::ContainerExited).await;
         assert_eq!(st.exit_code, 3);
+        d.runtime().await.container_stats(cri::ContainerStatsRequest { container_id: id.clone() }).await.expect("ContainerStats");
         d.runtime().await.remove_container(cri::RemoveContainerRequest { container_id: id }).await.expect("RemoveContainer");
         if attempt == 0 {
             before = Some(fd_count(monitor));
@@ -111,5 +121,22 @@ async fn a_crash_looping_container_leaks_nothing_in_its_monitor() {
     }
     let (before, after) = (before.unwrap(), fd_count(monitor));
     assert!(after <= before + 2, "monitor descriptors {before} -> {after} after 200 restarts");
+    // The daemon's own tables follow live objects: every container is gone, so are its entries.
+    let port: u16 = d
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.contains("serving metrics").then(|| l.rsplit_once("address=127.0.0.1:")?.1.split_whitespace().next()?.parse().ok())?
+        })
+        .expect("the log names the metrics address");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listening");
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let tables: Vec<&str> = text.lines().filter(|l| l.starts_with("container_runtime_crio_daemon_table_entries{")).collect();
+    assert_eq!(tables.len(), 4, "{text}");
+    for t in tables {
+        assert!(t.ends_with(" 0"), "{t}");
+    }
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

@@ -67,6 +67,11 @@ fn signal_number(name: &str) -> i32 {
     }
 }
 
+/// What a CreateContainer retry has in common with its first try.
+pub(super) fn creation_key(pod_id: &str, name: &str, attempt: u32) -> String {
+    format!("{pod_id}/{name}/{attempt}")
+}
+
 impl ContainerService {
     /// CreateContainer as the kubelet needs it: completes even if the caller goes away, and a
     /// retry for the same pod and name gets the same container.
@@ -76,7 +81,7 @@ impl ContainerService {
         spec: ContainerSpec,
     ) -> Result<String, std::sync::Arc<ContainerError>> {
         let me = self.clone();
-        let key = format!("{pod_id}/{}/{}", spec.name, spec.attempt);
+        let key = creation_key(pod_id, &spec.name, spec.attempt);
         let pod_id = pod_id.to_string();
         self.creations.run_once(&key, async move { me.create_container(&pod_id, spec).await.map(|c| c.id) }).await
     }

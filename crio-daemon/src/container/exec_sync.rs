@@ -50,7 +50,7 @@ impl ContainerService {
             None => None,
             Some(s) => {
                 let key = serde_json::to_string(&s).unwrap_or_default();
-                let cached = self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+                let cached = self.seccomp_programs.get(&key, &ct.id);
                 match cached {
                     Some(p) => Some(p),
                     // Milliseconds of CPU for a profile of a few hundred rules: off the
@@ -62,7 +62,7 @@ impl ContainerService {
                     {
                         Ok(p) => {
                             let p = std::sync::Arc::new(p);
-                            self.seccomp_programs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
+                            self.seccomp_programs.insert(key, &ct.id, p.clone());
                             Some(p)
                         }
                         Err(e) => {

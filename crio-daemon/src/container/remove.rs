@@ -19,6 +19,7 @@ impl ContainerService {
         self.tear_down_container(&ct, &self.handler_of(&ct)).await;
         self.stores.containers.remove(&ct.id).await?;
         self.stores.names.release(&ct.full_name);
+        self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
         self.emit(&ct, EventKind::Deleted);
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
@@ -32,6 +33,8 @@ impl ContainerService {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
         }
         self.forget_in_monitor(ct).await;
+        self.cpu_samples.lock().expect("cpu samples poisoned").remove(&ct.id);
+        self.seccomp_programs.release(&ct.id);
         let store = self.images.store().clone();
         let id = ct.id.clone();
         match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {

@@ -60,6 +60,11 @@ pub fn render(m: &Metrics, s: &Services) -> String {
     o.header("image_pulls_bytes_total", "counter", "Layer bytes downloaded by image pulls (as served, compressed).");
     o.sample("image_pulls_bytes_total", &[], s.images.pulled_bytes.load(Ordering::Relaxed));
 
+    o.header("daemon_table_entries", "gauge", "Entries in the daemon's own tables, which follow live objects.");
+    for (table, n) in s.containers.table_sizes().into_iter().chain([("pod_creations", s.pods.creations_len())]) {
+        o.sample("daemon_table_entries", &[("table", table)], n);
+    }
+
     let kernel = &s.kernel;
     let counters = kernel.counters();
     let containers = s.containers.list_records();

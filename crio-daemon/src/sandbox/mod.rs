@@ -87,4 +87,9 @@ impl PodService {
     pub fn new(config: Arc<Config>, stores: Arc<Stores>, node: Arc<Node>, kernel: Arc<Kernel>, containers: Arc<ContainerService>) -> Self {
         Self { config, stores, node, kernel, containers, creations: Creations::default() }
     }
+
+    /// RunPodSandbox results kept for a retry (they leave with their pod).
+    pub fn creations_len(&self) -> usize {
+        self.creations.len()
+    }
 }

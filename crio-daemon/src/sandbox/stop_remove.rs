@@ -37,6 +37,7 @@ impl PodService {
         self.tear_down_pod(&pod, true).await;
         self.stores.pods.remove(&pod.id).await?;
         self.stores.names.release(&pod.full_name);
+        self.creations.forget(&pod.full_name);
         tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox removed");
         Ok(())
     }
