@@ -140,3 +140,62 @@ async fn a_crash_looping_container_leaks_nothing_in_its_monitor_or_the_daemon() 
     }
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_values_cannot_overflow() {
+    let (_reg, d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("extremes", &d.dir.path().join("logs/extremes"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let id = start(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await;
+    wait_state(&d, &id, cri::ContainerState::ContainerRunning).await;
+
+    // A wait as long as i64 allows is "forever", not an overflow.
+    let req = cri::ExecSyncRequest { container_id: id.clone(), cmd: vec!["echo".into(), "ok".into()], timeout: i64::MAX };
+    let out = d.runtime().await.exec_sync(req).await.expect("ExecSync with the longest timeout").into_inner();
+    assert_eq!(out.stdout, b"ok\n");
+
+    // Resources the kernel cannot hold are refused, naming the field, and change nothing.
+    let cases: [(&str, fn(&mut cri::LinuxContainerResources)); 6] = [
+        ("cpu_quota", |r| r.cpu_quota = i64::MIN),
+        ("cpu_period", |r| r.cpu_period = i64::MAX),
+        ("cpu_shares", |r| r.cpu_shares = -5),
+        ("memory_limit_in_bytes", |r| r.memory_limit_in_bytes = i64::MIN),
+        ("memory_swap_limit_in_bytes", |r| r.memory_swap_limit_in_bytes = i64::MIN),
+        ("oom_score_adj", |r| r.oom_score_adj = i64::MAX),
+    ];
+    for (field, set) in cases {
+        let mut r = cri::LinuxContainerResources::default();
+        set(&mut r);
+        let req = cri::UpdateContainerResourcesRequest { container_id: id.clone(), linux: Some(r.clone()), ..Default::default() };
+        let err = d.runtime().await.update_container_resources(req).await.expect_err(field);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+        let mut cc = container_config("bad", &image, "true");
+        cc.linux = Some(cri::LinuxContainerConfig { resources: Some(r), ..Default::default() });
+        let err = create(&d, &pod, &pc, cc).await.expect_err(field);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+    }
+    let mut cc = container_config("negative-user", &image, "true");
+    cc.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: -1 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create(&d, &pod, &pc, cc).await.expect_err("a negative uid");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let listed = d.runtime().await.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    assert_eq!(listed.len(), 1, "refused requests made nothing");
+
+    let mut bad_port = host_network_pod_config("bad-port", &d.dir.path().join("logs/bad-port"));
+    bad_port.port_mappings = vec![cri::PortMapping { host_port: 70000, container_port: 80, ..Default::default() }];
+    let err = run_pod(&d, bad_port).await.expect_err("port 70000");
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains("host_port"), "{err:?}");
+
+    // StopContainer with the longest timeout: the container ends on SIGTERM, at once.
+    let req = cri::StopContainerRequest { container_id: id.clone(), timeout: i64::MAX };
+    d.runtime().await.stop_container(req).await.expect("StopContainer with the longest timeout");
+    assert_eq!(status(&d, &id).await.state, cri::ContainerState::ContainerExited as i32);
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

@@ -35,12 +35,8 @@ impl SeccompPrograms {
         });
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.by_profile.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -58,12 +54,12 @@ mod tests {
         assert_eq!(p.len(), 2, "b still uses the default profile");
         p.release("b");
         p.release("c");
-        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
         // Many containers, each removed: nothing stays.
         for i in 0..1000 {
             p.insert(format!("profile-{i}"), &format!("ct-{i}"), Arc::new(vec![]));
             p.release(&format!("ct-{i}"));
         }
-        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
     }
 }

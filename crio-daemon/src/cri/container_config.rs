@@ -33,6 +33,13 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
     if sec.run_as_group.is_some() && sec.run_as_user.is_none() && sec.run_as_username.is_empty() {
         return Err(Status::invalid_argument("config.linux.security_context.run_as_group is set without run_as_user or run_as_username"));
     }
+    // Ids are 32-bit in the kernel; a negative or larger one would wrap into another user.
+    let ids = sec.run_as_user.iter().map(|v| ("run_as_user", v.value)).chain(sec.run_as_group.iter().map(|v| ("run_as_group", v.value)));
+    for (field, id) in ids.chain(sec.supplemental_groups.iter().map(|g| ("supplemental_groups", *g))) {
+        if !(0..=i64::from(u32::MAX - 1)).contains(&id) {
+            return Err(Status::invalid_argument(format!("config.linux.security_context.{field}: {id} is not a valid id")));
+        }
+    }
     let caps = sec.capabilities.clone().unwrap_or_default();
     let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
     if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
@@ -98,7 +105,7 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
             masked_paths: sec.masked_paths,
             readonly_paths: sec.readonly_paths,
         },
-        resources: resources(res),
+        resources: resources(res, "config.linux.resources")?,
         pid_mode,
     })
 }
@@ -136,12 +143,49 @@ fn seccomp_profile(
     })
 }
 
-/// CRI resources to ours, for CreateContainer and UpdateContainerResources alike.
-pub(super) fn resources(r: cri::LinuxContainerResources) -> Resources {
-    Resources {
-        cpu_shares: r.cpu_shares.max(0) as u64,
+/// Longest wait a request may ask for (StopContainer, ExecSync): more is "forever" to anyone,
+/// and clamping keeps deadline arithmetic from overflowing.
+pub(super) const MAX_TIMEOUT_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// A request's timeout in seconds, clamped to `0..=MAX_TIMEOUT_SECS`.
+pub(super) fn timeout_secs(requested: i64) -> i64 {
+    requested.clamp(0, MAX_TIMEOUT_SECS)
+}
+
+/// CRI resources to ours, for CreateContainer and UpdateContainerResources alike. Values the
+/// kernel would refuse (or that would overflow what is computed from them) are refused here,
+/// naming the field under `at`.
+pub(super) fn resources(r: cri::LinuxContainerResources, at: &str) -> Result<Resources, Status> {
+    let bad = |field: &str, why: String| Err(Status::invalid_argument(format!("{at}.{field}: {why}")));
+    // The kernel's ranges: cpu.shares up to 262144 (below 2 it reads 2), a CFS period of 1 ms..1 s, a
+    // quota of at least 1 ms (-1 or 0: none), oom_score_adj -1000..=1000.
+    if !(0..=262_144).contains(&r.cpu_shares) {
+        return bad("cpu_shares", format!("{} is outside 0..=262144", r.cpu_shares));
+    }
+    if !(r.cpu_period == 0 || (1000..=1_000_000).contains(&r.cpu_period)) {
+        return bad("cpu_period", format!("{} is outside 1000..=1000000 microseconds", r.cpu_period));
+    }
+    if !(r.cpu_quota == 0 || r.cpu_quota == -1 || (1000..=i64::MAX / 1000).contains(&r.cpu_quota)) {
+        return bad("cpu_quota", format!("{} is neither -1 nor at least 1000 microseconds", r.cpu_quota));
+    }
+    if r.memory_limit_in_bytes < 0 {
+        return bad("memory_limit_in_bytes", format!("{} is negative", r.memory_limit_in_bytes));
+    }
+    if r.memory_swap_limit_in_bytes < -1 {
+        return bad("memory_swap_limit_in_bytes", format!("{} is below -1 (unlimited)", r.memory_swap_limit_in_bytes));
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return bad("oom_score_adj", format!("{} is outside -1000..=1000", r.oom_score_adj));
+    }
+    for h in &r.hugepage_limits {
+        if h.page_size.is_empty() || !h.page_size.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return bad("hugepage_limits", format!("page size {:?} is not a size such as 2MB", h.page_size));
+        }
+    }
+    Ok(Resources {
+        cpu_shares: r.cpu_shares as u64,
         cpu_quota: r.cpu_quota,
-        cpu_period: r.cpu_period.max(0) as u64,
+        cpu_period: r.cpu_period as u64,
         memory_limit: r.memory_limit_in_bytes,
         cpuset_cpus: r.cpuset_cpus,
         cpuset_mems: r.cpuset_mems,
@@ -149,7 +193,7 @@ pub(super) fn resources(r: cri::LinuxContainerResources) -> Resources {
         memory_swap_limit: r.memory_swap_limit_in_bytes,
         hugepages: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
         unified: r.unified.into_iter().collect(),
-    }
+    })
 }
 
 #[cfg(test)]

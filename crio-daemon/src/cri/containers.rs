@@ -81,7 +81,7 @@ pub async fn start_container(s: &Services, req: cri::StartContainerRequest) -> R
 
 #[instrument(skip_all, fields(container_id = %req.container_id))]
 pub async fn stop_container(s: &Services, req: cri::StopContainerRequest) -> Result<cri::StopContainerResponse, Status> {
-    s.containers.stop_container(&req.container_id, req.timeout).await.map_err(|e| status_of(&e))?;
+    s.containers.stop_container(&req.container_id, super::container_config::timeout_secs(req.timeout)).await.map_err(|e| status_of(&e))?;
     Ok(cri::StopContainerResponse {})
 }
 
@@ -142,7 +142,7 @@ pub async fn update_container_resources(
     req: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
     let r = req.linux.ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
-    s.containers.update_resources(&req.container_id, &resources(r)).await.map_err(|e| status_of(&e))?;
+    s.containers.update_resources(&req.container_id, &resources(r, "linux")?).await.map_err(|e| status_of(&e))?;
     Ok(cri::UpdateContainerResourcesResponse {})
 }
 

@@ -27,18 +27,26 @@ fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         .port_mappings
         .into_iter()
         .filter(|p| p.host_port > 0)
-        .map(|p| PortMapping {
-            host_port: p.host_port as u16,
-            container_port: p.container_port as u16,
-            protocol: match p.protocol {
-                1 => "udp",
-                2 => "sctp",
-                _ => "tcp",
-            }
-            .into(),
-            host_ip: p.host_ip,
+        .map(|p| {
+            let port = |field: &str, v: i32| {
+                u16::try_from(v)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| Status::invalid_argument(format!("config.port_mappings.{field}: {v} is not a port (1..=65535)")))
+            };
+            Ok(PortMapping {
+                host_port: port("host_port", p.host_port)?,
+                container_port: port("container_port", p.container_port)?,
+                protocol: match p.protocol {
+                    1 => "udp",
+                    2 => "sctp",
+                    _ => "tcp",
+                }
+                .into(),
+                host_ip: p.host_ip,
+            })
         })
-        .collect();
+        .collect::<Result<_, Status>>()?;
     Ok(PodSpec {
         name: meta.name,
         namespace: meta.namespace,
@@ -55,7 +63,7 @@ fn to_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         host_pid: ns.pid == NODE,
         share_pid: ns.pid == POD,
         cgroup_parent: linux.cgroup_parent,
-        resources: linux.resources.map(super::container_config::resources),
+        resources: linux.resources.map(|r| super::container_config::resources(r, "config.linux.resources")).transpose()?,
         runtime_handler: req.runtime_handler,
         sysctls: linux.sysctls.into_iter().collect(),
     })

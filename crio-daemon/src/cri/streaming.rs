@@ -11,7 +11,8 @@ use crate::streaming::{Pending, TokenError};
 
 #[instrument(skip_all, fields(container_id = %req.container_id))]
 pub async fn exec_sync(s: &Services, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, Status> {
-    let timeout = (req.timeout > 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+    let secs = super::container_config::timeout_secs(req.timeout);
+    let timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs as u64));
     let out = s.containers.exec_sync(&req.container_id, &req.cmd, timeout).await.map_err(|e| container_status(&e))?;
     if out.timed_out {
         return Err(Status::deadline_exceeded(format!(
