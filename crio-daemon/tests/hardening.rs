@@ -199,3 +199,50 @@ async fn request_values_cannot_overflow() {
     assert_eq!(status(&d, &id).await.state, cri::ContainerState::ContainerExited as i32);
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+fn security(privileged: bool, oom_score_adj: i64) -> Option<cri::LinuxContainerConfig> {
+    Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext { privileged, ..Default::default() }),
+        resources: Some(cri::LinuxContainerResources { oom_score_adj, ..Default::default() }),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_containers_get_host_devices_and_a_writable_sys() {
+    let (_reg, d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("privileged", &d.dir.path().join("logs/privileged"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let mut cc = container_config("device-plugin", &image, "exec sleep 1000");
+    cc.linux = security(true, -997);
+    let privileged = start(&d, &pod, &pc, cc).await;
+    let mut cc = container_config("plain", &image, "exec sleep 1000");
+    cc.linux = security(false, -997);
+    let plain = start(&d, &pod, &pc, cc).await;
+
+    // A block device of the host (loop0 here), visible and usable only in the privileged one.
+    let host_block = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_type().is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_block_device(&t)))
+        .map(|e| e.path().display().to_string())
+        .expect("the host has a block device");
+    let probe = format!("test -b {host_block} && echo present; grep ' /sys ' /proc/mounts; cat /proc/self/oom_score_adj");
+    let out = |r: cri::ExecSyncResponse| String::from_utf8_lossy(&r.stdout).to_string();
+    let p = out(d.runtime().await.exec_sync(sh(&privileged, &probe)).await.expect("ExecSync").into_inner());
+    assert!(p.contains("present"), "{host_block} in the privileged container: {p}");
+    let sys = p.lines().find(|l| l.contains(" /sys ")).unwrap_or_else(|| panic!("/sys mounted: {p}"));
+    assert!(sys.split_whitespace().nth(3).is_some_and(|o| o.split(',').any(|o| o == "rw")), "writable /sys: {sys}");
+    let n = out(d.runtime().await.exec_sync(sh(&plain, &probe)).await.expect("ExecSync").into_inner());
+    assert!(!n.contains("present"), "no host devices without privilege: {n}");
+    let sys = n.lines().find(|l| l.contains(" /sys ")).unwrap();
+    assert!(sys.split_whitespace().nth(3).is_some_and(|o| o.split(',').any(|o| o == "ro")), "read-only /sys: {sys}");
+
+    // The kubelet's -997 for Guaranteed pods reaches them where the daemon may lower it;
+    // without CAP_SYS_RESOURCE (this sandbox) it is clamped to 0, as a runtime there must.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = u64::from_str_radix(status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim(), 16).unwrap();
+    let expected = if eff & (1 << 24) != 0 { "-997" } else { "0" };
+    assert_eq!(n.lines().last(), Some(expected), "{n}");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

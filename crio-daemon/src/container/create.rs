@@ -192,10 +192,10 @@ impl ContainerService {
         let sec = &ct.spec.security;
         let resolved = user::resolve(rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
             .map_err(|e| ContainerError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
-        if ct.spec.resources.oom_score_adj < 0 {
-            tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE; clamped to 0");
+        let held = &self.held_capabilities;
+        if ct.spec.resources.oom_score_adj < 0 && !held.iter().any(|c| c == "CAP_SYS_RESOURCE") {
+            tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE, which this daemon lacks; clamped to 0");
         }
-        let held = crate::capabilities::held();
         let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
         let effective = ct.placement.as_ref().map(|p| crate::tuning::effective_spec(&ct.spec, p));
         let input = SpecInput {
@@ -204,7 +204,8 @@ impl ContainerService {
             pod,
             rootfs,
             user: &resolved,
-            held_capabilities: &held,
+            held_capabilities: held,
+            host_dev: &self.host_dev,
             pid_namespace: &pid_namespace,
             cgroups_path: &self.node.container_cgroup(pod, &ct.id).1,
         };

@@ -115,6 +115,11 @@ pub struct ContainerService {
     seccomp_programs: seccomp_programs::SeccompPrograms,
     events: tokio::sync::broadcast::Sender<ContainerEvent>,
     creations: Creations<ContainerError>,
+    /// What this daemon holds, read once at start: privileged containers get it, and without
+    /// CAP_SYS_RESOURCE negative oom_score_adj values are clamped.
+    held_capabilities: Vec<String>,
+    /// The host's /dev, whose devices privileged containers get.
+    host_dev: std::path::PathBuf,
     /// The exit watch runs (and has read the exits from before it began).
     exits_watched: Arc<AtomicBool>,
     /// One restore of hooks' settings at a time: the exit watch and StopContainer both see an
@@ -159,6 +164,8 @@ impl ContainerService {
             creations: Creations::default(),
             exits_watched: Arc::default(),
             hooks_restore: tokio::sync::Mutex::new(()),
+            held_capabilities: crate::capabilities::held(),
+            host_dev: "/dev".into(),
         })
     }
 

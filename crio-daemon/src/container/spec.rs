@@ -206,6 +206,8 @@ pub struct SpecInput<'a> {
     /// Capabilities this daemon holds: a privileged container gets these, never more.
     pub held_capabilities: &'a [String],
     pub pid_namespace: &'a PidNamespace,
+    /// The host's /dev: a privileged container gets every device in it.
+    pub host_dev: &'a Path,
     /// The runtime's cgroupsPath (a path, or `<slice>:crio:<id>` under systemd).
     pub cgroups_path: &'a str,
 }
@@ -217,7 +219,7 @@ pub fn capability(name: &str) -> Result<Capability, SpecError> {
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, cgroups_path } = input;
+    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps = capability_set(sec, held_capabilities)?;
@@ -233,10 +235,16 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .user(UserBuilder::default().uid(user.uid).gid(user.gid).additional_gids(user.additional_gids.clone()).build().map_err(build_err)?)
         .capabilities(capabilities)
         .no_new_privileges(sec.no_new_privs)
-        .oom_score_adj(spec.resources.oom_score_adj.clamp(0, 1000) as i32)
+        .oom_score_adj(oom_score_adj(spec.resources.oom_score_adj, held_capabilities))
         .build()
         .map_err(build_err)?;
-    let (devices, device_rules) = devices(&spec.devices)?;
+    let (mut devices, mut device_rules) = devices(&spec.devices)?;
+    if sec.privileged {
+        // As CRI-O: every host device, and the device cgroup allows them all.
+        let requested: std::collections::HashSet<PathBuf> = devices.iter().map(|d| d.path().clone()).collect();
+        devices.extend(host_devices(host_dev).into_iter().filter(|d| !requested.contains(d.path())));
+        device_rules = vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build().map_err(build_err)?];
+    }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(pod, pid_namespace)?)
         .resources(resources(&spec.resources, device_rules)?)
@@ -275,6 +283,59 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     Ok(out)
 }
 
+/// The kubelet's oom_score_adj (-997 for Guaranteed pods, up to 1000 for BestEffort). Lowering
+/// it below 0 takes CAP_SYS_RESOURCE; a daemon without it (a sandbox) hands out 0 instead of a
+/// value the runtime would fail to set.
+fn oom_score_adj(requested: i64, held: &[String]) -> i32 {
+    let floor = if held.iter().any(|c| c == "CAP_SYS_RESOURCE") { -1000 } else { 0 };
+    requested.clamp(floor, 1000) as i32
+}
+
+/// Character and block devices under the host's `dev`, as runc's host device list has them:
+/// not the per-container trees (pts, shm, mqueue, fd) nor the console, which the runtime makes.
+fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if !matches!(name.as_ref(), "pts" | "shm" | "fd" | "mqueue") && !name.starts_with('.') {
+                    dirs.push(e.path());
+                }
+                continue;
+            }
+            if name == "console" {
+                continue;
+            }
+            let Ok(st) = rustix::fs::lstat(e.path()) else { continue };
+            let typ = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                rustix::fs::FileType::CharacterDevice => LinuxDeviceType::C,
+                rustix::fs::FileType::BlockDevice => LinuxDeviceType::B,
+                _ => continue,
+            };
+            let Ok(rel) = e.path().strip_prefix(dev).map(Path::to_path_buf) else { continue };
+            let built = LinuxDeviceBuilder::default()
+                .path(Path::new("/dev").join(rel))
+                .typ(typ)
+                .major(rustix::fs::major(st.st_rdev) as i64)
+                .minor(rustix::fs::minor(st.st_rdev) as i64)
+                .file_mode(st.st_mode & 0o7777)
+                .uid(st.st_uid)
+                .gid(st.st_gid)
+                .build();
+            if let Ok(d) = built {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
 /// The container's capabilities: the runtime's default set with the request's drops and adds,
 /// or (privileged, or "ALL") what this daemon holds, never more.
 fn capability_set(sec: &crate::model::Security, held: &[String]) -> Result<std::collections::HashSet<Capability>, SpecError> {
@@ -302,7 +363,17 @@ fn capability_set(sec: &crate::model::Security, held: &[String]) -> Result<std::
 /// The runtime's default mounts, the pod's shared /dev/shm and files, and the request's binds.
 fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtime::Mount>, SpecError> {
     let mut mounts = oci_spec::runtime::get_default_mounts();
-    mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup") || spec.security.privileged);
+    if spec.security.privileged {
+        // As CRI-O: /sys (and the cgroup tree in it) writable; CSI and device plugins write there.
+        for m in &mut mounts {
+            if m.destination() == Path::new("/sys") || m.destination() == Path::new("/sys/fs/cgroup") {
+                let options = m.options().clone().unwrap_or_default().into_iter().filter(|o| o != "ro").collect();
+                m.set_options(Some(options));
+            }
+        }
+    } else {
+        mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
+    }
     // Containers of a pod share one /dev/shm, as they share the IPC namespace.
     if let Some(shm) = pod.shm() {
         mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
@@ -407,6 +478,15 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn negative_oom_score_adj_only_with_cap_sys_resource() {
+        let with = ["CAP_KILL".to_string(), "CAP_SYS_RESOURCE".to_string()];
+        assert_eq!(oom_score_adj(-997, &with), -997);
+        assert_eq!(oom_score_adj(-5000, &with), -1000);
+        assert_eq!(oom_score_adj(-997, &with[..1]), 0);
+        assert_eq!(oom_score_adj(1000, &with[..1]), 1000);
     }
 
     #[test]
