@@ -246,3 +246,88 @@ async fn privileged_containers_get_host_devices_and_a_writable_sys() {
     assert_eq!(n.lines().last(), Some(expected), "{n}");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+/// An OCI runtime that is runc, except that `create` hangs while `<dir>/hang-create` exists and
+/// `delete` fails while `<dir>/fail-delete` does.
+fn flaky_runtime(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("flaky-runc");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do\n  case \"$a\" in\n    create) [ -e {d}/hang-create ] && exec sleep 100000 ;;\n    delete) [ -e {d}/fail-delete ] && {{ echo 'delete refused by the test' >&2; exit 1; }} ;;\n  esac\ndone\nexec /usr/sbin/runc \"$@\"\n",
+        d = dir.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+async fn run_pod_with(d: &common::Daemon, pc: &cri::PodSandboxConfig, handler: &str) -> String {
+    let req = cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: handler.into() };
+    d.runtime().await.run_pod_sandbox(req).await.expect("RunPodSandbox").into_inner().pod_sandbox_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_runtime_fails_its_rpc_and_the_pod_can_still_go() {
+    let flaky = tempfile::tempdir().unwrap();
+    let runtime = flaky_runtime(flaky.path());
+    let extra = format!("[crio.runtime.runtimes.flaky]\nruntime_path = \"{}\"\nruntime_timeout = \"3s\"\n", runtime.display());
+    let (_reg, d, image) = host_network_env(&extra).await;
+    let pc = host_network_pod_config("hung", &d.dir.path().join("logs/hung"));
+    let pod = run_pod_with(&d, &pc, "flaky").await;
+
+    std::fs::write(flaky.path().join("hang-create"), "").unwrap();
+    let err = create(&d, &pod, &pc, container_config("stuck", &image, "exec sleep 1000")).await.expect_err("runtime create hangs");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("did not finish within"), "{}", err.message());
+    // The pod's lock went with the RPC: it stops and goes, and no runtime process is left.
+    d.runtime().await.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    let runtime = runtime.display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&runtime), "a runtime call left running: pid {:?}", e.file_name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_pod_sandbox_goes_past_a_container_that_fails_to_stop() {
+    let flaky = tempfile::tempdir().unwrap();
+    let runtime = flaky_runtime(flaky.path());
+    let extra = format!("[crio.runtime.runtimes.flaky]\nruntime_path = \"{}\"\n", runtime.display());
+    let e = env_config(0, false, &extra).await;
+    let d = &e.d;
+    let pc = pod_config("stubborn", &d.dir.path().join("logs/stubborn"));
+    let pod = run_pod_with(d, &pc, "flaky").await;
+    let netns = d.runtime().await.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: true }).await;
+    let ip = netns.expect("PodSandboxStatus").into_inner().status.unwrap().network.unwrap().ip;
+    // Never started: stopping it takes the runtime's delete, which fails.
+    let stuck = create(d, &pod, &pc, container_config("stuck", &e.image, "exec sleep 1000")).await.expect("create");
+    let running = start(d, &pod, &pc, container_config("running", &e.image, "exec sleep 1000")).await;
+    std::fs::write(flaky.path().join("fail-delete"), "").unwrap();
+
+    let err =
+        d.runtime().await.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect_err("delete fails");
+    assert!(err.message().contains(&stuck) && err.message().contains("delete refused"), "names what was left: {}", err.message());
+    assert_eq!(status(d, &running).await.state, cri::ContainerState::ContainerExited as i32, "the other container stopped");
+    // The network was released all the same: the IP is back in the pool.
+    let leases: Vec<String> = walk(e.ipam.path()).into_iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    assert!(!leases.contains(&ip), "{ip} still leased: {leases:?}");
+    let st = d.runtime().await.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await;
+    assert_eq!(st.unwrap().into_inner().status.unwrap().state, cri::PodSandboxState::SandboxNotready as i32);
+
+    // The kubelet's retry, once the runtime behaves: everything goes.
+    std::fs::remove_file(flaky.path().join("fail-delete")).unwrap();
+    d.runtime().await.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox retry");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

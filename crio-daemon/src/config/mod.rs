@@ -162,6 +162,9 @@ pub struct RuntimeHandler {
     /// one CPU, the first of the container's shared CPUs if it has some, else the first of
     /// its own, never on the rest of an isolated set; empty: no pinning (CRI-O's).
     pub exec_cpu_affinity: String,
+    /// How long one call of the runtime (`create`, `delete`, `kill`, `exec`) may take before it
+    /// is killed and its RPC fails with DeadlineExceeded (ours; the kubelet gives up at 2m).
+    pub runtime_timeout: GoDuration,
 }
 
 impl Default for RuntimeHandler {
@@ -172,6 +175,7 @@ impl Default for RuntimeHandler {
             runtime_root: PathBuf::new(),
             allowed_annotations: Vec::new(),
             exec_cpu_affinity: String::new(),
+            runtime_timeout: GoDuration(crate::oci::DEFAULT_TIMEOUT),
         }
     }
 }

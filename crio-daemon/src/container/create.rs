@@ -250,6 +250,7 @@ impl ContainerService {
             log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
             log_max_size: self.config.crio.runtime.log_size_max.max(0) as u64,
             exit_file: ct.exit_file(),
+            timeout_ms: runtime.timeout.as_millis() as u64,
         });
         let spec_done = began.elapsed();
         let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;

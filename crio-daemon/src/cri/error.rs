@@ -10,6 +10,7 @@ use crate::image::manifest::ManifestError;
 use crate::image::policy::PolicyError;
 use crate::image::registries::RegistriesError;
 use crate::image::registry::RegistryError;
+use crate::monitor::client::MonitorError;
 use crate::node::NodeError;
 use crate::oci::OciError;
 use crate::sandbox::PodError;
@@ -91,6 +92,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         // A container whose init died before its start cannot be started.
         ContainerError::Oci(OciError::InitExited { .. }) => Code::FailedPrecondition,
         ContainerError::Oci(OciError::Timeout { .. }) => Code::DeadlineExceeded,
+        ContainerError::Monitor(m) => monitor_code(m),
         ContainerError::Node(n) => node_code(n),
         ContainerError::Tuning(t) => tuning_code(t),
         _ => Code::Internal,
@@ -105,7 +107,15 @@ pub fn pod_code(e: &PodError) -> Code {
         PodError::NoNetwork { .. } | PodError::NotReady { .. } => Code::FailedPrecondition,
         PodError::Dial { .. } => Code::Unavailable,
         PodError::Node(n) => node_code(n),
+        PodError::Monitor(m) => monitor_code(m),
         PodError::Container(c) => container_code(c),
+        _ => Code::Internal,
+    }
+}
+
+fn monitor_code(e: &MonitorError) -> Code {
+    match e {
+        MonitorError::RuntimeTimeout { .. } | MonitorError::Timeout { .. } | MonitorError::StartTimeout { .. } => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }

@@ -37,7 +37,18 @@ pub enum MonitorError {
     },
     #[error("monitor at {socket}: {message}")]
     Refused { socket: PathBuf, message: String },
+    /// The monitor killed a runtime call that ran past its deadline.
+    #[error("monitor at {socket}: {message}")]
+    RuntimeTimeout { socket: PathBuf, message: String },
+    #[error("monitor at {socket} did not answer {op} within {after:?}")]
+    Timeout { socket: PathBuf, op: &'static str, after: Duration },
 }
+
+/// How long a monitor may take to answer a request that runs nothing: it answers from memory.
+const QUICK_REQUEST: Duration = Duration::from_secs(30);
+/// Beyond a create's own runtime deadline (which the monitor enforces), for the monitor to
+/// kill, reap and answer.
+const CREATE_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct MonitorClient {
@@ -122,7 +133,28 @@ impl MonitorClient {
         Ok((read, write))
     }
 
+    /// Sends `req` and waits for the answer, never longer than the request's deadline: a
+    /// monitor that hangs fails this call, not the pod's lock holder forever.
     pub async fn request(&self, req: &Request) -> Result<Response, MonitorError> {
+        let (op, after) = match req {
+            Request::Create(c) if c.timeout_ms == 0 => ("create", Duration::MAX),
+            Request::Create(c) => ("create", Duration::from_millis(c.timeout_ms) + CREATE_GRACE),
+            Request::ReopenLog { .. } => ("reopen_log", QUICK_REQUEST),
+            Request::State => ("state", QUICK_REQUEST),
+            Request::Attach { .. } => ("attach", QUICK_REQUEST),
+            Request::Forget { .. } => ("forget", QUICK_REQUEST),
+        };
+        if after == Duration::MAX {
+            return self.exchange(req).await;
+        }
+        tokio::time::timeout(after, self.exchange(req)).await.map_err(|_| MonitorError::Timeout {
+            socket: self.socket.clone(),
+            op,
+            after,
+        })?
+    }
+
+    async fn exchange(&self, req: &Request) -> Result<Response, MonitorError> {
         let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
         let mut stream = crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?;
         let mut line = serde_json::to_vec(req).expect("requests serialize");
@@ -132,6 +164,9 @@ impl MonitorClient {
         BufReader::new(stream).read_line(&mut reply).await.map_err(unreachable)?;
         let resp: Response =
             serde_json::from_str(&reply).map_err(|source| MonitorError::Protocol { socket: self.socket.clone(), source })?;
+        if resp.timed_out {
+            return Err(MonitorError::RuntimeTimeout { socket: self.socket.clone(), message: resp.error });
+        }
         if !resp.error.is_empty() {
             return Err(MonitorError::Refused { socket: self.socket.clone(), message: resp.error });
         }

@@ -79,6 +79,9 @@ pub struct CreateRequest {
     /// Close the container's stdin when its first attacher leaves.
     #[serde(default)]
     pub stdin_once: bool,
+    /// Milliseconds `<runtime> create` may take before it is killed; 0 is no limit.
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ pub struct Response {
     /// PID 1 of the pod's shared PID namespace (`State`), if the monitor holds one.
     #[serde(default)]
     pub pid_holder: Option<i32>,
+    /// The error is a runtime call that did not finish in time (and was killed).
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

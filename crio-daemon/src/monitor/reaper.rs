@@ -66,6 +66,22 @@ impl Reaper {
         cv.notify_all();
     }
 
+    /// Blocks until watched `pid` has exited or `limit` has passed (`None`, still watched).
+    pub fn wait_timeout(&self, pid: i32, limit: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + limit;
+        let (lock, cv) = &*self.inner;
+        let mut s = lock.lock().expect("reaper poisoned");
+        loop {
+            if let Some(Some(exit)) = s.watched.get(&pid) {
+                let exit = *exit;
+                s.watched.remove(&pid);
+                return Some(exit);
+            }
+            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            s = cv.wait_timeout(s, left).expect("reaper poisoned").0;
+        }
+    }
+
     /// Blocks until watched `pid` has exited.
     pub fn wait(&self, pid: i32) -> Exit {
         let (lock, cv) = &*self.inner;

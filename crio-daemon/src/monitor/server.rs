@@ -106,7 +106,10 @@ impl Monitor {
 
     fn handle(&self, req: Request) -> Response {
         let result = match req {
-            Request::Create(req) => self.create(req).map(|pid| Response { pid: Some(pid), ..Default::default() }),
+            Request::Create(req) => match self.create(req) {
+                Ok(pid) => Ok(Response { pid: Some(pid), ..Default::default() }),
+                Err(Failure { error, timed_out }) => Ok(Response { error, timed_out, ..Default::default() }),
+            },
             Request::ReopenLog { id } => match self.containers.lock().expect("containers poisoned").get(&id) {
                 Some(c) => c.log.reopen().map(|()| Response::default()).map_err(|e| format!("reopening the log of {id}: {e}")),
                 None => Err(format!("container {id} is not watched by this monitor")),
@@ -158,10 +161,10 @@ impl Monitor {
         Ok(Target { attachers: c.attachers.clone(), stdin, tty: c.tty, exited: c.exit.map(|e| e.exit_code), stdin_done })
     }
 
-    fn create(&self, req: CreateRequest) -> Result<i32, String> {
+    fn create(&self, req: CreateRequest) -> Result<i32, Failure> {
         let id = req.id.as_str();
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
-            return Err(format!("container {id} already exists in this monitor"));
+            return Err(format!("container {id} already exists in this monitor").into());
         }
         let log = LogSink::open(&req.log_path, req.log_max_size).map_err(|e| format!("opening log {}: {e}", req.log_path.display()))?;
         let pid_file = req.bundle.join("pid");
@@ -173,7 +176,26 @@ impl Monitor {
         let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
         // Our copies of the write ends must close, or the pumps would never see EOF.
         drop(cmd);
-        let status = self.reaper.wait(runtime_pid);
+        let status = if req.timeout_ms == 0 {
+            self.reaper.wait(runtime_pid)
+        } else {
+            let limit = Duration::from_millis(req.timeout_ms);
+            match self.reaper.wait_timeout(runtime_pid, limit) {
+                Some(status) => status,
+                None => {
+                    // A hung runtime: killed and reaped, and the daemon told it was a deadline.
+                    if let Some(p) = rustix::process::Pid::from_raw(runtime_pid) {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    }
+                    self.reaper.wait(runtime_pid);
+                    if let Some(c) = &console {
+                        ConsoleSocket::wake(c.path());
+                    }
+                    let error = format!("{} create {id} did not finish within {limit:?}; killed", req.runtime.display());
+                    return Err(Failure { error, timed_out: true });
+                }
+            }
+        };
         let master = match (receiver, &console) {
             (Some(receiver), Some(socket)) => {
                 if !receiver.is_finished() {
@@ -186,7 +208,7 @@ impl Monitor {
         drop(console);
         if status.code != 0 {
             let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
-            return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code));
+            return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code).into());
         }
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
@@ -214,7 +236,7 @@ impl Monitor {
                     rustix::process::Pid::from_raw(pid).expect("a positive pid"),
                     rustix::process::Signal::KILL,
                 );
-                return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()));
+                return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()).into());
             }
         };
         let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
@@ -246,6 +268,18 @@ impl Monitor {
                 c.attachers.end(record.exit_code);
             }
         });
+    }
+}
+
+/// Why a create failed, and whether it was the runtime's deadline.
+struct Failure {
+    error: String,
+    timed_out: bool,
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Failure { error, timed_out: false }
     }
 }
 

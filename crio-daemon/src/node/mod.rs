@@ -59,6 +59,9 @@ impl Node {
                 let root =
                     if h.runtime_root.as_os_str().is_empty() { c.runroot.join("runtime").join(name) } else { h.runtime_root.clone() };
                 let mut rt = OciRuntime::new(name, &h.runtime_path, &root);
+                if !h.runtime_timeout.is_zero() {
+                    rt.timeout = h.runtime_timeout.0;
+                }
                 rt.systemd_cgroup = c.runtime.cgroup_manager == "systemd";
                 (name.clone(), rt)
             })

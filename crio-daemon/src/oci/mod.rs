@@ -4,4 +4,4 @@ mod runtime;
 mod start;
 
 pub(crate) use runtime::read_capped;
-pub use runtime::{ContainerState, CreateOptions, ExecOutput, OciError, OciRuntime, Status};
+pub use runtime::{ContainerState, CreateOptions, DEFAULT_TIMEOUT, ExecOutput, OciError, OciRuntime, Status};

@@ -66,6 +66,10 @@ pub enum PodError {
     Node(#[from] NodeError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// StopPodSandbox went on past these containers and released the pod's network; a retry
+    /// tries them again.
+    #[error("pod sandbox {id} stopped, but these of its containers did not: {}", left.join("; "))]
+    ContainersLeft { id: String, left: Vec<String> },
     #[error("a background task failed")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -7,12 +7,18 @@ use crate::model::PodState;
 
 impl PodService {
     /// Stops every container and releases the network; idempotent (a missing pod is stopped).
+    /// A container that fails to stop does not keep the others running or the network held:
+    /// the rest goes on, and the error names what was left.
     pub async fn stop_pod(&self, id: &str) -> Result<(), PodError> {
         let Some(entry) = self.stores.pods.resolve(id) else { return Ok(()) };
         let _op = entry.op.lock().await;
         let pod = entry.get();
+        let mut left = Vec::new();
         for ct in self.stores.containers_of(&pod.id) {
-            self.containers.stop_container(&ct.id, 0).await?;
+            if let Err(e) = self.containers.stop_container(&ct.id, 0).await {
+                tracing::error!(pod_sandbox_id = %pod.id, container_id = %ct.id, error = %crate::error_chain(&e), "container did not stop");
+                left.push(format!("{}: {}", ct.id, crate::error_chain(&e)));
+            }
         }
         if pod.state == PodState::Ready {
             // What is left in a shared PID namespace (processes orphaned by the containers)
@@ -21,6 +27,9 @@ impl PodService {
             self.tear_down_pod(&pod, false).await;
             self.stores.pods.update(&pod.id, &entry, |p| p.state = PodState::NotReady).await?;
             tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox stopped");
+        }
+        if !left.is_empty() {
+            return Err(PodError::ContainersLeft { id: pod.id, left });
         }
         Ok(())
     }
