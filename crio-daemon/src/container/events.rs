@@ -125,11 +125,8 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || read_exit_events(&fd, &tx));
         let mut exits = 0;
-        loop {
-            match rx.blocking_recv().expect("events") {
-                Seen::Exit(_) => exits += 1,
-                Seen::Overflow => break,
-            }
+        while let Seen::Exit(_) = rx.blocking_recv().expect("events") {
+            exits += 1;
         }
         assert_eq!(exits, max, "every queued event, then the overflow");
     }
