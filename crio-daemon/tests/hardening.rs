@@ -155,7 +155,8 @@ async fn request_values_cannot_overflow() {
     assert_eq!(out.stdout, b"ok\n");
 
     // Resources the kernel cannot hold are refused, naming the field, and change nothing.
-    let cases: [(&str, fn(&mut cri::LinuxContainerResources)); 6] = [
+    type Change = fn(&mut cri::LinuxContainerResources);
+    let cases: [(&str, Change); 6] = [
         ("cpu_quota", |r| r.cpu_quota = i64::MIN),
         ("cpu_period", |r| r.cpu_period = i64::MAX),
         ("cpu_shares", |r| r.cpu_shares = -5),
@@ -204,7 +205,6 @@ fn security(privileged: bool, oom_score_adj: i64) -> Option<cri::LinuxContainerC
     Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext { privileged, ..Default::default() }),
         resources: Some(cri::LinuxContainerResources { oom_score_adj, ..Default::default() }),
-        ..Default::default()
     })
 }
 
