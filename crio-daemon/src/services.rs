@@ -47,7 +47,7 @@ impl Services {
     ) -> Result<Self, ServicesError> {
         let (stores, unreadable) = Stores::load(&config.crio.state_dir).map_err(ServicesError::Records)?;
         for (path, why) in unreadable {
-            tracing::warn!(path = %path.display(), error = %why, "unreadable state record ignored");
+            tracing::error!(path = %path.display(), error = %why, "unreadable state record quarantined; what it describes is left alone");
         }
         let stores = Arc::new(stores);
         let node = Arc::new(Node::new(config.clone(), monitor_binary, host.clone()));

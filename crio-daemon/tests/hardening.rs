@@ -247,12 +247,12 @@ async fn privileged_containers_get_host_devices_and_a_writable_sys() {
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
 
-/// An OCI runtime that is runc, except that `create` hangs while `<dir>/hang-create` exists and
+/// An OCI runtime that is runc (and logs its calls to `<dir>/calls`), except that `create` hangs while `<dir>/hang-create` exists and
 /// `delete` fails while `<dir>/fail-delete` does.
 fn flaky_runtime(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("flaky-runc");
     let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do\n  case \"$a\" in\n    create) [ -e {d}/hang-create ] && exec sleep 100000 ;;\n    delete) [ -e {d}/fail-delete ] && {{ echo 'delete refused by the test' >&2; exit 1; }} ;;\n  esac\ndone\nexec /usr/sbin/runc \"$@\"\n",
+        "#!/bin/sh\necho \"$*\" >> {d}/calls\nfor a in \"$@\"; do\n  case \"$a\" in\n    create) [ -e {d}/hang-create ] && exec sleep 100000 ;;\n    delete) [ -e {d}/fail-delete ] && {{ echo 'delete refused by the test' >&2; exit 1; }} ;;\n  esac\ndone\nexec /usr/sbin/runc \"$@\"\n",
         d = dir.display()
     );
     std::fs::write(&path, script).unwrap();
@@ -330,4 +330,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_record_is_quarantined_and_its_container_left_alone() {
+    let (_reg, mut d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("quarantine", &d.dir.path().join("logs/quarantine"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let id = start(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await;
+    wait_state(&d, &id, cri::ContainerState::ContainerRunning).await;
+    let pid = status_pid(&d, &id);
+
+    d.kill9();
+    let record = d.dir.path().join("state/containers").join(format!("{id}.json"));
+    let good = std::fs::read(&record).unwrap();
+    std::fs::write(&record, b"{\"id\": \"truncated by a bad disk").unwrap();
+    d.restart().await;
+
+    let aside = d.dir.path().join("state/containers").join(format!("{id}.json.quarantined"));
+    assert!(aside.exists() && !record.exists(), "the record is renamed aside");
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("quarantined")).unwrap_or_else(|| panic!("logged: {log}"));
+    assert!(line.contains(&aside.display().to_string()) && line.contains("EOF"), "names the path and the parse error: {line}");
+    // Left alone: still running, its bundle and root filesystem in place, not listed.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container's init still runs");
+    assert!(d.dir.path().join("state/containers").join(&id).join("config.json").exists(), "bundle kept");
+    let listed = d.runtime().await.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    // A second start leaves it alone too.
+    d.restart().await;
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // The operator repairs the record: the container is back and goes with its pod.
+    std::fs::remove_file(&aside).unwrap();
+    std::fs::write(&record, good).unwrap();
+    d.restart().await;
+    assert_eq!(status(&d, &id).await.state, cri::ContainerState::ContainerRunning as i32);
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
+
+/// The pid of a container's init, from its bundle (the runtime writes it there).
+fn status_pid(d: &common::Daemon, id: &str) -> i32 {
+    let pid = std::fs::read_to_string(d.dir.path().join("state/containers").join(id).join("pid")).expect("pid file");
+    pid.trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_created_container_is_deleted_by_the_runtime_it_was_made_with() {
+    let flaky = tempfile::tempdir().unwrap();
+    let runtime = flaky_runtime(flaky.path());
+    let extra = format!("[crio.runtime.runtimes.flaky]\nruntime_path = \"{}\"\n", runtime.display());
+    let (_reg, mut d, image) = host_network_env(&extra).await;
+    let pc = host_network_pod_config("half", &d.dir.path().join("logs/half"));
+    let pod = run_pod_with(&d, &pc, "flaky").await;
+    let id = create(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await.expect("create");
+    // A crash just before the record was written: the bundle and the runtime's container exist.
+    d.kill9();
+    std::fs::remove_file(d.dir.path().join("state/containers").join(format!("{id}.json"))).unwrap();
+    std::fs::write(flaky.path().join("calls"), "").unwrap();
+    d.restart().await;
+    let calls = std::fs::read_to_string(flaky.path().join("calls")).unwrap();
+    assert!(calls.lines().any(|l| l.contains("delete") && l.contains("--force") && l.ends_with(&id)), "deleted through flaky: {calls}");
+    assert!(!d.dir.path().join("state/containers").join(&id).exists(), "bundle gone");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

@@ -154,6 +154,7 @@ impl ContainerService {
             cgroup_id: 0,
             hooks: Vec::new(),
             placement: None,
+            runtime_handler: Some(pod.spec.runtime_handler.clone()),
             spec,
         };
         Ok((ct, run))

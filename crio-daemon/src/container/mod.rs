@@ -174,8 +174,11 @@ impl ContainerService {
         self.images.store().container_mountpoint(id)
     }
 
-    /// The runtime handler of the container's pod.
+    /// The runtime handler the container was created with.
     fn handler_of(&self, ct: &Container) -> String {
+        if let Some(h) = &ct.runtime_handler {
+            return h.clone();
+        }
         self.stores.pods.get(&ct.pod_id).map(|p| p.get().spec.runtime_handler).unwrap_or_default()
     }
 }

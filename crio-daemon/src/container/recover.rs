@@ -16,19 +16,41 @@ fn cgroups_path(config: &Path) -> Option<String> {
     spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
 }
 
+/// The runtime handler an OCI bundle's config was made for (our annotation, as CRI-O's).
+fn runtime_handler(config: &Path) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(config).ok()?).ok()?;
+    spec["annotations"][crate::container::spec::RUNTIME_HANDLER_ANNOTATION].as_str().map(str::to_string)
+}
+
 impl ContainerService {
     /// Tears down bundles without a record and root filesystems no container owns. Before the
     /// pods': a pod cgroup can only go once the cgroups below it have.
     pub async fn clean_half_created(&self) {
         let containers_dir = self.config.crio.state_dir.join("containers");
-        let owned: HashSet<String> = self.stores.containers.all().iter().map(|e| e.snapshot().id.clone()).collect();
-        let runtime = self.node.runtime("").ok().cloned();
-        for id in crate::state::record_dirs(&containers_dir).into_iter().filter(|id| !owned.contains(id)) {
+        // Quarantined records describe containers we cannot account for: they count as owned.
+        let records = &self.stores.containers;
+        let owned: HashSet<String> = records.all().iter().map(|e| e.snapshot().id.clone()).collect();
+        let ours = |id: &String| owned.contains(id) || records.is_quarantined(id);
+        for id in crate::state::record_dirs(&containers_dir).into_iter().filter(|id| !ours(id)) {
             tracing::warn!(container_id = %id, "cleaning up a container left half-created by a previous run");
-            if let Some(rt) = &runtime {
-                let _ = rt.delete(&id, true).await;
-            }
             let bundle = containers_dir.join(&id);
+            // Only the runtime it was created with may delete it; no spec, no runtime create.
+            match runtime_handler(&bundle.join("config.json")) {
+                Some(handler) => match self.node.runtime(&handler) {
+                    Ok(rt) => {
+                        let _ = rt.delete(&id, true).await;
+                    }
+                    Err(_) => {
+                        tracing::warn!(container_id = %id, runtime_handler = %handler, "its runtime handler is no longer configured; left for the operator");
+                        continue;
+                    }
+                },
+                None if bundle.join("config.json").exists() => {
+                    tracing::warn!(container_id = %id, "its bundle does not name a runtime handler; left for the operator");
+                    continue;
+                }
+                None => {}
+            }
             // The runtime removed the v1 cgroups; the unified one of a hybrid host is ours.
             if let (Some(unified), Some(path)) = (self.node.unified(), cgroups_path(&bundle.join("config.json"))) {
                 let _ = unified.remove(&path);
@@ -36,8 +58,9 @@ impl ContainerService {
             let _ = tokio::fs::remove_dir_all(&bundle).await;
         }
         let store = self.images.store().clone();
+        let quarantined: HashSet<String> = store.snapshot().containers.keys().filter(|id| records.is_quarantined(id)).cloned().collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for id in store.snapshot().containers.keys().filter(|id| !owned.contains(*id)) {
+            for id in store.snapshot().containers.keys().filter(|id| !owned.contains(*id) && !quarantined.contains(*id)) {
                 if let Err(e) = store.remove_container(id) {
                     tracing::warn!(container_id = %id, error = %crate::error_chain(&e), "removing an orphaned root filesystem");
                 }

@@ -218,6 +218,9 @@ pub fn capability(name: &str) -> Result<Capability, SpecError> {
     upper.strip_prefix("CAP_").unwrap_or(&upper).parse().map_err(|_| SpecError::UnknownCapability { name: name.into() })
 }
 
+/// The runtime handler a bundle was made for: recovery deletes with that runtime alone.
+pub const RUNTIME_HANDLER_ANNOTATION: &str = "io.kubernetes.cri-o.RuntimeHandler";
+
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
@@ -279,6 +282,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .set_linux(Some(linux.build().map_err(build_err)?));
     let mut annotations: std::collections::HashMap<String, String> = spec.annotations.clone().into_iter().collect();
     annotations.insert("io.kubernetes.cri-o.SandboxID".into(), pod.id.clone());
+    annotations.insert(RUNTIME_HANDLER_ANNOTATION.into(), pod.spec.runtime_handler.clone());
     out.set_annotations(Some(annotations));
     Ok(out)
 }

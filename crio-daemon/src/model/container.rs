@@ -152,6 +152,10 @@ pub struct Container {
     /// shared CPU pool).
     #[serde(default)]
     pub placement: Option<crio_hooks::placement::Placement>,
+    /// The runtime handler it was created with (its pod's); `None` in records from before it
+    /// was kept, which use their pod's.
+    #[serde(default)]
+    pub runtime_handler: Option<String>,
 }
 
 impl Container {

@@ -17,7 +17,7 @@ impl PodService {
         let c = &self.config.crio;
         let pods: HashSet<String> = self.stores.pods.all().iter().map(|e| e.snapshot().id.clone()).collect();
         let pod_dirs: HashSet<String> = dirs(&c.state_dir.join("pods")).into_iter().chain(dirs(&c.runroot.join("pods"))).collect();
-        for id in pod_dirs.difference(&pods) {
+        for id in pod_dirs.difference(&pods).filter(|id| !self.stores.pods.is_quarantined(id)) {
             tracing::warn!(pod_sandbox_id = %id, "cleaning up a pod sandbox left half-created by a previous run");
             let orphan = orphan_pod(id, &c.state_dir.join("pods").join(id), &c.runroot.join("pods").join(id));
             self.tear_down_pod(&orphan, true).await;

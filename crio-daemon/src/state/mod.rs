@@ -95,16 +95,28 @@ impl<T: Clone> Entry<T> {
 pub struct Records<T> {
     dir: PathBuf,
     map: RwLock<HashMap<String, Arc<Entry<T>>>>,
+    /// Ids whose record could not be read: set aside, never taken for leftovers to clean.
+    quarantined: std::collections::HashSet<String>,
 }
 
+/// What a record that cannot be read is renamed to, beside where it was.
+const QUARANTINE_SUFFIX: &str = ".json.quarantined";
+
 impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T> {
-    /// Loads every record in `dir`; unreadable ones are returned apart for the caller to log.
+    /// Loads every record in `dir`. One that cannot be read is renamed aside (`<id>.json` to
+    /// `<id>.json.quarantined`) and its id kept as quarantined, so what it describes is left
+    /// alone, on this start and the next; they are returned (new path, why) for the caller to log.
     pub fn load(dir: &Path) -> Result<(Self, Vec<(PathBuf, String)>), StateError> {
         fs::create_dir_all(dir).map_err(|source| StateError::Read { path: dir.into(), source })?;
         let mut map = HashMap::new();
         let mut bad = Vec::new();
+        let mut quarantined = std::collections::HashSet::new();
         for e in fs::read_dir(dir).map_err(|source| StateError::Read { path: dir.into(), source })?.flatten() {
             let path = e.path();
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.strip_suffix(QUARANTINE_SUFFIX)) {
+                quarantined.insert(id.to_string());
+                continue;
+            }
             // A write a crash interrupted leaves its temp file (the record itself is whole).
             if e.file_name().to_string_lossy().starts_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
                 let _ = fs::remove_file(&path);
@@ -118,10 +130,27 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
                     let id = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
                     map.insert(id, Arc::new(Entry::new(rec)));
                 }
-                Err(e) => bad.push((path, e)),
+                Err(e) => {
+                    let id = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                    let aside = dir.join(format!("{id}{QUARANTINE_SUFFIX}"));
+                    let kept = match fs::rename(&path, &aside) {
+                        Ok(()) => aside,
+                        Err(why) => {
+                            tracing::warn!(path = %path.display(), error = %why, "could not rename an unreadable record aside");
+                            path
+                        }
+                    };
+                    quarantined.insert(id);
+                    bad.push((kept, e));
+                }
             }
         }
-        Ok((Self { dir: dir.into(), map: RwLock::new(map) }, bad))
+        Ok((Self { dir: dir.into(), map: RwLock::new(map), quarantined }, bad))
+    }
+
+    /// Whether `id`'s record was unreadable and set aside.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.quarantined.contains(id)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry<T>>> {
@@ -267,6 +296,11 @@ mod tests {
         let (again, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
         assert_eq!(again.get("abc123").unwrap().get(), vec![1, 2]);
         assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, t.path().join("broken.json.quarantined"), "renamed aside");
+        assert!(again.is_quarantined("broken") && again.get("broken").is_none());
+        // Still known as quarantined on the next start, with nothing more to report.
+        let (third, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty() && third.is_quarantined("broken"));
         assert!(again.resolve("abc").is_some(), "unique prefix");
         assert!(again.resolve("ab").is_none(), "ambiguous prefix");
         again.remove("abc123").await.unwrap();
