@@ -1,6 +1,7 @@
 //! High-performance hooks are undone however a container ends, not only by StopContainer:
 //! when it exits on its own, and when it dies while the daemon is down (SIGKILLed) and the
-//! restarted daemon reconciles. Read from the real files: CPU 1's C-state policy, every IRQ's
+//! restarted daemon reconciles, and when the daemon itself dies at any step of applying them.
+//! Read from the real files: CPU 1's C-state policy, every IRQ's
 //! affinity, and the irqbalance ban list (a temp config file). One test: the host state is
 //! shared.
 
@@ -100,6 +101,33 @@ async fn hooks_are_undone_after_self_exit_and_after_a_daemon_crash() {
     wait_for("the restore at restart", || read(LATENCY) == guard.latency).await;
     assert_untouched(&guard, &ban_file);
     assert_eq!(status(&e.d, &ct).await.state, cri::ContainerState::ContainerExited as i32);
+
+    // A crash at every step of applying them: the host is changed only after the originals
+    // are on disk, so each restart puts everything back (or, once the container is recorded,
+    // keeps it tuned until the container goes).
+    for step in ["hooks:journaled", "hooks:wrote:0", "hooks:applied", "irq:recorded", "irq:steered", "hooks:recorded"] {
+        e.d.env = vec![("CRIO_CRASH_AT".into(), step.into())];
+        e.d.restart().await;
+        let name = format!("crash-{}", step.replace(':', "-"));
+        let made = create(&e.d, &pod, &pc, tuned(&name, &e.image, "exec sleep 1000")).await;
+        assert!(made.is_err(), "{step}: the daemon died during CreateContainer");
+        let status = e.d.wait_exit();
+        assert!(!status.success(), "{step}: {status}");
+        e.d.env.clear();
+        e.d.restart().await;
+        let listed = e.d.runtime().await.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
+        let left: Vec<_> = listed.iter().filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name)).collect();
+        if step == "hooks:recorded" {
+            assert_eq!(left.len(), 1, "{step}: recorded, so it exists");
+            assert_tuned(&ban_file);
+            let id = left[0].id.clone();
+            e.d.runtime().await.remove_container(cri::RemoveContainerRequest { container_id: id }).await.expect("RemoveContainer");
+        } else {
+            assert!(left.is_empty(), "{step}: never recorded, so never listed: {left:?}");
+        }
+        wait_for(&format!("the restore after a crash at {step}"), || read(LATENCY) == guard.latency).await;
+        assert_untouched(&guard, &ban_file);
+    }
 
     e.d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
     drop(guard);

@@ -113,6 +113,7 @@ impl ContainerService {
         if let Err(e) = self.make(&mut ct, &pod, &run, hook_requests.as_ref()).await {
             // Undone newest first: nothing of a failed create may remain.
             let _ = crio_hooks::files::restore(&ct.hooks);
+            self.tuning.forget_hooks(&ct.id);
             blocking(|| self.tuning.release_irqs(&ct.id));
             self.tuning.release_placement(&ct.id);
             self.tear_down_container(&ct, &pod.spec.runtime_handler).await;
@@ -176,6 +177,7 @@ impl ContainerService {
             ct.hooks = blocking(|| self.tuning.apply_hooks(ct, &pod_cgroup, req))?;
         }
         self.stores.containers.insert(&ct.id, ct.clone()).await?;
+        self.tuning.crash_point("hooks:recorded");
         Ok(())
     }
 

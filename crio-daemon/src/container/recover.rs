@@ -118,6 +118,8 @@ impl ContainerService {
             .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
             .collect();
         let running: HashSet<String> = live.iter().map(|c| c.id.clone()).collect();
+        // Quarantined records describe containers we cannot account for: their settings stay.
+        self.tuning.reconcile_hooks(|id| running.contains(id) || self.stores.containers.is_quarantined(id));
         self.tuning.reconcile_irqs(&running);
         self.tuning.reconcile_placements(live.iter().filter_map(|c| c.placement.as_ref().map(|p| (c.id.as_str(), p))));
     }

@@ -92,6 +92,7 @@ impl ContainerService {
             tracing::warn!(container_id = %id, error = %crate::error_chain(&e), "could not restore a setting");
         }
         let _ = self.stores.containers.update(id, &entry, |c| c.hooks.clear()).await;
+        self.tuning.forget_hooks(id);
         tracing::info!(container_id = %id, "high-performance hooks restored");
     }
 }

@@ -96,19 +96,24 @@ impl Tuning {
                 Err(e) => return Err(hook_err(e)),
             }
         }
-        files::apply(&changes).map_err(|e| hook_err(crate::error_chain(&e)))?;
+        // Write-ahead: the originals are durable before the host changes (see `journal`).
+        self.journal(&ct.id, &changes)?;
+        let undo = |e: TuningError| {
+            let _ = files::restore(&changes);
+            self.forget_hooks(&ct.id);
+            e
+        };
+        if let Err(e) = self.apply_journaled(&changes) {
+            self.forget_hooks(&ct.id);
+            return Err(e);
+        }
+        self.crash.reached("hooks:applied");
         if req.no_load_balancing && v2 {
             let leaf = dir("cpuset", &ct.cgroup_path);
-            if let Err(e) = crio_hooks::cgroup::check_partition(&leaf, &cpus) {
-                let _ = files::restore(&changes);
-                return Err(hook_err(e));
-            }
+            crio_hooks::cgroup::check_partition(&leaf, &cpus).map_err(|e| undo(hook_err(e)))?;
         }
-        if let Some(mode) = req.irq
-            && let Err(e) = self.take_irqs(ct, mode)
-        {
-            let _ = files::restore(&changes);
-            return Err(e);
+        if let Some(mode) = req.irq {
+            self.take_irqs(ct, mode).map_err(undo)?;
         }
         if !changes.is_empty() {
             tracing::info!(container_id = %ct.id, changes = changes.len(), "high-performance hooks applied");

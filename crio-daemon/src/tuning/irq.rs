@@ -68,6 +68,10 @@ impl Tuning {
                 return Err(hook_err(e));
             }
         };
+        // Write-ahead: the originals and who took what are durable before any IRQ moves, so a
+        // restart gives back what a crash in between took.
+        crate::durable::write_json(&self.irq_file(), &*node).map_err(|e| hook_err(crate::error_chain(&e)))?;
+        self.crash.reached("irq:recorded");
         let ncpus = state.online.iter().last().map_or(1, |c| c + 1);
         for (path, e) in crio_hooks::irq::write(&self.host.proc, ncpus, &writes) {
             tracing::debug!(path = %path.display(), error = %e, "IRQ not moved (the kernel keeps it where it is)");
@@ -79,7 +83,7 @@ impl Tuning {
                 Err(e) => tracing::warn!(path = %ban_file.display(), error = %e, "irqbalance's ban list not updated"),
             }
         }
-        crate::durable::write_json(&self.irq_file(), &*node).map_err(|e| hook_err(crate::error_chain(&e)))?;
+        self.crash.reached("irq:steered");
         Ok(())
     }
 

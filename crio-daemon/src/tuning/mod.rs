@@ -6,6 +6,7 @@
 
 mod hooks;
 mod irq;
+mod journal;
 mod placement;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crio_hooks::CpuSet;
 
 pub use irq::IrqNode;
+pub use journal::{CRASH_AT_ENV, CrashPoint};
 pub use placement::effective_spec;
 
 use crate::cgroups::Cgroups;
@@ -43,12 +45,14 @@ pub struct Tuning {
     /// CPUs the runtime chose for live containers (`numa-cpus.crio.io`), by container id:
     /// choices are made under this lock, so two never overlap.
     placed: Mutex<BTreeMap<String, CpuSet>>,
+    /// Where to die on purpose, for crash-consistency tests (nowhere on real nodes).
+    crash: CrashPoint,
 }
 
 impl Tuning {
     pub fn new(config: Arc<Config>, cgroups: Cgroups, host: HostPaths, topology: Option<Arc<dyn crio_hooks::topology::Topology>>) -> Self {
         let irq_node = Mutex::new(IrqNode::load(&config.crio.state_dir.join("irq-steering.json")));
-        Self { config, cgroups, host, topology, irq_node, placed: Mutex::default() }
+        Self { config, cgroups, host, topology, irq_node, placed: Mutex::default(), crash: CrashPoint::from_env() }
     }
 
     /// Whether the container took CPUs off IRQs (most never do).

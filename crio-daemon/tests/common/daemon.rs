@@ -45,6 +45,8 @@ pub struct Daemon {
     pub runroot: PathBuf,
     child: Option<Child>,
     log_filter: String,
+    /// Extra environment for the next start (e.g. `CRIO_CRASH_AT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl DaemonConfig {
@@ -103,7 +105,7 @@ impl Daemon {
         let socket = d.join("crio.sock");
         let log_filter = cfg.log_filter.clone().unwrap_or_else(|| "debug".into());
         let runroot = if cfg.long_runroot { long_runroot(d) } else { d.join("run") };
-        let mut daemon = Daemon { socket, runroot, child: None, dir, log_filter };
+        let mut daemon = Daemon { socket, runroot, child: None, dir, log_filter, env: Vec::new() };
         daemon.spawn().await;
         daemon
     }
@@ -134,6 +136,7 @@ impl Daemon {
         let child = Command::new(crio_binary())
             .args(self.config_args())
             .env("CRIO_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -166,6 +169,19 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits (up to 60 s) for the daemon to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        for _ in 0..2400 {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("crio did not exit:\n{}", self.log());
     }
 
     /// SIGKILL, as a crash would.
