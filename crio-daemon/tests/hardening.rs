@@ -394,3 +394,61 @@ async fn a_half_created_container_is_deleted_by_the_runtime_it_was_made_with() {
     assert!(!d.dir.path().join("state/containers").join(&id).exists(), "bundle gone");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+fn init_pid(info: &std::collections::HashMap<String, String>) -> i32 {
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["pid"].as_i64().expect("the init's pid") as i32
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_container_resources_applies_everything_or_nothing() {
+    let (_reg, d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("update", &d.dir.path().join("logs/update"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let id = start(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await;
+    wait_state(&d, &id, cri::ContainerState::ContainerRunning).await;
+    let st = d.runtime().await.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: true }).await;
+    let pid = init_pid(&st.unwrap().into_inner().info);
+    let memory_limit = || {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let path = cg.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())).expect("a v1 memory cgroup");
+        std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")).unwrap().trim().to_string()
+    };
+    let before = memory_limit();
+    let update = |r: cri::LinuxContainerResources| cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(r),
+        ..Default::default()
+    };
+
+    // What this host cannot apply (no hugetlb controller here; v1 has no unified files) is
+    // refused, and the memory limit asked for beside it is not applied either.
+    let hugepages = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        hugepage_limits: vec![cri::HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }],
+        ..Default::default()
+    };
+    let has_hugetlb = std::path::Path::new("/sys/fs/cgroup/hugetlb").exists();
+    if !has_hugetlb {
+        let err = d.runtime().await.update_container_resources(update(hugepages)).await.expect_err("no hugetlb controller");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("hugepage_limits"), "{}", err.message());
+        assert_eq!(memory_limit(), before, "nothing applied");
+    }
+    let unified = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        unified: [("memory.high".to_string(), "50000000".to_string())].into(),
+        ..Default::default()
+    };
+    let err = d.runtime().await.update_container_resources(update(unified)).await.expect_err("hybrid: no v2 controllers");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("unified"), "{}", err.message());
+    assert_eq!(memory_limit(), before, "nothing applied");
+
+    // What it can apply, it applies, oom_score_adj included (to every process).
+    let ok = cri::LinuxContainerResources { memory_limit_in_bytes: 64 << 20, oom_score_adj: 500, ..Default::default() };
+    d.runtime().await.update_container_resources(update(ok)).await.expect("UpdateContainerResources");
+    assert_eq!(memory_limit(), (64u64 << 20).to_string());
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap().trim(), "500");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

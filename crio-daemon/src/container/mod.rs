@@ -45,6 +45,9 @@ use crate::tuning::{Tuning, TuningError};
 pub enum ContainerError {
     #[error("invalid {field}: {why}")]
     InvalidArgument { field: &'static str, why: String },
+    /// A valid request this host cannot carry out.
+    #[error("cannot apply {field}: {why}")]
+    Unsupported { field: &'static str, why: String },
     #[error("name {name} is reserved by {id}")]
     NameInUse { name: String, id: String },
     #[error("pod sandbox {id} not found")]

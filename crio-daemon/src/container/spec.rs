@@ -290,7 +290,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 /// The kubelet's oom_score_adj (-997 for Guaranteed pods, up to 1000 for BestEffort). Lowering
 /// it below 0 takes CAP_SYS_RESOURCE; a daemon without it (a sandbox) hands out 0 instead of a
 /// value the runtime would fail to set.
-fn oom_score_adj(requested: i64, held: &[String]) -> i32 {
+pub(super) fn oom_score_adj(requested: i64, held: &[String]) -> i32 {
     let floor = if held.iter().any(|c| c == "CAP_SYS_RESOURCE") { -1000 } else { 0 };
     requested.clamp(floor, 1000) as i32
 }

@@ -86,7 +86,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         ContainerError::PodNotFound { .. } | ContainerError::ContainerNotFound { .. } | ContainerError::ImageNotFound { .. } => {
             Code::NotFound
         }
-        ContainerError::WrongState { .. } => Code::FailedPrecondition,
+        ContainerError::WrongState { .. } | ContainerError::Unsupported { .. } => Code::FailedPrecondition,
         ContainerError::Image(i) => image_code(i),
         ContainerError::Store(s) => store_code(s),
         // A container whose init died before its start cannot be started.
