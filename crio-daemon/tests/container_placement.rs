@@ -1,6 +1,7 @@
 //! NUMA-aware placement and the shared CPU pool on this machine's real cgroups (2 CPUs, one
 //! NUMA node; multi-node planning is covered by crio-hooks' tests over hwloc synthetic
-//! topologies): `numa-cpus.crio.io/<name>` makes the runtime choose CPUs that never overlap
+//! topologies): `numa-cpus.crio.io/<name>` makes the runtime choose CPUs that never overlap,
+//! never take one the kubelet's CPU manager gave out (and refuse without its checkpoint),
 //! and come back when the container goes; `cpu-shared.crio.io/<name>` adds `shared_cpuset`
 //! with CRI-O's environment variables; `exec_cpu_affinity = "first"` puts exec'd processes on
 //! one CPU; the placement shows in verbose status and `GET /containers/:id`.
@@ -53,9 +54,15 @@ async fn http_get(d: &Daemon, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn chosen_cpus_shared_pools_and_exec_affinity() {
     let root = RuncRoot(PathBuf::from(format!("/tmp/crio-placement-runc-{}", std::process::id())));
+    // The kubelet's CPU manager has given CPU 0 to a Guaranteed pod.
+    let kubelet = tempfile::tempdir().unwrap();
+    let state = kubelet.path().join("cpu_manager_state");
+    let cpu0_taken = r#"{"policyName":"static","defaultCpuSet":"1","entries":{"uid-g":{"guaranteed":"0"}},"checksum":1}"#;
+    std::fs::write(&state, cpu0_taken).unwrap();
     let extra = format!(
-        "[crio.runtime]\nshared_cpuset = \"0\"\n[crio.runtime.runtimes.high-performance]\nruntime_path = \"/usr/sbin/runc\"\n\
+        "[crio.runtime]\nshared_cpuset = \"0\"\nkubelet_cpu_manager_state = \"{}\"\n[crio.runtime.runtimes.high-performance]\nruntime_path = \"/usr/sbin/runc\"\n\
          runtime_root = \"{}\"\nexec_cpu_affinity = \"first\"\n",
+        state.display(),
         root.0.display()
     );
     let e = env_config(20, false, &extra).await;
@@ -65,6 +72,11 @@ async fn chosen_cpus_shared_pools_and_exec_affinity() {
     let numa = [("numa-cpus.crio.io/a", "1"), ("numa-cpus.crio.io/b", "1"), ("numa-cpus.crio.io/c", "1")];
     let (p, pc) = pod(d, "placed", "high-performance", &numa).await;
     let a = create(d, &p, &pc, container_config("a", &e.image, "exec sleep 1000")).await.expect("CreateContainer a");
+    assert_eq!(cpuset(&p, &a, "cpus"), "1", "never the kubelet's exclusive CPU");
+    let err = create(d, &p, &pc, container_config("b", &e.image, "exec sleep 1000")).await.expect_err("CPU 0 is the kubelet's");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // The Guaranteed pod went: its CPU is free again.
+    std::fs::write(&state, r#"{"policyName":"static","defaultCpuSet":"0-1","checksum":2}"#).unwrap();
     let b = create(d, &p, &pc, container_config("b", &e.image, "exec sleep 1000")).await.expect("CreateContainer b");
     let (cpu_a, cpu_b) = (cpuset(&p, &a, "cpus"), cpuset(&p, &b, "cpus"));
     let mut both = [cpu_a.clone(), cpu_b.clone()];
@@ -76,6 +88,12 @@ async fn chosen_cpus_shared_pools_and_exec_affinity() {
     let err = create(d, &p, &pc, container_config("c", &e.image, "exec sleep 1000")).await.expect_err("no CPU is left");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("free"), "{}", err.message());
+    // Without the kubelet's state the runtime does not choose blind.
+    std::fs::rename(&state, state.with_extension("away")).unwrap();
+    let err = create(d, &p, &pc, container_config("c", &e.image, "exec sleep 1000")).await.expect_err("no kubelet state");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("cpu_manager_state"), "{}", err.message());
+    std::fs::rename(state.with_extension("away"), &state).unwrap();
     start(d, &b).await;
     assert_eq!(exec_out(d, &b, "grep Cpus_allowed_list /proc/self/status").await.split_whitespace().last(), Some(cpu_b.as_str()));
     let http = http_get(d, &format!("/containers/{b}")).await;

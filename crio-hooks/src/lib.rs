@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod cpuset;
 pub mod files;
 pub mod irq;
+pub mod kubelet;
 pub mod placement;
 pub mod power;
 pub mod topology;

@@ -113,6 +113,11 @@ pub struct Runtime {
     /// The irqbalance configuration whose ban list follows the CPUs taken off IRQs (CRI-O's
     /// `irqbalance_config_file`); empty is none. Left alone when the file does not exist.
     pub irqbalance_config_file: PathBuf,
+    /// The kubelet's CPU manager checkpoint: CPUs the runtime chooses (`numa-cpus.crio.io`)
+    /// are never ones it gave out; when it cannot be read, such requests are refused (ours).
+    pub kubelet_cpu_manager_state: PathBuf,
+    /// The kubelet's `reservedSystemCPUs`, which the runtime never chooses either (ours).
+    pub kubelet_reserved_cpus: String,
     /// A container that asks for no seccomp profile at all gets RuntimeDefault (true) or runs
     /// unconfined (false). CRI-O's key; false is containerd's behaviour and the CRI validation
     /// suite's expectation. Kubelets since 1.27 always send a profile.
@@ -146,6 +151,8 @@ impl Default for Runtime {
             runtimes,
             shared_cpuset: String::new(),
             irqbalance_config_file: "/etc/sysconfig/irqbalance".into(),
+            kubelet_cpu_manager_state: "/var/lib/kubelet/cpu_manager_state".into(),
+            kubelet_reserved_cpus: String::new(),
             seccomp_use_default_when_empty: false,
         }
     }

@@ -129,7 +129,7 @@ fn node_code(e: &NodeError) -> Code {
 fn tuning_code(e: &TuningError) -> Code {
     match e {
         TuningError::Placement { .. } => Code::InvalidArgument,
-        TuningError::Hooks { .. } => Code::FailedPrecondition,
+        TuningError::Hooks { .. } | TuningError::KubeletState { .. } => Code::FailedPrecondition,
     }
 }
 

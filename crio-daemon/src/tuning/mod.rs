@@ -28,6 +28,8 @@ pub enum TuningError {
     Hooks { why: String },
     #[error("invalid numa-cpus.crio.io: {why}")]
     Placement { why: String },
+    #[error("numa-cpus.crio.io needs the kubelet's CPU manager state {path}: {why}")]
+    KubeletState { path: std::path::PathBuf, why: String },
 }
 
 fn hook_err(e: impl std::fmt::Display) -> TuningError {

@@ -100,9 +100,10 @@ impl Tuning {
                 tracing::info!(pod_sandbox_id = %pod.id, container = %spec.name, "numa-cpus ignored: the kubelet pinned the container's CPUs");
             } else if let Some(layout) = layout {
                 let prefer: Vec<u32> = spec.devices.iter().filter_map(|d| device_node(&self.host.sys, &d.host_path)).collect();
+                let kubelet_free = self.kubelet_free(&layout.cpus())?;
                 let mut placed = self.placed.lock().expect("placements poisoned");
                 let taken = placed.values().fold(CpuSet::new(), |a, b| a.union(b));
-                let free = layout.cpus().difference(&taken);
+                let free = kubelet_free.difference(&taken);
                 let p = placement::choose(layout, n, &free, &prefer).map_err(|e| TuningError::Placement { why: e.to_string() })?;
                 placed.insert(id.to_string(), p.cpus.clone());
                 return Ok(Some(p));
@@ -116,6 +117,18 @@ impl Tuning {
             return Ok(Some(Placement { cpus: pinned, mems, one_l3: false, chosen: false, shared: CpuSet::new(), reason }));
         }
         Ok(None)
+    }
+
+    /// Of `cpus`, those the kubelet's CPU manager neither reserved nor gave out; an error when
+    /// its checkpoint cannot be read (choosing blind could take a Guaranteed pod's CPU).
+    fn kubelet_free(&self, cpus: &CpuSet) -> Result<CpuSet, TuningError> {
+        let rt = &self.config.crio.runtime;
+        let path = &rt.kubelet_cpu_manager_state;
+        let err = |why: String| TuningError::KubeletState { path: path.clone(), why };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let state = crio_hooks::kubelet::CpuManagerState::parse(&bytes).map_err(|e| err(crate::error_chain(&e)))?;
+        let reserved = CpuSet::parse_list(&rt.kubelet_reserved_cpus).map_err(|e| err(format!("kubelet_reserved_cpus: {e}")))?;
+        Ok(state.free(cpus, &reserved))
     }
 
     /// Gives back the CPUs the runtime chose for a container; nothing if it chose none.
