@@ -83,6 +83,7 @@ fn spec_generation(c: &mut Criterion) {
         held_capabilities: &held,
         pid_namespace: &PidNamespace::New,
         host_dev: Path::new("/dev"),
+        labels: &Default::default(),
         cgroups_path: "/crio/pod-a/ctr",
     };
     c.bench_function("spec: CRI -> OCI spec (RuntimeDefault seccomp)", |b| b.iter(|| spec::build(std::hint::black_box(&input)).unwrap()));

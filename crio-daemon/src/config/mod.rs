@@ -118,6 +118,9 @@ pub struct Runtime {
     pub kubelet_cpu_manager_state: PathBuf,
     /// The kubelet's `reservedSystemCPUs`, which the runtime never chooses either (ours).
     pub kubelet_reserved_cpus: String,
+    /// The AppArmor profile RuntimeDefault means, where the host has AppArmor (CRI-O's key);
+    /// it must be loaded on the host.
+    pub apparmor_profile: String,
     /// A container that asks for no seccomp profile at all gets RuntimeDefault (true) or runs
     /// unconfined (false). CRI-O's key; false is containerd's behaviour and the CRI validation
     /// suite's expectation. Kubelets since 1.27 always send a profile.
@@ -153,6 +156,7 @@ impl Default for Runtime {
             irqbalance_config_file: "/etc/sysconfig/irqbalance".into(),
             kubelet_cpu_manager_state: "/var/lib/kubelet/cpu_manager_state".into(),
             kubelet_reserved_cpus: String::new(),
+            apparmor_profile: "crio-default".into(),
             seccomp_use_default_when_empty: false,
         }
     }

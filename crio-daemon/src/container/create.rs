@@ -201,6 +201,10 @@ impl ContainerService {
         }
         let pid_namespace = self.pid_namespace(&ct.spec.pid_mode, pod)?;
         let effective = ct.placement.as_ref().map(|p| crate::tuning::effective_spec(&ct.spec, p));
+        let labels = self
+            .lsm
+            .labels(&sec.apparmor, &sec.selinux, sec.privileged, &self.config.crio.runtime.apparmor_profile, &pod.id)
+            .map_err(|e| ContainerError::Unsupported { field: "config.linux.security_context.apparmor", why: e.to_string() })?;
         let input = SpecInput {
             spec: effective.as_ref().unwrap_or(&ct.spec),
             image: run,
@@ -209,6 +213,7 @@ impl ContainerService {
             user: &resolved,
             held_capabilities: held,
             host_dev: &self.host_dev,
+            labels: &labels,
             pid_namespace: &pid_namespace,
             cgroups_path: &self.node.container_cgroup(pod, &ct.id).1,
         };

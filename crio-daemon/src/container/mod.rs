@@ -9,6 +9,7 @@ mod create;
 pub mod events;
 mod exec_session;
 mod exec_sync;
+pub mod lsm;
 mod propagation;
 mod recover;
 mod remove;
@@ -123,6 +124,8 @@ pub struct ContainerService {
     held_capabilities: Vec<String>,
     /// The host's /dev, whose devices privileged containers get.
     host_dev: std::path::PathBuf,
+    /// The host's AppArmor and SELinux, detected once at start.
+    lsm: lsm::HostLsm,
     /// The exit watch runs (and has read the exits from before it began).
     exits_watched: Arc<AtomicBool>,
     /// One restore of hooks' settings at a time: the exit watch and StopContainer both see an
@@ -154,6 +157,7 @@ impl ContainerService {
         let exits = config.crio.state_dir.join("exits");
         std::fs::create_dir_all(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(events::EVENT_BUFFER);
+        let lsm = lsm::HostLsm::detect(&node.host().sys);
         Ok(Self {
             config,
             images,
@@ -169,6 +173,7 @@ impl ContainerService {
             hooks_restore: tokio::sync::Mutex::new(()),
             held_capabilities: crate::capabilities::held(),
             host_dev: "/dev".into(),
+            lsm,
         })
     }
 

@@ -208,6 +208,8 @@ pub struct SpecInput<'a> {
     pub pid_namespace: &'a PidNamespace,
     /// The host's /dev: a privileged container gets every device in it.
     pub host_dev: &'a Path,
+    /// AppArmor profile and SELinux labels, where the host has them.
+    pub labels: &'a super::lsm::Labels,
     /// The runtime's cgroupsPath (a path, or `<slice>:crio:<id>` under systemd).
     pub cgroups_path: &'a str,
 }
@@ -222,7 +224,7 @@ pub fn capability(name: &str) -> Result<Capability, SpecError> {
 pub const RUNTIME_HANDLER_ANNOTATION: &str = "io.kubernetes.cri-o.RuntimeHandler";
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, cgroups_path } = input;
+    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, labels, cgroups_path } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps = capability_set(sec, held_capabilities)?;
@@ -230,7 +232,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     capabilities.set_bounding(Some(caps.clone())).set_effective(Some(caps.clone())).set_permitted(Some(caps.clone()));
     capabilities.set_inheritable(None).set_ambient(None);
     let cwd = [&spec.working_dir, &image.working_dir].into_iter().find(|d| !d.is_empty()).cloned().unwrap_or_else(|| "/".into());
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default();
+    if let Some(p) = &labels.apparmor_profile {
+        process = process.apparmor_profile(p.clone());
+    }
+    if let Some(l) = &labels.process_label {
+        process = process.selinux_label(l.clone());
+    }
+    let process = process
         .terminal(spec.tty)
         .args(process_args(spec, image)?)
         .env(environment(spec, image, &hostname))
@@ -254,6 +263,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .cgroups_path(cgroups_path.to_string());
     if !devices.is_empty() {
         linux = linux.devices(devices);
+    }
+    if let Some(l) = &labels.mount_label {
+        linux = linux.mount_label(l.clone());
     }
     if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
         linux = linux.seccomp(filter);
@@ -482,6 +494,56 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn lsm_labels_reach_the_spec() {
+        let t = tempfile::tempdir().unwrap();
+        let pod = PodSandbox {
+            id: "a".repeat(64),
+            full_name: "k8s_web".into(),
+            spec: crate::model::PodSpec::default(),
+            state: crate::model::PodState::Ready,
+            created_at_nanos: 0,
+            ips: vec![],
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            pid_holder: 0,
+            cgroup: "/crio/pod-a".into(),
+            cgroup_created: true,
+            cgroup_id: 0,
+            dir: t.path().into(),
+            run_dir: t.path().into(),
+            monitor_pid: 1,
+        };
+        let labels = super::super::lsm::Labels {
+            apparmor_profile: Some("crio-default".into()),
+            process_label: Some("system_u:system_r:container_t:s0:c1,c2".into()),
+            mount_label: Some("system_u:object_r:container_file_t:s0:c1,c2".into()),
+        };
+        let spec = req(&["/bin/true"], &[]);
+        let user = ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] };
+        let input = SpecInput {
+            spec: &spec,
+            image: &ImageRunConfig::default(),
+            pod: &pod,
+            rootfs: t.path(),
+            user: &user,
+            held_capabilities: &[],
+            pid_namespace: &PidNamespace::New,
+            host_dev: t.path(),
+            labels: &labels,
+            cgroups_path: "/crio/pod-a/ctr",
+        };
+        let v = serde_json::to_value(build(&input).unwrap()).unwrap();
+        assert_eq!(v["process"]["apparmorProfile"], "crio-default");
+        assert_eq!(v["process"]["selinuxLabel"], "system_u:system_r:container_t:s0:c1,c2");
+        assert_eq!(v["linux"]["mountLabel"], "system_u:object_r:container_file_t:s0:c1,c2");
+        let bare = SpecInput { labels: &Default::default(), ..input };
+        let v = serde_json::to_value(build(&bare).unwrap()).unwrap();
+        assert!(v["process"].get("apparmorProfile").is_none() && v["linux"].get("mountLabel").is_none(), "unconfined: {v}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
+use crate::container::lsm::{AppArmorRequest, SeLinuxOptions};
 use crate::model::{ContainerSpec, MountSpec, PidMode, Resources, Security};
 
 // Long by design: one check or field per part of the CRI ContainerConfig, read top to bottom.
@@ -41,15 +42,12 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         }
     }
     let caps = sec.capabilities.clone().unwrap_or_default();
-    let wants_apparmor = sec.apparmor.as_ref().is_some_and(|p| p.profile_type != 1) || !sec.apparmor_profile.is_empty();
-    if wants_apparmor && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
-        tracing::info!(container = %meta.name, "AppArmor requested but this host has no AppArmor; running without it");
-    }
-    if sec.selinux_options.as_ref().is_some_and(|o| !o.r#type.is_empty() || !o.level.is_empty())
-        && !std::path::Path::new("/sys/fs/selinux/enforce").exists()
-    {
-        tracing::info!(container = %meta.name, "SELinux options requested but this host has no SELinux; ignored");
-    }
+    let apparmor = apparmor_profile(sec.apparmor.clone(), &sec.apparmor_profile)?;
+    let selinux = sec
+        .selinux_options
+        .clone()
+        .map(|o| SeLinuxOptions { user: o.user, role: o.role, typ: o.r#type, level: o.level })
+        .unwrap_or_default();
     let res = linux.resources.unwrap_or_default();
     let mounts = config
         .mounts
@@ -104,9 +102,37 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
             seccomp: seccomp_profile(sec.seccomp, &sec.seccomp_profile_path, default_when_empty)?,
             masked_paths: sec.masked_paths,
             readonly_paths: sec.readonly_paths,
+            apparmor,
+            selinux,
         },
         resources: resources(res, "config.linux.resources")?,
         pid_mode,
+    })
+}
+
+/// CRI's AppArmor request: the structured field, else the deprecated string
+/// (`runtime/default`, `unconfined`, `localhost/<name>`).
+fn apparmor_profile(profile: Option<cri::SecurityProfile>, legacy: &str) -> Result<AppArmorRequest, Status> {
+    if let Some(p) = profile {
+        return match p.profile_type {
+            0 => Ok(AppArmorRequest::RuntimeDefault),
+            1 => Ok(AppArmorRequest::Unconfined),
+            2 => Ok(AppArmorRequest::Localhost(p.localhost_ref.trim_start_matches("localhost/").to_string())),
+            other => Err(Status::invalid_argument(format!("config.linux.security_context.apparmor: unknown profile type {other}"))),
+        };
+    }
+    Ok(match legacy {
+        "" => AppArmorRequest::Unset,
+        "runtime/default" => AppArmorRequest::RuntimeDefault,
+        "unconfined" => AppArmorRequest::Unconfined,
+        other => match other.strip_prefix("localhost/") {
+            Some(name) if !name.is_empty() => AppArmorRequest::Localhost(name.into()),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "config.linux.security_context.apparmor_profile: {other:?} is not a known profile"
+                )));
+            }
+        },
     })
 }
 

@@ -66,6 +66,10 @@ pub struct Security {
     /// Paths made read-only in the container; empty is the runtime's default.
     #[serde(default)]
     pub readonly_paths: Vec<String>,
+    #[serde(default)]
+    pub apparmor: crate::container::lsm::AppArmorRequest,
+    #[serde(default)]
+    pub selinux: crate::container::lsm::SeLinuxOptions,
 }
 
 /// A CreateContainer request, validated and protocol-free.
