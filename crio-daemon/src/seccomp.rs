@@ -491,7 +491,7 @@ pub fn section(profile: &Profile, privileged: bool, caps: &HashSet<Capability>) 
             if !Path::new(path).is_absolute() {
                 return Err(SeccompError::Relative { path: path.clone() });
             }
-            let bytes = std::fs::read(path).map_err(|source| SeccompError::Read { path: path.clone(), source })?;
+            let bytes = read_profile(Path::new(path)).map_err(|source| SeccompError::Read { path: path.clone(), source })?;
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| SeccompError::Invalid { path: path.clone(), why: e.to_string() })?;
             // Docker-style conditional rules would be applied unconditionally; refuse them.
@@ -509,6 +509,25 @@ pub fn section(profile: &Profile, privileged: bool, caps: &HashSet<Capability>) 
         _ => "runtime/default".into(),
     };
     serde_json::from_value(value).map(Some).map_err(|e| SeccompError::Invalid { path: origin, why: e.to_string() })
+}
+
+/// Real profiles are tens of KiB; a request naming a huge file or a device gets an error, not
+/// an unbounded read.
+const MAX_PROFILE: u64 = 1 << 20;
+
+fn read_profile(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut out = Vec::new();
+    file.take(MAX_PROFILE + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_PROFILE {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {MAX_PROFILE} bytes")));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -582,6 +601,12 @@ mod tests {
         let s = section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()).unwrap().unwrap();
         assert_eq!(s.syscalls().as_ref().unwrap()[0].names(), &["mkdir".to_string()]);
         assert!(matches!(section(&Profile::Localhost("rel.json".into()), false, &HashSet::new()), Err(SeccompError::Relative { .. })));
+        // A device or a huge file is refused without reading it all.
+        assert!(matches!(section(&Profile::Localhost("/dev/zero".into()), false, &HashSet::new()), Err(SeccompError::Read { .. })));
+        let big = tempfile::NamedTempFile::new().unwrap();
+        big.as_file().set_len(MAX_PROFILE + 1).unwrap();
+        let err = section(&Profile::Localhost(big.path().display().to_string()), false, &HashSet::new()).unwrap_err();
+        assert!(matches!(err, SeccompError::Read { .. }), "{err:?}");
         std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#).unwrap();
         assert!(matches!(section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()), Err(SeccompError::Invalid { .. })));
     }

@@ -452,3 +452,28 @@ async fn update_container_resources_applies_everything_or_nothing() {
     assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap().trim(), "500");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decompression_bomb_stops_at_the_cap_and_leaves_nothing() {
+    let reg = common::Registry::start();
+    // 256 MiB of zeros in a layer of a few hundred KiB.
+    let bomb = Layer::builder().file("zeros", &vec![0u8; 256 << 20]).build().with(common::image::Compression::Zstd);
+    reg.push("bomb", "1", &ImageBuilder::new().layer(Layer::busybox()).layer(bomb)).await;
+    let mut cfg = common::daemon::DaemonConfig::trusting(&reg);
+    cfg.extra = "max_layer_bytes = 16777216\n".into();
+    let d = common::Daemon::start(cfg).await;
+    let err = d.pull(&format!("{}/bomb:1", reg.addr)).await.expect_err("past the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("max_layer_bytes"), "{}", err.message());
+    // Nothing of the bomb stays: no temp files, no layer, no image.
+    let root = d.root();
+    let tmp: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(
+        tmp.is_empty(),
+        "temp files left: {tmp:?} {:?}",
+        tmp.iter().map(|p| std::fs::read_dir(p).map(|r| r.flatten().map(|e| e.path()).collect::<Vec<_>>())).collect::<Vec<_>>()
+    );
+    let layers: Vec<_> = std::fs::read_dir(root.join("layers")).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(layers.len() <= 1, "at most busybox's layer: {layers:?}");
+    assert!(d.list().await.is_empty());
+}

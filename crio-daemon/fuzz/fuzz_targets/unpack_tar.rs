@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     let outside = dir.path().join("outside");
     std::fs::create_dir(&root).unwrap();
     std::fs::create_dir(&outside).unwrap();
-    let _ = crio::storage::unpack::unpack_tar(data, &root);
+    let _ = crio::storage::unpack::unpack_tar(data, &root, &crio::storage::unpack::Limits::none());
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote outside the layer");
 });

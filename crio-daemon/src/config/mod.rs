@@ -209,6 +209,12 @@ pub struct Image {
     pub registries_certs_dir: PathBuf,
     /// Layers downloaded at once for one pull.
     pub max_parallel_downloads: usize,
+    /// Caps on what one layer, and one image's layers together, may unpack to (uncompressed
+    /// bytes, tar entries): a decompression bomb stops there and leaves nothing (ours).
+    pub max_layer_bytes: u64,
+    pub max_layer_entries: u64,
+    pub max_image_bytes: u64,
+    pub max_image_entries: u64,
 }
 
 impl Default for Image {
@@ -225,6 +231,10 @@ impl Default for Image {
             registries_conf_dir: "/etc/containers/registries.conf.d".into(),
             registries_certs_dir: "/etc/containers/certs.d".into(),
             max_parallel_downloads: 3,
+            max_layer_bytes: 64 << 30,
+            max_layer_entries: 2_000_000,
+            max_image_bytes: 128 << 30,
+            max_image_entries: 4_000_000,
         }
     }
 }

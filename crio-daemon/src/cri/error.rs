@@ -55,6 +55,8 @@ pub fn image_code(e: &ImageError) -> Code {
             ManifestError::Unsupported { .. } => Code::Unimplemented,
             ManifestError::Parse { .. } => Code::Internal,
         },
+        // A layer past the node's unpack caps: the image is too big for this node's policy.
+        ImageError::Unpack { source: StoreError::Unpack(crate::storage::unpack::UnpackError::Cap { .. }), .. } => Code::ResourceExhausted,
         ImageError::Store(s) | ImageError::Unpack { source: s, .. } => store_code(s),
         ImageError::NotFound { .. } => Code::NotFound,
         ImageError::AllFailed { last, .. } => image_code(last),

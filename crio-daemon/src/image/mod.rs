@@ -52,6 +52,8 @@ pub struct ImageService {
     pinned: Vec<String>,
     stall_timeout: Option<Duration>,
     max_parallel: usize,
+    /// Caps on what a pull may unpack (`max_layer_bytes` and the others).
+    caps: crate::config::Image,
     inflight: Mutex<HashMap<pull::PullKey, pull::SharedPull>>,
     /// Layer bytes downloaded since start (as served: compressed), for the metrics.
     pub pulled_bytes: std::sync::atomic::AtomicU64,
@@ -80,6 +82,7 @@ impl ImageService {
             pinned,
             stall_timeout: (!cfg.pull_progress_timeout.is_zero()).then_some(cfg.pull_progress_timeout.0),
             max_parallel: cfg.max_parallel_downloads,
+            caps: cfg.clone(),
             inflight: Mutex::new(HashMap::new()),
             pulled_bytes: Default::default(),
         })

@@ -153,7 +153,20 @@ impl ImageService {
             return Err(ImageError::LayerCount { reference: canonical.to_string(), layers: m.layers.len(), diff_ids: diff_ids.len() });
         }
         let _lease = self.store.lease_layers(&diff_ids);
-        self.fetch_layers(canonical, &session, &m.layers, &diff_ids).await?;
+        // Layers already here count toward the image's caps as they were unpacked.
+        let used = unpack::Used::default();
+        for l in diff_ids.iter().filter_map(|d| self.store.layer(d)) {
+            used.bytes.fetch_add(l.stats.tar_size, std::sync::atomic::Ordering::Relaxed);
+            used.entries.fetch_add(l.stats.inodes, std::sync::atomic::Ordering::Relaxed);
+        }
+        let limits = unpack::Limits {
+            layer_bytes: self.caps.max_layer_bytes,
+            layer_entries: self.caps.max_layer_entries,
+            image_bytes: self.caps.max_image_bytes,
+            image_entries: self.caps.max_image_entries,
+            image_used: Arc::new(used),
+        };
+        self.fetch_layers(canonical, &session, &m.layers, &diff_ids, &limits).await?;
 
         let layers_size: u64 = diff_ids.iter().filter_map(|d| self.store.layer(d)).map(|l| l.stats.tar_size).sum();
         let mut repo_digests = vec![format!("{}@{top_digest}", canonical.name())];
@@ -185,15 +198,20 @@ impl ImageService {
         session: &Arc<Session>,
         layers: &[Descriptor],
         diff_ids: &[Digest],
+        limits: &unpack::Limits,
     ) -> Result<(), ImageError> {
         let missing: u64 = layers.iter().zip(diff_ids).filter(|(_, d)| !self.store.has_layer(d)).map(|(l, _)| l.size).sum();
         let progress = Arc::new(AtomicU64::new(0));
         let _reporter =
             (missing > 0).then(|| ProgressReporter::start(canonical.to_string(), missing, progress.clone(), self.stall_timeout));
         let permits = Arc::new(Semaphore::new(self.max_parallel));
-        let jobs =
-            layers.iter().zip(diff_ids).map(|(desc, diff_id)| self.fetch_layer(canonical, session, desc, diff_id, &permits, &progress));
-        futures::future::try_join_all(jobs).await?;
+        let jobs = layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(desc, diff_id)| self.fetch_layer(canonical, session, desc, diff_id, &permits, &progress, limits));
+        // Every layer's job ends before the pull answers, failed or not: nothing of this pull
+        // is still being written (or left in a temp directory) once the caller hears of it.
+        futures::future::join_all(jobs).await.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
     }
 
@@ -205,6 +223,7 @@ impl ImageService {
         diff_id: &Digest,
         permits: &Semaphore,
         progress: &AtomicU64,
+        limits: &unpack::Limits,
     ) -> Result<(), ImageError> {
         // One pull at a time per layer: the second finds it committed.
         let lock = self.store.layer_lock(diff_id);
@@ -222,11 +241,13 @@ impl ImageService {
         let store = self.store.clone();
         let record = LayerRecord { diff_id: diff_id.clone(), compressed_digest: desc.digest.clone(), stats: Default::default() };
         let unpack_err = |source| ImageError::Unpack { reference: canonical.to_string(), digest: desc.digest.to_string(), source };
+        let limits = limits.clone();
+        // A failure drops `tmp`: the blob and whatever was unpacked go with it.
         tokio::task::spawn_blocking(move || {
             let staging = tmp.path().join("layer");
             let diff = staging.join("diff");
             std::fs::create_dir_all(&diff).map_err(|source| StoreError::Io { path: diff.clone(), source })?;
-            let stats = unpack::unpack_layer(&blob, &diff, &record.diff_id)?;
+            let stats = unpack::unpack_layer(&blob, &diff, &record.diff_id, &limits)?;
             if stats.skipped_devices > 0 {
                 tracing::warn!(layer = %record.diff_id, count = stats.skipped_devices, "device nodes in layer were not created");
             }

@@ -45,6 +45,57 @@ pub enum UnpackError {
     },
     #[error("layer's uncompressed content has digest {actual}, the image config says {expected}")]
     DiffId { expected: Digest, actual: Digest },
+    #[error("{what} passes its cap of {cap} (config key {key})")]
+    Cap { what: &'static str, cap: u64, key: &'static str },
+}
+
+/// What one layer and the image being pulled may unpack to. The image's counters are shared
+/// by its layers' unpacks (they run in parallel).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub layer_bytes: u64,
+    pub layer_entries: u64,
+    pub image_bytes: u64,
+    pub image_entries: u64,
+    pub image_used: std::sync::Arc<Used>,
+}
+
+/// Uncompressed bytes and entries unpacked so far for one image.
+#[derive(Debug, Default)]
+pub struct Used {
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub entries: std::sync::atomic::AtomicU64,
+}
+
+impl Limits {
+    /// No caps (tests and layers already trusted).
+    pub fn none() -> Limits {
+        Limits {
+            layer_bytes: u64::MAX,
+            layer_entries: u64::MAX,
+            image_bytes: u64::MAX,
+            image_entries: u64::MAX,
+            image_used: Default::default(),
+        }
+    }
+
+    fn count(&self, bytes: u64, entries: u64, layer: (u64, u64)) -> Result<(), UnpackError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cap = |what, cap, key| Err(UnpackError::Cap { what, cap, key });
+        if layer.0 > self.layer_bytes {
+            return cap("layer's uncompressed size", self.layer_bytes, "max_layer_bytes");
+        }
+        if layer.1 > self.layer_entries {
+            return cap("layer's entry count", self.layer_entries, "max_layer_entries");
+        }
+        if self.image_used.bytes.fetch_add(bytes, Relaxed) + bytes > self.image_bytes {
+            return cap("image's uncompressed size", self.image_bytes, "max_image_bytes");
+        }
+        if self.image_used.entries.fetch_add(entries, Relaxed) + entries > self.image_entries {
+            return cap("image's entry count", self.image_entries, "max_image_entries");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,25 +109,32 @@ pub struct LayerStats {
     pub skipped_devices: u64,
 }
 
-/// Counts and hashes everything read through it.
-struct Hashing<R> {
+/// Counts and hashes everything read through it, and stops the stream at the caps: a bomb
+/// is cut off as it inflates, not after it filled the disk.
+struct Hashing<'a, R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    limits: &'a Limits,
+    tripped: Option<UnpackError>,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> Read for Hashing<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        if let Err(e) = self.limits.count(n as u64, 0, (self.count, 0)) {
+            self.tripped = Some(e);
+            return Err(io::Error::other("unpack cap reached"));
+        }
         Ok(n)
     }
 }
 
 /// Opens `blob` (gzip, zstd or plain tar, told apart by magic bytes) and unpacks it into `root`,
 /// which must exist and be empty.
-pub fn unpack_layer(blob: &Path, root: &Path, diff_id: &Digest) -> Result<LayerStats, UnpackError> {
+pub fn unpack_layer(blob: &Path, root: &Path, diff_id: &Digest, limits: &Limits) -> Result<LayerStats, UnpackError> {
     let read_err = |source| UnpackError::Read { path: blob.to_path_buf(), source };
     let mut file = BufReader::with_capacity(256 * 1024, fs::File::open(blob).map_err(read_err)?);
     let magic = {
@@ -90,13 +148,17 @@ pub fn unpack_layer(blob: &Path, root: &Path, diff_id: &Digest) -> Result<LayerS
     } else {
         Box::new(file)
     };
-    let mut hashing = Hashing { inner: decoded, hasher: Sha256::new(), count: 0 };
-    let mut stats = unpack_tar(&mut hashing, root).map_err(|e| match e {
+    let mut hashing = Hashing { inner: decoded, hasher: Sha256::new(), count: 0, limits, tripped: None };
+    let unpacked = unpack_tar(&mut hashing, root, limits).map_err(|e| match e {
         UnpackError::Read { source, .. } => read_err(source),
         other => other,
-    })?;
+    });
     // The diff id covers the whole stream, including the tar's end blocks and any padding.
-    io::copy(&mut hashing, &mut io::sink()).map_err(read_err)?;
+    let unpacked = unpacked.and_then(|s| io::copy(&mut hashing, &mut io::sink()).map(|_| s).map_err(read_err));
+    if let Some(tripped) = hashing.tripped.take() {
+        return Err(tripped);
+    }
+    let mut stats = unpacked?;
     stats.tar_size = hashing.count;
     let actual = Digest::from_hasher(hashing.hasher);
     if &actual != diff_id {
@@ -105,14 +167,17 @@ pub fn unpack_layer(blob: &Path, root: &Path, diff_id: &Digest) -> Result<LayerS
     Ok(stats)
 }
 
-/// Unpacks an uncompressed tar stream into `root`.
-pub fn unpack_tar(reader: impl Read, root: &Path) -> Result<LayerStats, UnpackError> {
+/// Unpacks an uncompressed tar stream into `root`, at most `limits`' entries.
+pub fn unpack_tar(reader: impl Read, root: &Path, limits: &Limits) -> Result<LayerStats, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let mut stats = LayerStats::default();
     let mut dirs = Vec::new();
     let read_err = |source| UnpackError::Read { path: root.to_path_buf(), source };
+    let mut entries = 0u64;
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
+        entries += 1;
+        limits.count(0, 1, (0, entries))?;
         let raw = entry.path_bytes().into_owned();
         let entry_name = String::from_utf8_lossy(&raw).into_owned();
         let hostile = |why| UnpackError::Hostile { entry: entry_name.clone(), why };

@@ -76,7 +76,7 @@ fn unpacks_files_dirs_and_links() {
         .hardlink("etc/hostname2", "etc/hostname")
         .file("./bin/sh", b"#!")
         .finish();
-    let stats = unpack_tar(&tar[..], &root).unwrap();
+    let stats = unpack_tar(&tar[..], &root, &Limits::none()).unwrap();
     assert_eq!(fs::read(root.join("etc/hostname")).unwrap(), b"box\n");
     assert_eq!(fs::read_link(root.join("etc/mtab")).unwrap(), PathBuf::from("/proc/mounts"));
     assert_eq!(fs::metadata(root.join("etc/hostname2")).unwrap().ino(), fs::metadata(root.join("etc/hostname")).unwrap().ino());
@@ -88,7 +88,7 @@ fn unpacks_files_dirs_and_links() {
 fn absolute_paths_are_contained() {
     let (_t, root, _) = sandbox();
     let tar = TarBuilder::new().file("/etc/passwd", b"x").finish();
-    unpack_tar(&tar[..], &root).unwrap();
+    unpack_tar(&tar[..], &root, &Limits::none()).unwrap();
     assert!(root.join("etc/passwd").exists());
 }
 
@@ -96,7 +96,7 @@ fn absolute_paths_are_contained() {
 fn dotdot_escape_is_rejected() {
     let (_t, root, outside) = sandbox();
     let tar = TarBuilder::new().file("../outside/pwned", b"x").finish();
-    let err = unpack_tar(&tar[..], &root).unwrap_err();
+    let err = unpack_tar(&tar[..], &root, &Limits::none()).unwrap_err();
     assert!(matches!(err, UnpackError::Hostile { .. }), "{err}");
     assert!(!outside.join("pwned").exists());
 }
@@ -111,7 +111,7 @@ fn writes_through_symlinked_dirs_stay_inside() {
         .symlink("up", "../../../../..")
         .file("up/pwned2", b"y")
         .finish();
-    unpack_tar(&tar[..], &root).unwrap();
+    unpack_tar(&tar[..], &root, &Limits::none()).unwrap();
     assert!(!outside.join("pwned").exists());
     assert!(root.join(outside.strip_prefix("/").unwrap()).join("pwned").exists());
     assert!(root.join("pwned2").exists(), "relative climb is clamped at the layer root");
@@ -122,11 +122,11 @@ fn hardlink_outside_is_rejected() {
     let (_t, root, outside) = sandbox();
     fs::write(outside.join("secret"), b"s").unwrap();
     let tar = TarBuilder::new().hardlink("link", "../outside/secret").finish();
-    assert!(matches!(unpack_tar(&tar[..], &root), Err(UnpackError::Hostile { .. })));
+    assert!(matches!(unpack_tar(&tar[..], &root, &Limits::none()), Err(UnpackError::Hostile { .. })));
     // An absolute target is taken inside the layer, where it does not exist.
     let abs = outside.join("secret");
     let tar = TarBuilder::new().hardlink("link", abs.to_str().unwrap()).finish();
-    assert!(matches!(unpack_tar(&tar[..], &root), Err(UnpackError::Hostile { .. })));
+    assert!(matches!(unpack_tar(&tar[..], &root, &Limits::none()), Err(UnpackError::Hostile { .. })));
     assert_eq!(fs::metadata(outside.join("secret")).unwrap().nlink(), 1);
 }
 
@@ -135,7 +135,7 @@ fn hardlink_through_symlink_stays_inside() {
     let (_t, root, outside) = sandbox();
     fs::write(outside.join("secret"), b"s").unwrap();
     let tar = TarBuilder::new().symlink("o", outside.to_str().unwrap()).hardlink("link", "o/secret").finish();
-    assert!(matches!(unpack_tar(&tar[..], &root), Err(UnpackError::Hostile { .. })));
+    assert!(matches!(unpack_tar(&tar[..], &root, &Limits::none()), Err(UnpackError::Hostile { .. })));
     assert_eq!(fs::metadata(outside.join("secret")).unwrap().nlink(), 1);
 }
 
@@ -144,7 +144,7 @@ fn file_replacing_symlink_does_not_follow_it() {
     let (_t, root, outside) = sandbox();
     fs::write(outside.join("victim"), b"original").unwrap();
     let tar = TarBuilder::new().symlink("f", outside.join("victim").to_str().unwrap()).file("f", b"new").finish();
-    unpack_tar(&tar[..], &root).unwrap();
+    unpack_tar(&tar[..], &root, &Limits::none()).unwrap();
     assert_eq!(fs::read(outside.join("victim")).unwrap(), b"original");
     assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
 }
@@ -153,7 +153,7 @@ fn file_replacing_symlink_does_not_follow_it() {
 fn device_nodes_are_skipped() {
     let (_t, root, _) = sandbox();
     let tar = TarBuilder::new().entry("dev/sda", tar::EntryType::Block, b"", None).finish();
-    let stats = unpack_tar(&tar[..], &root).unwrap();
+    let stats = unpack_tar(&tar[..], &root, &Limits::none()).unwrap();
     assert_eq!(stats.skipped_devices, 1);
     assert!(!root.join("dev/sda").exists());
 }
@@ -174,11 +174,42 @@ fn diff_id_is_checked() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     io::Write::write_all(&mut gz, &tar).unwrap();
     fs::write(&blob, gz.finish().unwrap()).unwrap();
-    let stats = unpack_layer(&blob, &root, &Digest::of(&tar)).unwrap();
+    let stats = unpack_layer(&blob, &root, &Digest::of(&tar), &Limits::none()).unwrap();
     assert_eq!(stats.tar_size, tar.len() as u64);
     let root2 = t.path().join("root2");
     fs::create_dir(&root2).unwrap();
-    assert!(matches!(unpack_layer(&blob, &root2, &Digest::of(b"other")), Err(UnpackError::DiffId { .. })));
+    assert!(matches!(unpack_layer(&blob, &root2, &Digest::of(b"other"), &Limits::none()), Err(UnpackError::DiffId { .. })));
+}
+
+#[test]
+fn decompression_bombs_stop_at_the_caps() {
+    let (t, root, _) = sandbox();
+    // 32 MiB of zeros: a few KiB compressed.
+    let tar = TarBuilder::new().file("zeros", &vec![0u8; 32 << 20]).finish();
+    let blob = t.path().join("bomb.zst");
+    fs::write(&blob, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+    assert!(fs::metadata(&blob).unwrap().len() < 64 << 10);
+    let caps = |layer_bytes, image_bytes| Limits { layer_bytes, image_bytes, ..Limits::none() };
+    let err = unpack_layer(&blob, &root, &Digest::of(&tar), &caps(4 << 20, u64::MAX)).unwrap_err();
+    assert!(matches!(err, UnpackError::Cap { key: "max_layer_bytes", .. }), "{err:?}");
+    let written = fs::metadata(root.join("zeros")).map(|m| m.len()).unwrap_or(0);
+    assert!(written <= 5 << 20, "stopped near the cap, not after: {written} bytes written");
+    // Two layers of one image share its budget.
+    let image = caps(u64::MAX, 48 << 20);
+    let r1 = t.path().join("l1");
+    let r2 = t.path().join("l2");
+    fs::create_dir(&r1).unwrap();
+    fs::create_dir(&r2).unwrap();
+    unpack_layer(&blob, &r1, &Digest::of(&tar), &image).unwrap();
+    let err = unpack_layer(&blob, &r2, &Digest::of(&tar), &image).unwrap_err();
+    assert!(matches!(err, UnpackError::Cap { key: "max_image_bytes", .. }), "{err:?}");
+    // Entries, per layer and per image.
+    let many = (0..100).fold(TarBuilder::new(), |b, i| b.file(&format!("f{i}"), b"")).finish();
+    let r3 = t.path().join("l3");
+    fs::create_dir(&r3).unwrap();
+    let few = Limits { layer_entries: 10, ..Limits::none() };
+    assert!(matches!(unpack_tar(&many[..], &r3, &few), Err(UnpackError::Cap { key: "max_layer_entries", .. })));
+    assert!(fs::read_dir(&r3).unwrap().count() <= 10);
 }
 
 #[test]
@@ -187,13 +218,13 @@ fn zstd_and_plain_layers() {
     let tar = TarBuilder::new().file("z", b"zz").finish();
     let blob = t.path().join("blob.zst");
     fs::write(&blob, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
-    unpack_layer(&blob, &root, &Digest::of(&tar)).unwrap();
+    unpack_layer(&blob, &root, &Digest::of(&tar), &Limits::none()).unwrap();
     assert_eq!(fs::read(root.join("z")).unwrap(), b"zz");
     let plain = t.path().join("blob.tar");
     fs::write(&plain, &tar).unwrap();
     let root2 = t.path().join("r2");
     fs::create_dir(&root2).unwrap();
-    unpack_layer(&plain, &root2, &Digest::of(&tar)).unwrap();
+    unpack_layer(&plain, &root2, &Digest::of(&tar), &Limits::none()).unwrap();
 }
 
 proptest! {
@@ -210,7 +241,7 @@ proptest! {
             b = b.file(n, b"x");
             b = b.file(&format!("l0/{n}"), b"y");
         }
-        let _ = unpack_tar(&b.finish()[..], &root);
+        let _ = unpack_tar(&b.finish()[..], &root, &Limits::none());
         prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
 }
