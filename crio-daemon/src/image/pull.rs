@@ -208,7 +208,7 @@ impl ImageService {
         let jobs = layers
             .iter()
             .zip(diff_ids)
-            .map(|(desc, diff_id)| self.fetch_layer(canonical, session, desc, diff_id, &permits, &progress, limits));
+            .map(|(desc, diff_id)| self.fetch_layer(canonical, session, (desc, diff_id), &permits, &progress, limits));
         // Every layer's job ends before the pull answers, failed or not: nothing of this pull
         // is still being written (or left in a temp directory) once the caller hears of it.
         futures::future::join_all(jobs).await.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -219,8 +219,7 @@ impl ImageService {
         &self,
         canonical: &Reference,
         session: &Session,
-        desc: &Descriptor,
-        diff_id: &Digest,
+        (desc, diff_id): (&Descriptor, &Digest),
         permits: &Semaphore,
         progress: &AtomicU64,
         limits: &unpack::Limits,
