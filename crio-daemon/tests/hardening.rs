@@ -122,13 +122,7 @@ async fn a_crash_looping_container_leaks_nothing_in_its_monitor_or_the_daemon() 
     let (before, after) = (before.unwrap(), fd_count(monitor));
     assert!(after <= before + 2, "monitor descriptors {before} -> {after} after 200 restarts");
     // The daemon's own tables follow live objects: every container is gone, so are its entries.
-    let port: u16 = d
-        .log()
-        .lines()
-        .find_map(|l| {
-            l.contains("serving metrics").then(|| l.rsplit_once("address=127.0.0.1:")?.1.split_whitespace().next()?.parse().ok())?
-        })
-        .expect("the log names the metrics address");
+    let port = d.metrics_port();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listening");
     std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();

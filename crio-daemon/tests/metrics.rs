@@ -32,13 +32,7 @@ async fn metrics_follow_operations_and_the_kernel() {
     let extra = "[crio.metrics]\nenable_metrics = true\nmetrics_host = \"127.0.0.1\"\nmetrics_port = 0\n";
     let e = env_config(1, false, extra).await;
     let d = &e.d;
-    let port: u16 = d
-        .log()
-        .lines()
-        .find_map(|l| {
-            l.contains("serving metrics").then(|| l.rsplit_once("address=127.0.0.1:")?.1.split_whitespace().next()?.parse().ok())?
-        })
-        .expect("the log names the metrics address");
+    let port = d.metrics_port();
     assert!(d.pull("127.0.0.1:1/nothing:here").await.is_err());
     let pc = pod_config("metered", &d.dir.path().join("logs/metered"));
     let pod = run_pod(d, pc.clone()).await.unwrap();

@@ -68,7 +68,15 @@ impl Reaper {
 
     /// Blocks until watched `pid` has exited or `limit` has passed (`None`, still watched).
     pub fn wait_timeout(&self, pid: i32, limit: Duration) -> Option<Exit> {
-        let deadline = Instant::now() + limit;
+        self.wait_until(pid, Some(Instant::now() + limit))
+    }
+
+    /// Blocks until watched `pid` has exited.
+    pub fn wait(&self, pid: i32) -> Exit {
+        self.wait_until(pid, None).expect("no deadline: only an exit ends the wait")
+    }
+
+    fn wait_until(&self, pid: i32, deadline: Option<Instant>) -> Option<Exit> {
         let (lock, cv) = &*self.inner;
         let mut s = lock.lock().expect("reaper poisoned");
         loop {
@@ -77,22 +85,13 @@ impl Reaper {
                 s.watched.remove(&pid);
                 return Some(exit);
             }
-            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            s = cv.wait_timeout(s, left).expect("reaper poisoned").0;
-        }
-    }
-
-    /// Blocks until watched `pid` has exited.
-    pub fn wait(&self, pid: i32) -> Exit {
-        let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().expect("reaper poisoned");
-        loop {
-            if let Some(Some(exit)) = s.watched.get(&pid) {
-                let exit = *exit;
-                s.watched.remove(&pid);
-                return exit;
-            }
-            s = cv.wait(s).expect("reaper poisoned");
+            s = match deadline {
+                None => cv.wait(s).expect("reaper poisoned"),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+                    cv.wait_timeout(s, left).expect("reaper poisoned").0
+                }
+            };
         }
     }
 

@@ -171,6 +171,16 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The metrics port the daemon chose (configured with `metrics_port = 0`), from its log.
+    pub fn metrics_port(&self) -> u16 {
+        self.log()
+            .lines()
+            .find_map(|l| {
+                l.contains("serving metrics").then(|| l.rsplit_once("address=127.0.0.1:")?.1.split_whitespace().next()?.parse().ok())?
+            })
+            .expect("the log names the metrics address")
+    }
+
     /// Waits (up to 60 s) for the daemon to exit by itself; its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let c = self.child.as_mut().expect("running");
