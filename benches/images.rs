@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{DaemonConfig, spec};
 use common::image::Compression;
 use common::{Daemon, ImageBuilder, Layer, Registry};
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 const LARGE_LAYERS: u32 = 4;
 const LARGE_LAYER_BYTES: usize = 32 << 20;

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use common::daemon::DaemonConfig;
 use common::{Daemon, ImageBuilder, Layer, Registry};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crio::cri::v1 as cri;
+use crio::cri::v1::image_service_client::ImageServiceClient;
+use crio::cri::v1::runtime_service_client::RuntimeServiceClient;
 use scenarios::{Results, Target};
 
 /// Rounds per runtime; each runs every scenario once.

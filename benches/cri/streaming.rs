@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 use super::common::spdy;
 use super::scenarios::{Results, Target, remove_pod, start_pod};

@@ -8,7 +8,7 @@
 mod common;
 
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 /// The lines of a /proc/<pid>/status that say who a process is and what it may do.
 const IDENTITY: &[&str] =

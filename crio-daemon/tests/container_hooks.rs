@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::Daemon;
 use common::host::{CPU1_LATENCY as LATENCY, HostGuard, irq_affinities, read};
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 async fn pod(d: &Daemon, name: &str, handler: &str) -> (String, cri::PodSandboxConfig) {
     let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::host::{CPU1_LATENCY as LATENCY, HostGuard, irq_affinities, read};
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 fn tuned(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
     let mut c = container_config(name, image, script);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::daemon::unmount_under;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use rustix::mount::{MountFlags, MountPropagationFlags};
 
 /// A tmpfs with the given propagation, unmounted (with all below it) when dropped.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use common::Daemon;
 use common::host::{RuncRoot, read};
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn pod(d: &Daemon, name: &str, handler: &str, annotations: &[(&str, &str)]) -> (String, cri::PodSandboxConfig) {

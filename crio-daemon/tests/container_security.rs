@@ -6,7 +6,7 @@ mod common;
 
 use common::Daemon;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 /// Bit numbers of CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE.
 const DEFAULT_MASK: u64 = 0b101_1111_1011;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Daemon;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 async fn start(d: &Daemon, id: &str) {
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: id.into() }).await.expect("StartContainer");

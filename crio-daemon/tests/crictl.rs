@@ -7,7 +7,7 @@ mod common;
 
 use common::pods::{env, env_long_runroot};
 use common::{Daemon, crictl_binary};
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs crictl against `d`; its stdout, or its stderr as the error.

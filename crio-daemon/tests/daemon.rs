@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::Daemon;
 use common::daemon::DaemonConfig;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 

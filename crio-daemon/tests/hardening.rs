@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use common::pods::*;
 use common::{ImageBuilder, Layer};
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o777

@@ -35,7 +35,7 @@ async fn kill_during_pull_leaves_a_consistent_store() {
     let mut d = Daemon::start(DaemonConfig::trusting(&reg)).await;
 
     let mut client = d.images().await;
-    let req = k8s_cri::v1::PullImageRequest { image: Some(common::daemon::spec(&name)), ..Default::default() };
+    let req = crio::cri::v1::PullImageRequest { image: Some(common::daemon::spec(&name)), ..Default::default() };
     let pull = tokio::spawn(async move { client.pull_image(req).await });
     // Kill once a download is under way: bytes in tmp/, image not yet recorded.
     let tmp = d.root().join("tmp");

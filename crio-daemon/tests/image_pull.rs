@@ -6,7 +6,7 @@ mod common;
 use common::daemon::DaemonConfig;
 use common::image::Compression;
 use common::{Daemon, ImageBuilder, Layer, Registry};
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tonic::Code;
 
 async fn daemon(reg: &Registry) -> Daemon {

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use common::daemon::DaemonConfig;
 use common::registry::RegistryOptions;
 use common::{Daemon, ImageBuilder, Layer, Registry};
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tonic::Code;
 
 fn tiny(content: &[u8]) -> ImageBuilder {

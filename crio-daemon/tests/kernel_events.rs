@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::pods::*;
 use crio::api::kernel_v1 as k;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 async fn next(stream: &mut tonic::Streaming<k::Event>) -> k::Event {
     tokio::time::timeout(Duration::from_secs(10), stream.message())

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listening");

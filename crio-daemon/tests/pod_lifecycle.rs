@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::daemon::unmount_under;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,7 +297,7 @@ async fn stats_oom_and_live_resource_updates() {
     let busy = create(d, &pod, &pc, container_config("busy", &e.image, "while true; do :; done")).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: busy.clone() }).await.unwrap();
     wait_state(d, &busy, cri::ContainerState::ContainerRunning).await;
-    let stats = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
+    let stats = |rt: &mut crio::cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
         let req = cri::ContainerStatsRequest { container_id: busy.clone() };
         let mut rt = rt.clone();
         async move { rt.container_stats(req).await.unwrap().into_inner().stats.unwrap() }

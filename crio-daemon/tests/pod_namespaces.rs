@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Daemon;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 const POD: i32 = 0;
 const CONTAINER: i32 = 1;

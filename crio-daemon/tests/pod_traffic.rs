@@ -6,7 +6,7 @@ mod common;
 
 use common::Daemon;
 use common::pods::*;
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 const SIZE: u64 = 4 << 20;
 

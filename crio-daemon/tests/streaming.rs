@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::pods::{container_config, create, env, pod_config, run_pod, sh};
 use common::spdy;
 use common::{Daemon, crictl_binary};
+use crio::cri::v1 as cri;
 use crio::streaming::spdy::frame::Frame;
 use futures::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 

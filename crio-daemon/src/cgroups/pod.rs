@@ -74,6 +74,11 @@ impl Cgroups {
         Ok(created)
     }
 
+    /// Applies new pod-level limits to an existing pod cgroup (in-place pod resize).
+    pub fn update_pod(&self, path: &str, resources: &Resources) -> Result<(), CgroupError> {
+        self.apply(path.trim_start_matches('/'), resources)
+    }
+
     /// Writes pod-level limits into the cgroup's files.
     fn apply(&self, rel: &str, r: &Resources) -> Result<(), CgroupError> {
         let mut writes: Vec<(PathBuf, String)> = Vec::new();

@@ -1,7 +1,7 @@
 //! A CreateContainer or UpdateContainerResources request as the domain's ContainerSpec and
 //! Resources: every field checked here, and a refusal names the field.
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::Status;
 
 use crate::container::lsm::{AppArmorRequest, SeLinuxOptions};
@@ -49,6 +49,15 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         .map(|o| SeLinuxOptions { user: o.user, role: o.role, typ: o.r#type, level: o.level })
         .unwrap_or_default();
     let res = linux.resources.unwrap_or_default();
+    // Values are bytes since the 1.36 API; the OCI spec's environment is text.
+    let envs = config
+        .envs
+        .into_iter()
+        .map(|kv| match String::from_utf8(kv.value) {
+            Ok(v) => Ok((kv.key, v)),
+            Err(_) => Err(Status::invalid_argument(format!("config.envs: the value of {:?} is not UTF-8", kv.key))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mounts = config
         .mounts
         .into_iter()
@@ -72,7 +81,7 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         command: config.command,
         args: config.args,
         working_dir: config.working_dir,
-        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        envs,
         mounts,
         devices: config
             .devices

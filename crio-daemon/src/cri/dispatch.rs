@@ -2,11 +2,12 @@
 //! the file of its group (`pods`, `containers`, `streaming`, `stats`, `images`,
 //! `runtime_status`), so `grep -rn "fn <rpc>" src/cri/` finds both.
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crate::cri::v1 as cri;
+use crate::cri::v1::image_service_server::ImageService;
+use crate::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use super::list_streams::{self, ItemStream};
 use super::{Services, containers, images, pods, runtime_status, stats, streaming};
 
 pub struct Runtime(pub Services);
@@ -157,6 +158,55 @@ impl RuntimeService for Runtime {
         runtime_status::runtime_config(&self.0, r.into_inner()).await.map(Response::new)
     }
 
+    type StreamPodSandboxesStream = ItemStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        list_streams::stream_pod_sandboxes(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    type StreamContainersStream = ItemStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(&self, r: Request<cri::StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
+        list_streams::stream_containers(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    type StreamContainerStatsStream = ItemStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        r: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        list_streams::stream_container_stats(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    type StreamPodSandboxStatsStream = ItemStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        list_streams::stream_pod_sandbox_stats(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    type StreamPodSandboxMetricsStream = ItemStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        r: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        list_streams::stream_pod_sandbox_metrics(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        pods::update_pod_sandbox_resources(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
     type GetContainerEventsStream = containers::EventStream;
 
     async fn get_container_events(&self, r: Request<cri::GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
@@ -184,5 +234,11 @@ impl ImageService for Images {
 
     async fn image_fs_info(&self, r: Request<cri::ImageFsInfoRequest>) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         images::image_fs_info(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    type StreamImagesStream = ItemStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(&self, r: Request<cri::StreamImagesRequest>) -> Result<Response<Self::StreamImagesStream>, Status> {
+        list_streams::stream_images(&self.0, r.into_inner()).await.map(Response::new)
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::{Code, Status};
 use tracing::{Instrument, info_span};
 

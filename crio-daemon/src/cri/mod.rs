@@ -7,13 +7,35 @@ mod containers;
 mod dispatch;
 mod error;
 mod images;
+mod list_streams;
 mod pods;
 mod runtime_status;
 mod stats;
 mod streaming;
 
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+/// The CRI itself, generated from proto/runtime/v1/api.proto (Kubernetes 1.36).
+#[allow(clippy::all, clippy::pedantic, missing_docs, reason = "generated code")]
+pub mod v1 {
+    tonic::include_proto!("runtime.v1");
+
+    /// The CRI asks for credentials to be redacted in debug output.
+    impl std::fmt::Debug for AuthConfig {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let redacted = |s: &str| if s.is_empty() { "" } else { "[redacted]" };
+            f.debug_struct("AuthConfig")
+                .field("username", &self.username)
+                .field("password", &redacted(&self.password))
+                .field("auth", &redacted(&self.auth))
+                .field("server_address", &self.server_address)
+                .field("identity_token", &redacted(&self.identity_token))
+                .field("registry_token", &redacted(&self.registry_token))
+                .finish()
+        }
+    }
+}
+
+use v1::image_service_server::ImageServiceServer;
+use v1::runtime_service_server::RuntimeServiceServer;
 
 pub use error::{container_status, image_code, pod_status, status, store_code};
 pub use runtime_status::RUNTIME_NAME;

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::Status;
 use tracing::{Instrument, info_span, instrument};
 
@@ -132,6 +132,18 @@ pub async fn run_pod_sandbox(s: &Services, req: cri::RunPodSandboxRequest) -> Re
         info_span!("run_pod_sandbox", pod_name = %spec.name, pod_namespace = %spec.namespace, runtime_handler = %spec.runtime_handler);
     let id = s.pods.run_pod_once(spec).instrument(span).await.map_err(|e| pod_status(&e))?;
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+#[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]
+pub async fn update_pod_sandbox_resources(
+    s: &Services,
+    req: cri::UpdatePodSandboxResourcesRequest,
+) -> Result<cri::UpdatePodSandboxResourcesResponse, Status> {
+    let convert = |r: Option<cri::LinuxContainerResources>, at: &str| r.map(|r| super::container_config::resources(r, at)).transpose();
+    let resources = convert(req.resources, "resources")?;
+    let overhead = convert(req.overhead, "overhead")?;
+    s.pods.update_resources(&req.pod_sandbox_id, resources, overhead).await.map_err(|e| pod_status(&e))?;
+    Ok(cri::UpdatePodSandboxResourcesResponse {})
 }
 
 #[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::Status;
 
 use super::Services;
@@ -28,6 +28,7 @@ pub async fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Status
     if req.verbose {
         let config = serde_json::to_string(&*s.config).map_err(|e| super::status(tonic::Code::Internal, &e))?;
         info.insert("config".to_string(), config);
+        info.insert("podCIDR".to_string(), s.node.pod_cidr());
     }
     let runtime_handlers = s
         .config
@@ -44,7 +45,7 @@ pub async fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Status
         status: Some(cri::RuntimeStatus { conditions }),
         info,
         runtime_handlers,
-        features: Some(cri::RuntimeFeatures { supplemental_groups_policy: false }),
+        features: Some(cri::RuntimeFeatures { supplemental_groups_policy: false, user_namespaces_host_network: false }),
     })
 }
 
@@ -56,11 +57,38 @@ pub async fn runtime_config(s: &Services, _req: cri::RuntimeConfigRequest) -> Re
     Ok(cri::RuntimeConfigResponse { linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) })
 }
 
-pub async fn update_runtime_config(
-    _s: &Services,
-    _req: cri::UpdateRuntimeConfigRequest,
-) -> Result<cri::UpdateRuntimeConfigResponse, Status> {
-    Err(Status::unimplemented("UpdateRuntimeConfig is not implemented by this runtime yet"))
+/// The kubelet sends the node's pod CIDR whenever it is set; CRI-O keeps it (CNI plugins are
+/// configured on their own), and so do we: verbose Status shows it.
+pub async fn update_runtime_config(s: &Services, req: cri::UpdateRuntimeConfigRequest) -> Result<cri::UpdateRuntimeConfigResponse, Status> {
+    let cidr = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).unwrap_or_default();
+    if !cidr.is_empty() {
+        for part in cidr.split(',') {
+            if part.trim().parse::<ipnet_like::Cidr>().is_err() {
+                return Err(Status::invalid_argument(format!("runtime_config.network_config.pod_cidr: {part:?} is not a CIDR")));
+            }
+        }
+        let before = s.node.set_pod_cidr(&cidr);
+        if before != cidr {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR from the kubelet");
+        }
+    }
+    Ok(cri::UpdateRuntimeConfigResponse {})
+}
+
+/// Just enough CIDR parsing to refuse what is not one (`addr/len`, v4 or v6).
+mod ipnet_like {
+    pub struct Cidr;
+
+    impl std::str::FromStr for Cidr {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let (addr, len) = s.split_once('/').ok_or(())?;
+            let addr: std::net::IpAddr = addr.parse().map_err(|_| ())?;
+            let len: u8 = len.parse().map_err(|_| ())?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            (len <= max).then_some(Cidr).ok_or(())
+        }
+    }
 }
 
 fn runtime_condition(s: &Services) -> cri::RuntimeCondition {

@@ -2,7 +2,7 @@
 //! kubelet's CRI metrics RPCs (ListMetricDescriptors, ListPodSandboxMetrics). One mapping of
 //! a cgroup's use to CRI's messages serves containers and pods.
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::Status;
 
 use super::containers::metadata as container_metadata;
@@ -17,7 +17,8 @@ fn u64v(value: u64) -> Option<cri::UInt64Value> {
 }
 
 fn cpu(timestamp: i64, u: &Usage, nano_cores: Option<u64>) -> cri::CpuUsage {
-    cri::CpuUsage { timestamp, usage_core_nano_seconds: u64v(u.cpu_nanos), usage_nano_cores: nano_cores.and_then(u64v) }
+    // PSI is not read yet: absent, never zero.
+    cri::CpuUsage { timestamp, usage_core_nano_seconds: u64v(u.cpu_nanos), usage_nano_cores: nano_cores.and_then(u64v), psi: None }
 }
 
 fn memory(timestamp: i64, u: &Usage) -> cri::MemoryUsage {
@@ -29,6 +30,7 @@ fn memory(timestamp: i64, u: &Usage) -> cri::MemoryUsage {
         rss_bytes: u64v(u.memory_rss),
         page_faults: u64v(u.page_faults),
         major_page_faults: u64v(u.major_page_faults),
+        psi: None,
     }
 }
 
@@ -95,6 +97,7 @@ async fn pod_stats_of(s: &Services, id: &str) -> Result<cri::PodSandboxStats, St
             network,
             process: usage.map(|u| cri::ProcessUsage { timestamp, process_count: u64v(u.pids) }),
             containers,
+            io: None,
         }),
         windows: None,
     })

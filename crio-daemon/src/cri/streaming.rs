@@ -1,7 +1,7 @@
 //! ExecSync, and the streaming RPCs Exec, Attach and PortForward: these validate the request
 //! and answer with the streaming server's URL for it (see `crate::streaming`).
 
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use tonic::Status;
 use tracing::instrument;
 

@@ -47,6 +47,29 @@ pub struct Resources {
     pub unified: BTreeMap<String, String>,
 }
 
+impl Resources {
+    /// A pod's cgroup limits: its containers' (`resources`) plus the runtime's `overhead`.
+    /// Shares and memory add up; a quota adds up when both have one (no quota is unlimited);
+    /// CPU and memory node sets and v2 files come from `resources`. `None` when neither is given.
+    pub fn pod_total(resources: Option<&Resources>, overhead: Option<&Resources>) -> Option<Resources> {
+        let (r, o) = match (resources, overhead) {
+            (None, None) => return None,
+            (Some(r), None) => return Some(r.clone()),
+            (None, Some(o)) => return Some(o.clone()),
+            (Some(r), Some(o)) => (r, o),
+        };
+        let add = |a: i64, b: i64| if a > 0 && b > 0 { a.saturating_add(b) } else { a };
+        Some(Resources {
+            cpu_shares: r.cpu_shares.saturating_add(o.cpu_shares),
+            cpu_quota: add(r.cpu_quota, o.cpu_quota),
+            cpu_period: r.cpu_period.max(o.cpu_period),
+            memory_limit: add(r.memory_limit, o.memory_limit),
+            memory_swap_limit: add(r.memory_swap_limit, o.memory_swap_limit),
+            ..r.clone()
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Security {
     pub run_as_user: Option<i64>,

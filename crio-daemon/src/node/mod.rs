@@ -45,6 +45,8 @@ pub struct Node {
     network: Option<NetworkConfig>,
     host: HostPaths,
     monitor_binary: PathBuf,
+    /// The node's pod CIDR as the kubelet last sent it (UpdateRuntimeConfig).
+    pod_cidr: std::sync::RwLock<String>,
 }
 
 impl Node {
@@ -78,7 +80,7 @@ impl Node {
         let unified = if systemd { None } else { Unified::detect(&cgroups) };
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
         let network = pod_network(&config);
-        Self { config, cgroups, unified, systemd, runtimes, cni, network, host, monitor_binary }
+        Self { config, cgroups, unified, systemd, runtimes, cni, network, host, monitor_binary, pod_cidr: Default::default() }
     }
 
     pub fn cgroups(&self) -> &Cgroups {
@@ -91,6 +93,15 @@ impl Node {
 
     pub fn systemd(&self) -> bool {
         self.systemd
+    }
+
+    /// Keeps the kubelet's pod CIDR; returns the one kept before.
+    pub fn set_pod_cidr(&self, cidr: &str) -> String {
+        std::mem::replace(&mut *self.pod_cidr.write().expect("pod cidr poisoned"), cidr.to_string())
+    }
+
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.read().expect("pod cidr poisoned").clone()
     }
 
     pub fn host(&self) -> &HostPaths {

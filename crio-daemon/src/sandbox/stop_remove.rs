@@ -34,6 +34,33 @@ impl PodService {
         Ok(())
     }
 
+    /// In-place pod resize: the pod cgroup this runtime made gets the new pod-level limits
+    /// (`resources` with `overhead` added). A pod cgroup the kubelet made (`cgroup_parent`) or
+    /// systemd holds is resized by its owner; nothing is left for the runtime to do there.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: Option<crate::model::Resources>,
+        overhead: Option<crate::model::Resources>,
+    ) -> Result<(), PodError> {
+        let entry = self.stores.pods.resolve(id).ok_or_else(|| PodError::PodNotFound { id: id.into() })?;
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        if pod.state != PodState::Ready {
+            return Err(PodError::NotReady { id: pod.id });
+        }
+        let Some(total) = crate::model::Resources::pod_total(resources.as_ref(), overhead.as_ref()) else { return Ok(()) };
+        if !pod.cgroup_created || self.node.systemd() {
+            tracing::debug!(pod_sandbox_id = %pod.id, "pod cgroup belongs to the kubelet or systemd, which resizes it");
+            return Ok(());
+        }
+        let (cgroups, path, limits) = (self.node.cgroups().clone(), pod.cgroup.clone(), total.clone());
+        tokio::task::spawn_blocking(move || cgroups.update_pod(&path, &limits)).await??;
+        self.stores.pods.update(&pod.id, &entry, |p| p.spec.resources = Some(total)).await?;
+        tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox resources updated");
+        Ok(())
+    }
+
     /// Removes the pod and everything in it; idempotent.
     pub async fn remove_pod(&self, id: &str) -> Result<(), PodError> {
         let Some(entry) = self.stores.pods.resolve(id) else { return Ok(()) };

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use crio::cri::v1 as cri;
 
 use super::daemon::DaemonConfig;
 use super::{Daemon, ImageBuilder, Layer, Registry};

@@ -4,9 +4,9 @@
 //! the query for port-forward (data 0, error 1, each opened by a message holding the port).
 
 use anyhow::{Context, bail};
+use crio::cri::v1 as cri;
+use crio::cri::v1::runtime_service_client::RuntimeServiceClient;
 use futures::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
