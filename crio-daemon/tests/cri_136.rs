@@ -60,7 +60,7 @@ async fn the_136_rpcs_against_the_daemon() {
     while let Some(r) = s.next().await {
         pods.extend(r.unwrap().pod_sandboxes.into_iter().map(|p| p.id));
     }
-    assert_eq!(pods, [pod.clone()]);
+    assert_eq!(pods, std::slice::from_ref(&pod));
     let mut pod_stats = 0;
     let mut s =
         rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest::default()).await.expect("StreamPodSandboxStats").into_inner();
