@@ -21,8 +21,8 @@ async fn the_136_rpcs_against_the_daemon() {
         runtime_config: Some(cri::RuntimeConfig { network_config: Some(cri::NetworkConfig { pod_cidr: pod_cidr.into() }) }),
     };
     rt.update_runtime_config(config("10.244.1.0/24,fd00:10:244:1::/64")).await.expect("UpdateRuntimeConfig");
-    let status = rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
-    assert_eq!(status.info["podCIDR"], "10.244.1.0/24,fd00:10:244:1::/64");
+    let runtime_status = rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    assert_eq!(runtime_status.info["podCIDR"], "10.244.1.0/24,fd00:10:244:1::/64");
     let err = rt.update_runtime_config(config("10.244.1.0/33")).await.expect_err("not a CIDR");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
@@ -90,6 +90,17 @@ async fn the_136_rpcs_against_the_daemon() {
     let bad = cri::UpdatePodSandboxResourcesRequest { pod_sandbox_id: pod.clone(), resources: Some(memory(-1)), ..Default::default() };
     let err = rt.update_pod_sandbox_resources(bad).await.expect_err("a negative limit");
     assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains("resources.memory_limit_in_bytes"), "{err:?}");
+
+    // stop_signal: StopContainer sends the requested signal first, and status reports it.
+    let mut cc = container_config("stopper", &image, "trap 'exit 7' USR1; while true; do sleep 0.1; done");
+    cc.stop_signal = cri::Signal::Sigusr1 as i32;
+    let stopper = start(&d, &pod, &pc, cc).await;
+    wait_state(&d, &stopper, cri::ContainerState::ContainerRunning).await;
+    assert_eq!(status(&d, &stopper).await.stop_signal, cri::Signal::Sigusr1 as i32);
+    rt.stop_container(cri::StopContainerRequest { container_id: stopper.clone(), timeout: 30 }).await.expect("StopContainer");
+    assert_eq!(status(&d, &stopper).await.exit_code, 7, "the trap for USR1 ran");
+    let plain = start(&d, &pod, &pc, container_config("plain", &image, "exec sleep 1000")).await;
+    assert_eq!(status(&d, &plain).await.stop_signal, cri::Signal::Sigterm as i32, "the default is SIGTERM");
 
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

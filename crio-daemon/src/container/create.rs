@@ -52,19 +52,7 @@ fn check_request(spec: &ContainerSpec) -> Result<(), ContainerError> {
 }
 
 fn signal_number(name: &str) -> i32 {
-    let n = name.trim_start_matches("SIG");
-    match n {
-        "" => libc::SIGTERM,
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "WINCH" => libc::SIGWINCH,
-        other => other.parse().unwrap_or(libc::SIGTERM),
-    }
+    super::signal::number(name).unwrap_or(libc::SIGTERM)
 }
 
 /// What a CreateContainer retry has in common with its first try.
@@ -150,7 +138,8 @@ impl ContainerService {
             log_path: log,
             bundle: self.config.crio.state_dir.join("containers").join(&id),
             pid: 0,
-            stop_signal: signal_number(&run.stop_signal),
+            // The request's, then the image's, then SIGTERM.
+            stop_signal: if spec.stop_signal > 0 { spec.stop_signal } else { signal_number(&run.stop_signal) },
             cgroup_path: self.node.container_cgroup(pod, &id).0,
             cgroup_id: 0,
             hooks: Vec::new(),
@@ -324,5 +313,15 @@ mod tests {
         assert_eq!(signal_number(""), libc::SIGTERM);
         assert_eq!(signal_number("SIGQUIT"), libc::SIGQUIT);
         assert_eq!(signal_number("9"), 9);
+        assert_eq!(signal_number("SIGRTMIN+3"), 37);
+        assert_eq!(signal_number("nonsense"), libc::SIGTERM);
+        use super::super::signal::{cri_name, number};
+        for n in 1..=64 {
+            if let Some(name) = cri_name(n) {
+                assert_eq!(number(&name), Some(n), "{name}");
+            }
+        }
+        assert_eq!(cri_name(libc::SIGTERM).as_deref(), Some("SIGTERM"));
+        assert_eq!(number("SIGRTMAXMINUS1"), Some(63));
     }
 }

@@ -24,6 +24,7 @@ pub mod user;
 
 pub use attach::Attachment;
 pub use exec_session::{ExecSession, Reader as ExecReader, Wants, Writer as ExecWriter};
+pub use signal::{cri_name as signal_name_of, number as signal_number_of};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -8,6 +8,86 @@ use std::path::Path;
 
 use rustix::process::{Pid, PidfdFlags, Signal};
 
+/// Linux signal numbers by name (without `SIG`), as images' `StopSignal` and the CRI name them.
+const NAMES: &[(&str, i32)] = &[
+    ("ABRT", 6),
+    ("ALRM", 14),
+    ("BUS", 7),
+    ("CHLD", 17),
+    ("CLD", 17),
+    ("CONT", 18),
+    ("FPE", 8),
+    ("HUP", 1),
+    ("ILL", 4),
+    ("INT", 2),
+    ("IO", 29),
+    ("IOT", 6),
+    ("KILL", 9),
+    ("PIPE", 13),
+    ("POLL", 29),
+    ("PROF", 27),
+    ("PWR", 30),
+    ("QUIT", 3),
+    ("SEGV", 11),
+    ("STKFLT", 16),
+    ("STOP", 19),
+    ("SYS", 31),
+    ("TERM", 15),
+    ("TRAP", 5),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("VTALRM", 26),
+    ("WINCH", 28),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+];
+
+/// The C library's real-time range (glibc keeps 32 and 33 for itself), as Docker and CRI-O.
+const RTMIN: i32 = 34;
+const RTMAX: i32 = 64;
+
+/// The number of a signal named as images and the CRI do: `SIGTERM`, `TERM`, `15`,
+/// `SIGRTMIN+3`, `RTMAX-1`, or the CRI's `SIGRTMINPLUS3` / `SIGRTMAXMINUS1`.
+pub fn number(name: &str) -> Option<i32> {
+    let n = name.trim().to_ascii_uppercase();
+    let n = n.strip_prefix("SIG").unwrap_or(&n);
+    if let Ok(v) = n.parse::<i32>() {
+        return (1..=RTMAX).contains(&v).then_some(v);
+    }
+    let rt = |base: i32, rest: &str, sign: i32| -> Option<i32> {
+        let off: i32 = if rest.is_empty() { 0 } else { rest.parse().ok()? };
+        let v = base + sign * off;
+        (RTMIN..=RTMAX).contains(&v).then_some(v)
+    };
+    if let Some(rest) = n.strip_prefix("RTMIN") {
+        let rest = rest.strip_prefix('+').or_else(|| rest.strip_prefix("PLUS")).unwrap_or(rest);
+        return rt(RTMIN, rest, 1);
+    }
+    if let Some(rest) = n.strip_prefix("RTMAX") {
+        let rest = rest.strip_prefix('-').or_else(|| rest.strip_prefix("MINUS")).unwrap_or(rest);
+        return rt(RTMAX, rest, -1);
+    }
+    NAMES.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+}
+
+/// The CRI's name of signal `n` (`SIGTERM`, `SIGRTMINPLUS3`, `SIGRTMAXMINUS1`).
+pub fn cri_name(n: i32) -> Option<String> {
+    if let Some((name, _)) = NAMES.iter().find(|(_, v)| *v == n) {
+        return Some(format!("SIG{name}"));
+    }
+    match n {
+        RTMIN => Some("SIGRTMIN".into()),
+        RTMAX => Some("SIGRTMAX".into()),
+        n if (RTMIN..=RTMIN + 15).contains(&n) => Some(format!("SIGRTMINPLUS{}", n - RTMIN)),
+        n if (RTMAX - 14..RTMAX).contains(&n) => Some(format!("SIGRTMAXMINUS{}", RTMAX - n)),
+        _ => None,
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
     Sent,

@@ -98,6 +98,12 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         tty: config.tty,
         stdin: config.stdin,
         stdin_once: config.stdin_once,
+        stop_signal: match cri::Signal::try_from(config.stop_signal) {
+            Ok(cri::Signal::RuntimeDefault) => 0,
+            Ok(sig) => crate::container::signal_number_of(sig.as_str_name())
+                .ok_or_else(|| Status::invalid_argument(format!("config.stop_signal: {} is not a Linux signal", sig.as_str_name())))?,
+            Err(_) => return Err(Status::invalid_argument(format!("config.stop_signal: unknown signal {}", config.stop_signal))),
+        },
         security: Security {
             run_as_user: sec.run_as_user.map(|v| v.value),
             run_as_group: sec.run_as_group.map(|v| v.value),

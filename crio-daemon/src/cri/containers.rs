@@ -61,6 +61,9 @@ pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
         mounts,
         log_path: c.log_path.display().to_string(),
         image_id: c.image_id.clone(),
+        stop_signal: crate::container::signal_name_of(c.stop_signal)
+            .and_then(|n| cri::Signal::from_str_name(&n))
+            .map_or(cri::Signal::RuntimeDefault as i32, |s| s as i32),
         ..Default::default()
     }
 }

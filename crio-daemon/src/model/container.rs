@@ -117,6 +117,9 @@ pub struct ContainerSpec {
     /// Stdin closes when the first attacher leaves.
     #[serde(default)]
     pub stdin_once: bool,
+    /// The signal StopContainer sends first, as requested (0: the image's, else SIGTERM).
+    #[serde(default)]
+    pub stop_signal: i32,
     pub security: Security,
     pub resources: Resources,
     #[serde(default)]
