@@ -102,5 +102,15 @@ async fn the_136_rpcs_against_the_daemon() {
     let plain = start(&d, &pod, &pc, container_config("plain", &image, "exec sleep 1000")).await;
     assert_eq!(status(&d, &plain).await.stop_signal, cri::Signal::Sigterm as i32, "the default is SIGTERM");
 
+    // Verbose PodSandboxStatus carries the pod's containers and when they were read.
+    let verbose =
+        rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: true }).await.unwrap().into_inner();
+    assert_eq!(verbose.containers_statuses.len(), 7, "five, the stopper and the plain one");
+    assert!(verbose.containers_statuses.iter().any(|c| c.id == stopper && c.exit_code == 7));
+    assert!(verbose.timestamp > 0);
+    let terse =
+        rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+    assert!(terse.containers_statuses.is_empty() && terse.timestamp == 0);
+
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

@@ -162,10 +162,16 @@ pub async fn pod_sandbox_status(s: &Services, req: cri::PodSandboxStatusRequest)
     let p = s.pods.pod(&req.pod_sandbox_id).map_err(|e| pod_status(&e))?;
     let status = status_message(&p);
     let mut info = HashMap::new();
+    let (mut containers_statuses, mut timestamp) = (Vec::new(), 0);
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&p).unwrap_or_default());
+        // What the kubelet's evented PLEG reads: the pod's containers as of `timestamp`.
+        timestamp = crate::model::now_nanos();
+        let mut cs: Vec<_> = s.containers.list_records().into_iter().filter(|c| c.pod_id == p.id).collect();
+        cs.sort_by_key(|c| c.created_at_nanos);
+        containers_statuses = cs.iter().map(|c| super::containers::status_message(c)).collect();
     }
-    Ok(cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() })
+    Ok(cri::PodSandboxStatusResponse { status: Some(status), info, containers_statuses, timestamp })
 }
 
 pub async fn list_pod_sandbox(s: &Services, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, Status> {
