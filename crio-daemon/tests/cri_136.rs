@@ -114,3 +114,79 @@ async fn the_136_rpcs_against_the_daemon() {
 
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+/// The values of one series by label key, as the kubelet pairs a descriptor's keys with a
+/// metric's values.
+fn labelled<'a>(d: &'a cri::MetricDescriptor, m: &'a cri::Metric) -> std::collections::HashMap<&'a str, &'a str> {
+    assert_eq!(d.label_keys.len(), m.label_values.len(), "{}: keys and values pair up", m.name);
+    d.label_keys.iter().map(String::as_str).zip(m.label_values.iter().map(String::as_str)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_rpcs_psi_and_pod_cpu_rate() {
+    let (_reg, d, image) = host_network_env("").await;
+    let mut rt = d.runtime().await;
+    let pc = host_network_pod_config("metrics", &d.dir.path().join("logs/metrics"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    // Two seconds of CPU, then idle: whole CPU seconds to count.
+    let busy = start(&d, &pod, &pc, container_config("busy", &image, "timeout 2 sh -c 'while :; do :; done'; exec sleep 1000")).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let descriptors =
+        rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {}).await.expect("ListMetricDescriptors").into_inner().descriptors;
+    let by_name: std::collections::HashMap<_, _> = descriptors.iter().map(|d| (d.name.as_str(), d)).collect();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "container_processes",
+    ] {
+        assert!(by_name.contains_key(name), "{name} described");
+    }
+    let metrics =
+        rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await.expect("ListPodSandboxMetrics").into_inner().pod_metrics;
+    let ours = metrics.iter().find(|m| m.pod_sandbox_id == pod).expect("the pod's metrics");
+    for m in ours.metrics.iter().chain(ours.container_metrics.iter().flat_map(|c| &c.metrics)) {
+        let d = by_name.get(m.name.as_str()).unwrap_or_else(|| panic!("{} has a descriptor", m.name));
+        labelled(d, m);
+    }
+    let c = ours.container_metrics.iter().find(|c| c.container_id == busy).expect("the container's metrics");
+    let cpu = c.metrics.iter().find(|m| m.name == "container_cpu_usage_seconds_total").expect("CPU seconds");
+    let labels = labelled(by_name["container_cpu_usage_seconds_total"], cpu);
+    assert_eq!((labels["container"], labels["pod"], labels["namespace"], labels["name"]), ("busy", "metrics", "default", busy.as_str()));
+    assert!(cpu.value.unwrap().value >= 1, "two busy seconds: {cpu:?}");
+    assert_eq!(cpu.metric_type, cri::MetricType::Counter as i32);
+    let processes = c.metrics.iter().find(|m| m.name == "container_processes").expect("processes");
+    assert_eq!(processes.value.unwrap().value, 1, "the sleep");
+
+    // The stream gives the same pods, each once.
+    let mut streamed = Vec::new();
+    let mut s = rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {}).await.expect("StreamPodSandboxMetrics").into_inner();
+    while let Some(r) = s.next().await {
+        streamed.extend(r.unwrap().pod_sandbox_metrics.into_iter().map(|m| m.pod_sandbox_id));
+    }
+    assert_eq!(streamed.len(), metrics.len());
+    assert!(streamed.contains(&pod));
+
+    // PSI and IO where the container has a v2 cgroup with pressure files (this host: the
+    // unified hierarchy); absent, never zero, where it has none.
+    let stats = rt.container_stats(cri::ContainerStatsRequest { container_id: busy.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let has_psi = ["/sys/fs/cgroup/unified/cpu.pressure", "/sys/fs/cgroup/cpu.pressure"].iter().any(|p| std::path::Path::new(p).exists());
+    let cpu_psi = stats.cpu.as_ref().unwrap().psi.as_ref();
+    assert_eq!(cpu_psi.is_some(), has_psi, "{stats:?}");
+    if let Some(psi) = cpu_psi {
+        assert!(psi.some.as_ref().unwrap().total > 0, "two busy seconds on two cores wait for CPU at times: {psi:?}");
+        assert!(stats.memory.as_ref().unwrap().psi.is_some() && stats.io.as_ref().unwrap().psi.is_some());
+    } else {
+        assert!(stats.io.is_none());
+    }
+
+    // The pod's CPU rate, from its second sample on (the metrics above took one already).
+    let pod_cpu = |r: cri::PodSandboxStatsResponse| r.stats.unwrap().linux.unwrap().cpu.unwrap();
+    pod_cpu(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = pod_cpu(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner());
+    assert!(second.usage_nano_cores.is_some(), "{second:?}");
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

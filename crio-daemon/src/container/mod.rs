@@ -25,12 +25,11 @@ pub mod user;
 pub use attach::Attachment;
 pub use exec_session::{ExecSession, Reader as ExecReader, Wants, Writer as ExecWriter};
 pub use signal::{cri_name as signal_name_of, number as signal_number_of};
+pub use stats::Sample;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use crate::config::Config;
 use crate::image::{ImageError, ImageService};
@@ -115,7 +114,7 @@ pub struct ContainerService {
     tuning: Arc<Tuning>,
     kernel: Arc<Kernel>,
     /// The previous CPU sample per container, for usage_nano_cores.
-    cpu_samples: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+    cpu_rates: crate::cgroups::CpuRates,
     /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
     seccomp_programs: seccomp_programs::SeccompPrograms,
     events: tokio::sync::broadcast::Sender<ContainerEvent>,
@@ -139,7 +138,7 @@ impl ContainerService {
     /// Entries in the service's own tables, which must follow live containers (leaks show here).
     pub fn table_sizes(&self) -> [(&'static str, usize); 3] {
         [
-            ("container_cpu_samples", self.cpu_samples.lock().expect("cpu samples poisoned").len()),
+            ("container_cpu_samples", self.cpu_rates.tracked()),
             ("seccomp_programs", self.seccomp_programs.len()),
             ("container_creations", self.creations.len()),
         ]
@@ -166,7 +165,7 @@ impl ContainerService {
             node,
             tuning,
             kernel,
-            cpu_samples: Default::default(),
+            cpu_rates: Default::default(),
             seccomp_programs: Default::default(),
             events,
             creations: Creations::default(),

@@ -33,7 +33,7 @@ impl ContainerService {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
         }
         self.forget_in_monitor(ct).await;
-        self.cpu_samples.lock().expect("cpu samples poisoned").remove(&ct.id);
+        self.cpu_rates.forget(&ct.id);
         self.seccomp_programs.release(&ct.id);
         let store = self.images.store().clone();
         let id = ct.id.clone();

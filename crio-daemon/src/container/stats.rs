@@ -1,28 +1,43 @@
 //! ContainerStats and the PSI of a container, from its cgroups.
 
 use super::{ContainerError, ContainerService};
+use crate::cgroups::Usage;
+use crate::cgroups::pressure::Pressure;
 use crate::model::Container;
 
+/// One sample of a container's or a pod's cgroup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// `None` once the cgroup is gone.
+    pub usage: Option<Usage>,
+    /// CPU rate since the previous sample of the same object; `None` on the first.
+    pub nano_cores: Option<u64>,
+    /// `None` where the kernel keeps no PSI for the cgroup (no v2 hierarchy, PSI off).
+    pub pressure: Option<Pressure>,
+    /// OOM kills in the cgroup: the kernel programs' count, else the cgroup's own.
+    pub oom_kills: u64,
+}
+
 impl ContainerService {
-    /// A container and one sample of its resource use (`None` once its cgroup is gone), with
-    /// the CPU rate since the previous sample.
-    pub async fn container_stats(&self, id: &str) -> Result<(Container, Option<crate::cgroups::Usage>, Option<u64>), ContainerError> {
+    /// A container and one sample of its resource use. The cgroup files are read on a
+    /// blocking thread.
+    pub async fn container_stats(&self, id: &str) -> Result<(Container, Sample), ContainerError> {
         let ct = self.container(id).await?;
-        let usage = self.node.cgroups().usage(&ct.cgroup_path);
-        let nano_cores = usage.and_then(|u| {
-            let now = std::time::Instant::now();
-            let mut last = self.cpu_samples.lock().expect("cpu samples poisoned");
-            let prev = last.insert(ct.id.clone(), (now, u.cpu_nanos));
-            let (t, cpu) = prev?;
-            let elapsed = now.duration_since(t).as_nanos() as u64;
-            (elapsed > 0).then(|| u.cpu_nanos.saturating_sub(cpu) * 1_000_000_000 / elapsed)
-        });
-        Ok((ct, usage, nano_cores))
+        let node = self.node.clone();
+        let path = ct.cgroup_path.clone();
+        let (usage, pressure, cgroup_ooms) = tokio::task::spawn_blocking(move || {
+            let pressure = node.v2_dir(&path).and_then(|d| crate::cgroups::pressure::read(&d));
+            (node.cgroups().usage(&path), pressure, node.cgroups().oom_kills(&path))
+        })
+        .await?;
+        let nano_cores = usage.and_then(|u| self.cpu_rates.sample(&ct.id, u.cpu_nanos));
+        let oom_kills = self.kernel.counters_of(&ct.id).map_or(cgroup_ooms, |c| c.oom_kills);
+        Ok((ct, Sample { usage, nano_cores, pressure, oom_kills }))
     }
 
     /// PSI of a container's cgroup, where the kernel has it: its v2 cgroup, on hybrid hosts the
     /// one it has in the unified hierarchy.
-    pub fn pressure(&self, ct: &Container) -> Option<crate::cgroups::pressure::Pressure> {
+    pub fn pressure(&self, ct: &Container) -> Option<Pressure> {
         let dir = self.node.v2_dir(&ct.cgroup_path)?;
         crate::cgroups::pressure::read(&dir)
     }

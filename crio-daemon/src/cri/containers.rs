@@ -110,9 +110,10 @@ pub async fn container_status(s: &Services, req: cri::ContainerStatusRequest) ->
     Ok(cri::ContainerStatusResponse { status: Some(status), info })
 }
 
-pub async fn list_containers(s: &Services, req: cri::ListContainersRequest) -> Result<cri::ListContainersResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
-    let mut containers: Vec<cri::Container> = s
+/// The containers a filter selects, oldest first (shared snapshots).
+pub(super) async fn listed_containers(s: &Services, filter: Option<cri::ContainerFilter>) -> Vec<std::sync::Arc<Container>> {
+    let filter = filter.unwrap_or_default();
+    let mut listed: Vec<_> = s
         .containers
         .list_containers()
         .await
@@ -121,21 +122,29 @@ pub async fn list_containers(s: &Services, req: cri::ListContainersRequest) -> R
         .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
         .filter(|c| filter.state.as_ref().is_none_or(|st| st.state == state(c)))
         .filter(|c| selector_matches(&c.spec.labels, &filter.label_selector))
-        // Shared snapshots: only what the answer carries is copied.
-        .map(|c| cri::Container {
-            metadata: Some(metadata(&c)),
-            state: state(&c),
-            id: c.id.clone(),
-            pod_sandbox_id: c.pod_id.clone(),
-            image: Some(cri::ImageSpec { image: c.spec.image.clone(), ..Default::default() }),
-            image_ref: c.image_ref.clone(),
-            created_at: c.created_at_nanos,
-            labels: to_hash_map(&c.spec.labels),
-            annotations: to_hash_map(&c.spec.annotations),
-            image_id: c.image_id.clone(),
-        })
         .collect();
-    containers.sort_by_key(|c| c.created_at);
+    listed.sort_by_key(|c| c.created_at_nanos);
+    listed
+}
+
+/// A container as ListContainers lists it: only what the answer carries is copied.
+pub(super) fn listed(c: &Container) -> cri::Container {
+    cri::Container {
+        metadata: Some(metadata(c)),
+        state: state(c),
+        id: c.id.clone(),
+        pod_sandbox_id: c.pod_id.clone(),
+        image: Some(cri::ImageSpec { image: c.spec.image.clone(), ..Default::default() }),
+        image_ref: c.image_ref.clone(),
+        created_at: c.created_at_nanos,
+        labels: to_hash_map(&c.spec.labels),
+        annotations: to_hash_map(&c.spec.annotations),
+        image_id: c.image_id.clone(),
+    }
+}
+
+pub async fn list_containers(s: &Services, req: cri::ListContainersRequest) -> Result<cri::ListContainersResponse, Status> {
+    let containers = listed_containers(s, req.filter).await.iter().map(|c| listed(c)).collect();
     Ok(cri::ListContainersResponse { containers })
 }
 

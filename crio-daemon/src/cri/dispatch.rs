@@ -1,5 +1,5 @@
 //! The tonic service traits: every RPC handed, unchanged, to its handler of the same name in
-//! the file of its group (`pods`, `containers`, `streaming`, `stats`, `images`,
+//! the file of its group (`pods`, `containers`, `streaming`, `stats`, `pod_metrics`, `images`,
 //! `runtime_status`), so `grep -rn "fn <rpc>" src/cri/` finds both.
 
 use crate::cri::v1 as cri;
@@ -8,7 +8,7 @@ use crate::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::list_streams::{self, ItemStream};
-use super::{Services, containers, images, pods, runtime_status, stats, streaming};
+use super::{Services, containers, images, pod_metrics, pods, runtime_status, stats, streaming};
 
 pub struct Runtime(pub Services);
 
@@ -133,14 +133,14 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        stats::list_metric_descriptors(&self.0, r.into_inner()).await.map(Response::new)
+        pod_metrics::list_metric_descriptors(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        stats::list_pod_sandbox_metrics(&self.0, r.into_inner()).await.map(Response::new)
+        pod_metrics::list_pod_sandbox_metrics(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn update_runtime_config(

@@ -1,90 +1,177 @@
 //! The list streaming RPCs of the 1.36 CRI (`StreamPodSandboxes`, `StreamContainers`,
-//! `StreamContainerStats`, `StreamPodSandboxStats`, `StreamImages`): the same items as the
-//! matching List RPC, each exactly once, in responses of at most `CHUNK` items, then EOF.
-//! The items are gathered by the List handler first (memory as for the List RPC).
+//! `StreamContainerStats`, `StreamPodSandboxStats`, `StreamPodSandboxMetrics`,
+//! `StreamImages`): the same items as the matching List RPC, each exactly once, in responses
+//! of at most `CHUNK` items, then EOF.
+//!
+//! Memory stays bounded: the stream holds only what selects the items (ids, or the shared
+//! record snapshots) and builds one response at a time as tonic asks for the next, so stats
+//! and metrics of thousands of containers are never all in memory. An item whose object went
+//! away between the selection and its turn is left out, never sent twice.
 
+use std::future::Future;
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use super::v1 as cri;
-use super::{Services, containers, images, pods, stats};
+use super::{Services, containers, images, pod_metrics, pods, stats};
 
 /// Items per response: small enough that no response nears the message size limit.
 pub const CHUNK: usize = 100;
 
 pub type ItemStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// `items` in order, `CHUNK` per response.
-fn chunked<T: Send + 'static, R: Send + 'static>(mut items: Vec<T>, wrap: fn(Vec<T>) -> R) -> ItemStream<R> {
-    let mut out = Vec::with_capacity(items.len().div_ceil(CHUNK));
-    while !items.is_empty() {
-        let rest = items.split_off(CHUNK.min(items.len()));
-        out.push(Ok(wrap(std::mem::replace(&mut items, rest))));
+/// One response per `CHUNK` keys, each built by `build` only when the previous one was taken;
+/// a chunk whose items all went away sends nothing.
+fn lazy<K, T, R, F, Fut>(keys: Vec<K>, build: F, wrap: fn(Vec<T>) -> R) -> ItemStream<R>
+where
+    K: Send + 'static,
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<T>> + Send + 'static,
+{
+    let chunks = futures::stream::iter(ChunksOf { keys: keys.into_iter() });
+    Box::pin(chunks.then(build).filter(|items| std::future::ready(!items.is_empty())).map(move |items| Ok(wrap(items))))
+}
+
+/// An iterator of owned `CHUNK`-sized pieces of a vector.
+struct ChunksOf<K> {
+    keys: std::vec::IntoIter<K>,
+}
+
+impl<K> Iterator for ChunksOf<K> {
+    type Item = Vec<K>;
+    fn next(&mut self) -> Option<Vec<K>> {
+        let chunk: Vec<K> = self.keys.by_ref().take(CHUNK).collect();
+        (!chunk.is_empty()).then_some(chunk)
     }
-    Box::pin(futures::stream::iter(out))
 }
 
 pub async fn stream_pod_sandboxes(
     s: &Services,
     req: cri::StreamPodSandboxesRequest,
 ) -> Result<ItemStream<cri::StreamPodSandboxesResponse>, Status> {
-    let list = pods::list_pod_sandbox(s, cri::ListPodSandboxRequest { filter: req.filter }).await?;
-    Ok(chunked(list.items, |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes }))
+    let listed = pods::listed_pods(s, req.filter);
+    Ok(lazy(
+        listed,
+        |chunk| async move { chunk.iter().map(pods::listed).collect() },
+        |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+    ))
 }
 
 pub async fn stream_containers(
     s: &Services,
     req: cri::StreamContainersRequest,
 ) -> Result<ItemStream<cri::StreamContainersResponse>, Status> {
-    let list = containers::list_containers(s, cri::ListContainersRequest { filter: req.filter }).await?;
-    Ok(chunked(list.containers, |containers| cri::StreamContainersResponse { containers }))
+    let listed = containers::listed_containers(s, req.filter).await;
+    Ok(lazy(
+        listed,
+        |chunk| async move { chunk.iter().map(|c| containers::listed(c)).collect() },
+        |containers| cri::StreamContainersResponse { containers },
+    ))
 }
 
 pub async fn stream_container_stats(
     s: &Services,
     req: cri::StreamContainerStatsRequest,
 ) -> Result<ItemStream<cri::StreamContainerStatsResponse>, Status> {
-    let list = stats::list_container_stats(s, cri::ListContainerStatsRequest { filter: req.filter }).await?;
-    Ok(chunked(list.stats, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
+    let ids = stats::listed_containers(s, req.filter).await;
+    let s = s.clone();
+    let build = move |chunk: Vec<String>| {
+        let s = s.clone();
+        async move {
+            let mut items = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                items.extend(stats::container_stats_of(&s, &id).await.ok());
+            }
+            items
+        }
+    };
+    Ok(lazy(ids, build, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
 }
 
 pub async fn stream_pod_sandbox_stats(
     s: &Services,
     req: cri::StreamPodSandboxStatsRequest,
 ) -> Result<ItemStream<cri::StreamPodSandboxStatsResponse>, Status> {
-    let list = stats::list_pod_sandbox_stats(s, cri::ListPodSandboxStatsRequest { filter: req.filter }).await?;
-    Ok(chunked(list.stats, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }))
+    let ids = stats::listed_pods(s, req.filter);
+    let s = s.clone();
+    let build = move |chunk: Vec<String>| {
+        let s = s.clone();
+        async move {
+            let mut items = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                items.extend(stats::pod_stats_of(&s, &id).await.ok());
+            }
+            items
+        }
+    };
+    Ok(lazy(ids, build, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }))
 }
 
-pub async fn stream_images(s: &Services, req: cri::StreamImagesRequest) -> Result<ItemStream<cri::StreamImagesResponse>, Status> {
-    let list = images::list_images(s, cri::ListImagesRequest { filter: req.filter }).await?;
-    Ok(chunked(list.images, |images| cri::StreamImagesResponse { images }))
-}
-
-/// Metrics are not served yet, streamed or not: the same answer as ListPodSandboxMetrics.
 pub async fn stream_pod_sandbox_metrics(
     s: &Services,
     _req: cri::StreamPodSandboxMetricsRequest,
 ) -> Result<ItemStream<cri::StreamPodSandboxMetricsResponse>, Status> {
-    stats::list_pod_sandbox_metrics(s, cri::ListPodSandboxMetricsRequest {}).await?;
-    Ok(Box::pin(futures::stream::empty()))
+    let ids = pod_metrics::listed_pods(s);
+    let s = s.clone();
+    let build = move |chunk: Vec<String>| {
+        let s = s.clone();
+        async move {
+            let mut items = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                items.extend(pod_metrics::one_pod(&s, &id).await);
+            }
+            items
+        }
+    };
+    Ok(lazy(ids, build, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }))
+}
+
+/// Images are few next to containers and their records are small: listed, then chunked.
+pub async fn stream_images(s: &Services, req: cri::StreamImagesRequest) -> Result<ItemStream<cri::StreamImagesResponse>, Status> {
+    let list = images::list_images(s, cri::ListImagesRequest { filter: req.filter }).await?;
+    Ok(lazy(list.images, |chunk| async move { chunk }, |images| cri::StreamImagesResponse { images }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
 
     #[tokio::test]
     async fn every_item_once_in_chunks() {
         for n in [0usize, 1, 99, 100, 101, 2000] {
             let items: Vec<usize> = (0..n).collect();
-            let responses: Vec<Vec<usize>> = chunked(items, |v| v).map(|r| r.unwrap()).collect().await;
+            let responses: Vec<Vec<usize>> = lazy(items, |c| async move { c }, |v| v).map(|r| r.unwrap()).collect().await;
             assert!(responses.iter().all(|r| !r.is_empty() && r.len() <= CHUNK), "{n}");
             let flat: Vec<usize> = responses.into_iter().flatten().collect();
             assert_eq!(flat, (0..n).collect::<Vec<_>>(), "{n}: each once, in order");
         }
+    }
+
+    #[tokio::test]
+    async fn items_gone_meanwhile_are_left_out_and_empty_chunks_send_nothing() {
+        // Odd items "went away"; the second chunk (100..200) lost everything.
+        let keys: Vec<usize> = (0..250).collect();
+        let build = |c: Vec<usize>| async move { c.into_iter().filter(|k| k % 2 == 0 && !(100..200).contains(k)).collect::<Vec<_>>() };
+        let responses: Vec<Vec<usize>> = lazy(keys, build, |v| v).map(|r| r.unwrap()).collect().await;
+        assert_eq!(responses.len(), 2);
+        let flat: Vec<usize> = responses.into_iter().flatten().collect();
+        assert_eq!(flat, (0..250).filter(|k| k % 2 == 0 && !(100..200).contains(k)).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn chunks_are_built_only_when_asked_for() {
+        let built = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = built.clone();
+        let build = move |c: Vec<usize>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { c }
+        };
+        let mut stream = lazy((0..1000).collect(), build, |v| v);
+        stream.next().await.unwrap().unwrap();
+        assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1, "one response built for one taken");
     }
 }

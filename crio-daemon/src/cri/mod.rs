@@ -8,6 +8,7 @@ mod dispatch;
 mod error;
 mod images;
 mod list_streams;
+mod pod_metrics;
 mod pods;
 mod runtime_status;
 mod stats;

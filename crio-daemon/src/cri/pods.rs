@@ -174,25 +174,35 @@ pub async fn pod_sandbox_status(s: &Services, req: cri::PodSandboxStatusRequest)
     Ok(cri::PodSandboxStatusResponse { status: Some(status), info, containers_statuses, timestamp })
 }
 
-pub async fn list_pod_sandbox(s: &Services, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
-    let mut items: Vec<cri::PodSandbox> = s
+/// The pods a filter selects, oldest first.
+pub(super) fn listed_pods(s: &Services, filter: Option<cri::PodSandboxFilter>) -> Vec<PodSandbox> {
+    let filter = filter.unwrap_or_default();
+    let mut listed: Vec<_> = s
         .pods
         .list_pods()
         .into_iter()
         .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
         .filter(|p| filter.state.as_ref().is_none_or(|st| st.state == state(p)))
         .filter(|p| selector_matches(&p.spec.labels, &filter.label_selector))
-        .map(|p| cri::PodSandbox {
-            id: p.id.clone(),
-            metadata: Some(metadata(&p)),
-            state: state(&p),
-            created_at: p.created_at_nanos,
-            labels: to_hash_map(&p.spec.labels),
-            annotations: to_hash_map(&p.spec.annotations),
-            runtime_handler: p.spec.runtime_handler.clone(),
-        })
         .collect();
-    items.sort_by_key(|p| p.created_at);
+    listed.sort_by_key(|p| p.created_at_nanos);
+    listed
+}
+
+/// A pod as ListPodSandbox lists it.
+pub(super) fn listed(p: &PodSandbox) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: p.id.clone(),
+        metadata: Some(metadata(p)),
+        state: state(p),
+        created_at: p.created_at_nanos,
+        labels: to_hash_map(&p.spec.labels),
+        annotations: to_hash_map(&p.spec.annotations),
+        runtime_handler: p.spec.runtime_handler.clone(),
+    }
+}
+
+pub async fn list_pod_sandbox(s: &Services, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, Status> {
+    let items = listed_pods(s, req.filter).iter().map(listed).collect();
     Ok(cri::ListPodSandboxResponse { items })
 }

@@ -1,6 +1,6 @@
-//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats, and the
-//! kubelet's CRI metrics RPCs (ListMetricDescriptors, ListPodSandboxMetrics). One mapping of
-//! a cgroup's use to CRI's messages serves containers and pods.
+//! ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats. One mapping of
+//! a cgroup's sample (use, CPU rate, PSI) to CRI's messages serves containers and pods; PSI
+//! and IO are absent, never zero, where the host keeps no PSI for the cgroup.
 
 use crate::cri::v1 as cri;
 use tonic::Status;
@@ -9,6 +9,8 @@ use super::containers::metadata as container_metadata;
 use super::pods::{metadata as pod_metadata, selector_matches, to_hash_map};
 use super::{Services, container_status, pod_status};
 use crate::cgroups::Usage;
+use crate::cgroups::pressure::Resource;
+use crate::container::Sample;
 use crate::model::{ContainerState, PodState, now_nanos};
 use crate::network::stats::InterfaceCounters;
 
@@ -16,12 +18,32 @@ fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
 
-fn cpu(timestamp: i64, u: &Usage, nano_cores: Option<u64>) -> cri::CpuUsage {
-    // PSI is not read yet: absent, never zero.
-    cri::CpuUsage { timestamp, usage_core_nano_seconds: u64v(u.cpu_nanos), usage_nano_cores: nano_cores.and_then(u64v), psi: None }
+/// PSI of one resource; the kernel's totals are microseconds, the CRI's nanoseconds.
+fn psi(r: Option<&Resource>) -> Option<cri::PsiStats> {
+    let data = |s: &crate::cgroups::pressure::Stall| cri::PsiData {
+        total: s.total.saturating_mul(1000),
+        avg10: s.avg10,
+        avg60: s.avg60,
+        avg300: s.avg300,
+    };
+    r.map(|r| cri::PsiStats { full: r.full.as_ref().map(data), some: Some(data(&r.some)) })
 }
 
-fn memory(timestamp: i64, u: &Usage) -> cri::MemoryUsage {
+fn cpu(timestamp: i64, u: &Usage, s: &Sample) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp,
+        usage_core_nano_seconds: u64v(u.cpu_nanos),
+        usage_nano_cores: s.nano_cores.and_then(u64v),
+        psi: psi(s.pressure.as_ref().and_then(|p| p.cpu.as_ref())),
+    }
+}
+
+fn io(timestamp: i64, s: &Sample) -> Option<cri::IoUsage> {
+    let psi = psi(s.pressure.as_ref().and_then(|p| p.io.as_ref()))?;
+    Some(cri::IoUsage { timestamp, psi: Some(psi) })
+}
+
+fn memory(timestamp: i64, u: &Usage, s: &Sample) -> cri::MemoryUsage {
     cri::MemoryUsage {
         timestamp,
         working_set_bytes: u64v(u.memory_working_set),
@@ -30,7 +52,7 @@ fn memory(timestamp: i64, u: &Usage) -> cri::MemoryUsage {
         rss_bytes: u64v(u.memory_rss),
         page_faults: u64v(u.page_faults),
         major_page_faults: u64v(u.major_page_faults),
-        psi: None,
+        psi: psi(s.pressure.as_ref().and_then(|p| p.memory.as_ref())),
     }
 }
 
@@ -44,8 +66,8 @@ fn interface(i: &InterfaceCounters) -> cri::NetworkInterfaceUsage {
     }
 }
 
-async fn container_stats_of(s: &Services, id: &str) -> Result<cri::ContainerStats, Status> {
-    let (c, usage, nano_cores) = s.containers.container_stats(id).await.map_err(|e| container_status(&e))?;
+pub(super) async fn container_stats_of(s: &Services, id: &str) -> Result<cri::ContainerStats, Status> {
+    let (c, sample) = s.containers.container_stats(id).await.map_err(|e| container_status(&e))?;
     let timestamp = now_nanos();
     let upper = s.images.store().container_upper(&c.id);
     let (used_bytes, inodes) = tokio::task::spawn_blocking(move || crate::storage::unpack::tree_usage(&upper)).await.unwrap_or_default();
@@ -57,8 +79,9 @@ async fn container_stats_of(s: &Services, id: &str) -> Result<cri::ContainerStat
             labels: to_hash_map(&c.spec.labels),
             annotations: to_hash_map(&c.spec.annotations),
         }),
-        cpu: usage.map(|u| cpu(timestamp, &u, nano_cores)),
-        memory: usage.map(|u| memory(timestamp, &u)),
+        cpu: sample.usage.map(|u| cpu(timestamp, &u, &sample)),
+        memory: sample.usage.map(|u| memory(timestamp, &u, &sample)),
+        io: io(timestamp, &sample),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp,
             fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
@@ -69,8 +92,8 @@ async fn container_stats_of(s: &Services, id: &str) -> Result<cri::ContainerStat
     })
 }
 
-async fn pod_stats_of(s: &Services, id: &str) -> Result<cri::PodSandboxStats, Status> {
-    let (p, usage, interfaces) = s.pods.pod_stats(id).await.map_err(|e| pod_status(&e))?;
+pub(super) async fn pod_stats_of(s: &Services, id: &str) -> Result<cri::PodSandboxStats, Status> {
+    let (p, sample, interfaces) = s.pods.pod_stats(id).await.map_err(|e| pod_status(&e))?;
     let timestamp = now_nanos();
     let mut containers = Vec::new();
     for c in s.pods.containers_of(&p.id).into_iter().filter(|c| c.state == ContainerState::Running) {
@@ -92,12 +115,12 @@ async fn pod_stats_of(s: &Services, id: &str) -> Result<cri::PodSandboxStats, St
             annotations: to_hash_map(&p.spec.annotations),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
-            cpu: usage.map(|u| cpu(timestamp, &u, None)),
-            memory: usage.map(|u| memory(timestamp, &u)),
+            cpu: sample.usage.map(|u| cpu(timestamp, &u, &sample)),
+            memory: sample.usage.map(|u| memory(timestamp, &u, &sample)),
             network,
-            process: usage.map(|u| cri::ProcessUsage { timestamp, process_count: u64v(u.pids) }),
+            process: sample.usage.map(|u| cri::ProcessUsage { timestamp, process_count: u64v(u.pids) }),
             containers,
-            io: None,
+            io: io(timestamp, &sample),
         }),
         windows: None,
     })
@@ -108,20 +131,29 @@ pub async fn container_stats(s: &Services, req: cri::ContainerStatsRequest) -> R
     Ok(cri::ContainerStatsResponse { stats: Some(stats) })
 }
 
-pub async fn list_container_stats(s: &Services, req: cri::ListContainerStatsRequest) -> Result<cri::ListContainerStatsResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
-    let mut out = Vec::new();
+/// The running containers a filter selects.
+pub(super) async fn listed_containers(s: &Services, filter: Option<cri::ContainerStatsFilter>) -> Vec<String> {
+    let filter = filter.unwrap_or_default();
+    let mut ids = Vec::new();
     for c in s.containers.list_containers().await {
         let wanted = (filter.id.is_empty() || c.id.starts_with(&filter.id))
             && (filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
             && selector_matches(&c.spec.labels, &filter.label_selector)
             && c.state == ContainerState::Running;
-        // A container removed meanwhile is simply not listed.
-        if wanted && let Ok(st) = container_stats_of(s, &c.id).await {
-            out.push(st);
+        if wanted {
+            ids.push(c.id.clone());
         }
     }
-    Ok(cri::ListContainerStatsResponse { stats: out })
+    ids
+}
+
+pub async fn list_container_stats(s: &Services, req: cri::ListContainerStatsRequest) -> Result<cri::ListContainerStatsResponse, Status> {
+    let mut stats = Vec::new();
+    for id in listed_containers(s, req.filter).await {
+        // A container removed meanwhile is simply not listed.
+        stats.extend(container_stats_of(s, &id).await.ok());
+    }
+    Ok(cri::ListContainerStatsResponse { stats })
 }
 
 pub async fn pod_sandbox_stats(s: &Services, req: cri::PodSandboxStatsRequest) -> Result<cri::PodSandboxStatsResponse, Status> {
@@ -129,37 +161,29 @@ pub async fn pod_sandbox_stats(s: &Services, req: cri::PodSandboxStatsRequest) -
     Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
 }
 
+/// The ready pods a filter selects.
+pub(super) fn listed_pods(s: &Services, filter: Option<cri::PodSandboxStatsFilter>) -> Vec<String> {
+    let filter = filter.unwrap_or_default();
+    s.pods
+        .list_pods()
+        .into_iter()
+        .filter(|p| {
+            p.state == PodState::Ready
+                && (filter.id.is_empty() || p.id.starts_with(&filter.id))
+                && selector_matches(&p.spec.labels, &filter.label_selector)
+        })
+        .map(|p| p.id)
+        .collect()
+}
+
 pub async fn list_pod_sandbox_stats(
     s: &Services,
     req: cri::ListPodSandboxStatsRequest,
 ) -> Result<cri::ListPodSandboxStatsResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
     let mut stats = Vec::new();
-    for p in s.pods.list_pods() {
-        let wanted = p.state == PodState::Ready
-            && (filter.id.is_empty() || p.id.starts_with(&filter.id))
-            && selector_matches(&p.spec.labels, &filter.label_selector);
-        if wanted && let Ok(st) = pod_stats_of(s, &p.id).await {
-            stats.push(st);
-        }
+    for id in listed_pods(s, req.filter) {
+        // A pod removed meanwhile is simply not listed.
+        stats.extend(pod_stats_of(s, &id).await.ok());
     }
     Ok(cri::ListPodSandboxStatsResponse { stats })
-}
-
-pub async fn list_metric_descriptors(
-    _s: &Services,
-    _req: cri::ListMetricDescriptorsRequest,
-) -> Result<cri::ListMetricDescriptorsResponse, Status> {
-    Err(Status::unimplemented(
-        "ListMetricDescriptors: CRI-sourced metrics are not implemented by this runtime yet; the kubelet falls back to cAdvisor",
-    ))
-}
-
-pub async fn list_pod_sandbox_metrics(
-    _s: &Services,
-    _req: cri::ListPodSandboxMetricsRequest,
-) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
-    Err(Status::unimplemented(
-        "ListPodSandboxMetrics: CRI-sourced metrics are not implemented by this runtime yet; the kubelet falls back to cAdvisor",
-    ))
 }

@@ -248,6 +248,11 @@ impl Kernel {
         self.index.lock().expect("kernel index poisoned").counters.clone()
     }
 
+    /// The kernel's counters of one container; `None` when the programs do not track it.
+    pub fn counters_of(&self, container_id: &str) -> Option<Counters> {
+        self.index.lock().expect("kernel index poisoned").counters.get(container_id).cloned()
+    }
+
     pub fn oom_by_level(&self) -> HashMap<OomLevel, u64> {
         self.index.lock().expect("kernel index poisoned").oom_by_level.clone()
     }

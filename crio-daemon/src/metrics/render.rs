@@ -61,7 +61,7 @@ pub fn render(m: &Metrics, s: &Services) -> String {
     o.sample("image_pulls_bytes_total", &[], s.images.pulled_bytes.load(Ordering::Relaxed));
 
     o.header("daemon_table_entries", "gauge", "Entries in the daemon's own tables, which follow live objects.");
-    for (table, n) in s.containers.table_sizes().into_iter().chain([("pod_creations", s.pods.creations_len())]) {
+    for (table, n) in s.containers.table_sizes().into_iter().chain(s.pods.table_sizes()) {
         o.sample("daemon_table_entries", &[("table", table)], n);
     }
 

@@ -85,15 +85,16 @@ pub struct PodService {
     kernel: Arc<Kernel>,
     containers: Arc<ContainerService>,
     creations: Creations<PodError>,
+    cpu_rates: crate::cgroups::CpuRates,
 }
 
 impl PodService {
     pub fn new(config: Arc<Config>, stores: Arc<Stores>, node: Arc<Node>, kernel: Arc<Kernel>, containers: Arc<ContainerService>) -> Self {
-        Self { config, stores, node, kernel, containers, creations: Creations::default() }
+        Self { config, stores, node, kernel, containers, creations: Creations::default(), cpu_rates: Default::default() }
     }
 
-    /// RunPodSandbox results kept for a retry (they leave with their pod).
-    pub fn creations_len(&self) -> usize {
-        self.creations.len()
+    /// The sizes of the tables that grow with pods (their entries leave with their pods).
+    pub fn table_sizes(&self) -> [(&'static str, usize); 2] {
+        [("pod_creations", self.creations.len()), ("pod_cpu_samples", self.cpu_rates.tracked())]
     }
 }

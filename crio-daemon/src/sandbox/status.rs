@@ -2,6 +2,7 @@
 //! resource use from their cgroups, interfaces and the kernel's per-pod byte counts.
 
 use super::{PodError, PodService};
+use crate::container::Sample;
 use crate::model::{Container, ContainerState, PodSandbox, PodState};
 use crate::network::stats::InterfaceCounters;
 
@@ -21,17 +22,30 @@ impl PodService {
     }
 
     /// A pod's resource use: its cgroup parent's when the kubelet gave one (it holds every
-    /// container), else the sum of its running containers; and its interfaces' counters.
-    pub async fn pod_stats(&self, id: &str) -> Result<(PodSandbox, Option<crate::cgroups::Usage>, Vec<InterfaceCounters>), PodError> {
+    /// container), else the sum of its running containers (no PSI then: stalls do not add
+    /// up); and its interfaces' counters.
+    pub async fn pod_stats(&self, id: &str) -> Result<(PodSandbox, Sample, Vec<InterfaceCounters>), PodError> {
         let pod = self.pod(id)?;
         let pod_cgroup = self.node.pod_cgroup_path(&pod);
-        let usage = if pod_cgroup.is_empty() {
-            let running: Vec<_> = self.stores.containers_of(&pod.id).into_iter().filter(|c| c.state == ContainerState::Running).collect();
-            let samples: Vec<_> = running.iter().filter_map(|c| self.node.cgroups().usage(&c.cgroup_path)).collect();
-            crate::cgroups::Usage::sum(&samples)
+        let running: Vec<String> = if pod_cgroup.is_empty() {
+            self.stores.containers_of(&pod.id).into_iter().filter(|c| c.state == ContainerState::Running).map(|c| c.cgroup_path).collect()
         } else {
-            self.node.cgroups().usage(&pod_cgroup)
+            Vec::new()
         };
+        let node = self.node.clone();
+        let (usage, pressure, oom_kills) = tokio::task::spawn_blocking(move || {
+            if pod_cgroup.is_empty() {
+                let samples: Vec<_> = running.iter().filter_map(|p| node.cgroups().usage(p)).collect();
+                let ooms = running.iter().map(|p| node.cgroups().oom_kills(p)).sum();
+                (crate::cgroups::Usage::sum(&samples), None, ooms)
+            } else {
+                let pressure = node.v2_dir(&pod_cgroup).and_then(|d| crate::cgroups::pressure::read(&d));
+                (node.cgroups().usage(&pod_cgroup), pressure, node.cgroups().oom_kills(&pod_cgroup))
+            }
+        })
+        .await?;
+        let nano_cores = usage.and_then(|u| self.cpu_rates.sample(&pod.id, u.cpu_nanos));
+        let sample = Sample { usage, nano_cores, pressure, oom_kills };
         let mut interfaces = match &pod.netns {
             Some(ns) if pod.state == PodState::Ready => {
                 let ns = ns.clone();
@@ -49,6 +63,6 @@ impl PodService {
                 InterfaceCounters { name, rx_bytes: net.rx_bytes, rx_errors: errors.0, tx_bytes: net.tx_bytes, tx_errors: errors.1 };
             interfaces.insert(0, counted);
         }
-        Ok((pod, usage, interfaces))
+        Ok((pod, sample, interfaces))
     }
 }

@@ -74,6 +74,7 @@ impl PodService {
         self.stores.pods.remove(&pod.id).await?;
         self.stores.names.release(&pod.full_name);
         self.creations.forget(&pod.full_name);
+        self.cpu_rates.forget(&pod.id);
         tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox removed");
         Ok(())
     }
