@@ -59,6 +59,7 @@ fn container() -> ContainerSpec {
                 readonly: i % 2 == 0,
                 propagation: "private".into(),
                 selinux_relabel: false,
+                ..Default::default()
             })
             .collect(),
         labels: BTreeMap::from([("io.kubernetes.container.name".into(), "app".into())]),

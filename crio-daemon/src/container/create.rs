@@ -32,7 +32,15 @@ fn check_request(spec: &ContainerSpec) -> Result<(), ContainerError> {
         return Err(ContainerError::InvalidArgument { field: "config.metadata.name", why: "must not be empty".into() });
     }
     for m in &spec.mounts {
-        if !m.host_path.is_absolute() || !m.container_path.is_absolute() {
+        if !m.container_path.is_absolute() {
+            let why = format!("the container path {} of a mount must be absolute", m.container_path.display());
+            return Err(ContainerError::InvalidArgument { field: "config.mounts", why });
+        }
+        // An image volume's source is mounted at create.
+        if !m.image.is_empty() {
+            continue;
+        }
+        if !m.host_path.is_absolute() {
             let why = format!("mount {} -> {} must use absolute paths", m.host_path.display(), m.container_path.display());
             return Err(ContainerError::InvalidArgument { field: "config.mounts", why });
         }
@@ -58,6 +66,27 @@ fn signal_number(name: &str) -> i32 {
 /// What a CreateContainer retry has in common with its first try.
 pub(super) fn creation_key(pod_id: &str, name: &str, attempt: u32) -> String {
     format!("{pod_id}/{name}/{attempt}")
+}
+
+/// The directory or file `sub` of an image volume mounted at `root`: it must exist, and no
+/// part of it may be a symbolic link (the bind would follow it on the host).
+fn volume_source(root: &Path, sub: &str) -> Result<std::path::PathBuf, ContainerError> {
+    let invalid = |why: String| ContainerError::InvalidArgument { field: "config.mounts.image_sub_path", why };
+    let mut path = root.to_path_buf();
+    for c in Path::new(sub).components() {
+        match c {
+            std::path::Component::Normal(name) => path.push(name),
+            std::path::Component::CurDir => continue,
+            _ => return Err(invalid(format!("{sub:?} must be a relative path inside the image"))),
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_symlink() => return Err(invalid(format!("{sub:?} passes through a symbolic link in the image"))),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(invalid(format!("{sub:?} does not exist in the image"))),
+            Err(source) => return Err(ContainerError::Io { what: "reading image volume", path, source }),
+        }
+    }
+    Ok(path)
 }
 
 impl ContainerService {
@@ -145,6 +174,7 @@ impl ContainerService {
             hooks: Vec::new(),
             placement: None,
             runtime_handler: Some(pod.spec.runtime_handler.clone()),
+            user: None,
             spec,
         };
         Ok((ct, run))
@@ -158,7 +188,7 @@ impl ContainerService {
         run: &spec::ImageRunConfig,
         hook_requests: Option<&crio_hooks::annotations::Requests>,
     ) -> Result<(), ContainerError> {
-        ct.pid = self.set_up_container(ct, pod, run).await?;
+        (ct.pid, ct.user) = self.set_up_container(ct, pod, run).await?;
         ct.cgroup_id = self.track_container(ct, pod);
         // Its cgroups exist now and it has not started: the moment for the hooks.
         if let Some(req) = hook_requests {
@@ -218,11 +248,42 @@ impl ContainerService {
         Ok(oci)
     }
 
-    async fn set_up_container(&self, ct: &Container, pod: &PodSandbox, run: &spec::ImageRunConfig) -> Result<i32, ContainerError> {
+    /// The bundle and `runtime create`; the init's pid and the user it runs as.
+    async fn set_up_container(
+        &self,
+        ct: &Container,
+        pod: &PodSandbox,
+        run: &spec::ImageRunConfig,
+    ) -> Result<(i32, Option<crate::model::RunUser>), ContainerError> {
         let began = std::time::Instant::now();
+        let runtime = self.node.runtime(&pod.spec.runtime_handler)?;
+        if ct.spec.mounts.iter().any(|m| m.recursive_readonly) && !runtime.features.recursive_read_only {
+            return Err(ContainerError::Unsupported {
+                field: "config.mounts.recursive_read_only",
+                why: format!(
+                    "runtime handler {:?} cannot mount read-only recursively (its runtime lacks \"rro\" or the kernel is older than 5.12)",
+                    runtime.name
+                ),
+            });
+        }
+        // Image volumes: the images the kubelet pulled, each mounted beside the root filesystem.
+        let mut volume_images = Vec::new();
+        for m in ct.spec.mounts.iter().filter(|m| !m.image.is_empty()) {
+            let found = self.images.status(&m.image)?.ok_or_else(|| ContainerError::ImageNotFound { image: m.image.clone() })?;
+            volume_images.push(found.record.id);
+        }
         let store = self.images.store().clone();
-        let (cid, iid) = (ct.id.clone(), ct.image_id.clone());
-        let rootfs = tokio::task::spawn_blocking(move || store.create_container(&cid, &iid)).await.map_err(ContainerError::Task)??;
+        let (cid, iid, vols) = (ct.id.clone(), ct.image_id.clone(), volume_images.clone());
+        let rootfs = tokio::task::spawn_blocking(move || store.create_container_with_volumes(&cid, &iid, &vols))
+            .await
+            .map_err(ContainerError::Task)??;
+        // The spec binds each image volume from where it is mounted (its sub path inside).
+        let mut with_sources = ct.clone();
+        let store = self.images.store();
+        for (n, m) in with_sources.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
+            m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
+        }
+        let ct = &with_sources;
         let rootfs_done = began.elapsed();
         let bundle = ct.bundle.clone();
         tokio::task::spawn_blocking(move || crate::secret_files::create_private_dir(&bundle))
@@ -231,8 +292,12 @@ impl ContainerService {
             .map_err(io_err("creating bundle", &ct.bundle))?;
         // Reads the image's account files and writes the bundle: blocking work.
         let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
+        let user = oci.process().as_ref().map(|p| crate::model::RunUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            supplemental_groups: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
-        let runtime = self.node.runtime(&pod.spec.runtime_handler)?;
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
         let req = Request::Create(CreateRequest {
@@ -264,7 +329,7 @@ impl ContainerService {
             // Before start: everything the init will run inherits the cgroup.
             unified.join(&ct.cgroup_path, pid).map_err(io_err("joining the unified cgroup", &unified.path(&ct.cgroup_path)))?;
         }
-        Ok(pid)
+        Ok((pid, user))
     }
 
     /// The PID namespace a container asks for, as a place to join or make.

@@ -407,7 +407,14 @@ fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtim
             "rshared" => "rshared",
             other => other,
         };
-        mounts.push(bind(&m.container_path.display().to_string(), &m.host_path, m.readonly, propagation)?);
+        let mut mount = bind(&m.container_path.display().to_string(), &m.host_path, m.readonly, propagation)?;
+        if m.recursive_readonly {
+            // Submounts read-only too (mount_setattr AT_RECURSIVE); the handler was checked for it.
+            let mut options = mount.options().clone().unwrap_or_default();
+            options.push("rro".into());
+            mount.set_options(Some(options));
+        }
+        mounts.push(mount);
     }
     Ok(mounts)
 }

@@ -7,6 +7,53 @@ use tonic::Status;
 use crate::container::lsm::{AppArmorRequest, SeLinuxOptions};
 use crate::model::{ContainerSpec, MountSpec, PidMode, Resources, Security};
 
+/// One of `config.mounts`: a host path or an image volume, checked as the CRI asks.
+fn mount(i: usize, m: cri::Mount) -> Result<MountSpec, Status> {
+    let field = |name: &str| format!("config.mounts[{i}].{name}");
+    // ID-mapped mounts belong to pods with user namespaces, which this runtime does not make.
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "{}: ID-mapped mounts need user namespaces, which this runtime does not support",
+            field("uidMappings")
+        )));
+    }
+    let image = m.image.map(|i| i.image).unwrap_or_default();
+    match (image.is_empty(), m.host_path.is_empty()) {
+        (false, false) => return Err(Status::invalid_argument(format!("{}: an image volume has no host_path", field("image")))),
+        (true, true) => {
+            return Err(Status::invalid_argument(format!("{} is required (or image, for an image volume)", field("host_path"))));
+        }
+        _ => {}
+    }
+    if image.is_empty() && !m.image_sub_path.is_empty() {
+        return Err(Status::invalid_argument(format!("{}: only an image volume has a sub path", field("image_sub_path"))));
+    }
+    let sub = std::path::Path::new(&m.image_sub_path);
+    if sub.is_absolute() || sub.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Status::invalid_argument(format!("{}: {:?} must stay inside the image", field("image_sub_path"), m.image_sub_path)));
+    }
+    // The proto's rule: recursive read-only only on read-only, private mounts.
+    if m.recursive_read_only && (!m.readonly || m.propagation != cri::MountPropagation::PropagationPrivate as i32) {
+        return Err(Status::invalid_argument(format!("{}: needs readonly and private propagation", field("recursive_read_only"))));
+    }
+    Ok(MountSpec {
+        container_path: m.container_path.into(),
+        host_path: m.host_path.into(),
+        // Image volumes are read-only by definition.
+        readonly: m.readonly || !image.is_empty(),
+        propagation: match m.propagation {
+            1 => "rslave",
+            2 => "rshared",
+            _ => "private",
+        }
+        .into(),
+        selinux_relabel: m.selinux_relabel,
+        recursive_readonly: m.recursive_read_only,
+        image,
+        image_sub_path: m.image_sub_path,
+    })
+}
+
 // Long by design: one check or field per part of the CRI ContainerConfig, read top to bottom.
 #[expect(deprecated, reason = "older kubelets still send seccomp_profile_path")]
 pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) -> Result<ContainerSpec, Status> {
@@ -58,22 +105,13 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
             Err(_) => Err(Status::invalid_argument(format!("config.envs: the value of {:?} is not UTF-8", kv.key))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mounts = config
-        .mounts
-        .into_iter()
-        .map(|m| MountSpec {
-            container_path: m.container_path.into(),
-            host_path: m.host_path.into(),
-            readonly: m.readonly,
-            propagation: match m.propagation {
-                1 => "rslave",
-                2 => "rshared",
-                _ => "private",
-            }
-            .into(),
-            selinux_relabel: m.selinux_relabel,
-        })
-        .collect();
+    let mounts = config.mounts.into_iter().enumerate().map(|(i, m)| mount(i, m)).collect::<Result<Vec<_>, _>>()?;
+    if !config.cdi_devices.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "config.CDI_devices: {} CDI device(s) requested, but this runtime does not apply CDI specs; expose the devices as config.devices",
+            config.cdi_devices.len()
+        )));
+    }
     Ok(ContainerSpec {
         name: meta.name,
         attempt: meta.attempt,

@@ -26,6 +26,29 @@ pub(super) fn metadata(c: &Container) -> cri::ContainerMetadata {
     cri::ContainerMetadata { name: c.spec.name.clone(), attempt: c.spec.attempt }
 }
 
+/// The resources a container has now (as created, then as updated).
+fn resources_message(r: &crate::model::Resources) -> cri::ContainerResources {
+    cri::ContainerResources {
+        linux: Some(cri::LinuxContainerResources {
+            cpu_period: r.cpu_period as i64,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares as i64,
+            memory_limit_in_bytes: r.memory_limit,
+            oom_score_adj: r.oom_score_adj,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            hugepage_limits: r
+                .hugepages
+                .iter()
+                .map(|(page_size, limit)| cri::HugepageLimit { page_size: page_size.clone(), limit: *limit })
+                .collect(),
+            unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            memory_swap_limit_in_bytes: r.memory_swap_limit,
+        }),
+        windows: None,
+    }
+}
+
 pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
     let mounts = c
         .spec
@@ -41,6 +64,9 @@ pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
                 "rshared" => cri::MountPropagation::PropagationBidirectional as i32,
                 _ => cri::MountPropagation::PropagationPrivate as i32,
             },
+            recursive_read_only: m.recursive_readonly,
+            image: (!m.image.is_empty()).then(|| cri::ImageSpec { image: m.image.clone(), ..Default::default() }),
+            image_sub_path: m.image_sub_path.clone(),
             ..Default::default()
         })
         .collect();
@@ -64,7 +90,14 @@ pub(super) fn status_message(c: &Container) -> cri::ContainerStatus {
         stop_signal: crate::container::signal_name_of(c.stop_signal)
             .and_then(|n| cri::Signal::from_str_name(&n))
             .map_or(cri::Signal::RuntimeDefault as i32, |s| s as i32),
-        ..Default::default()
+        resources: Some(resources_message(&c.spec.resources)),
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u.supplemental_groups.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
     }
 }
 

@@ -125,6 +125,7 @@ fn monitor_code(e: &MonitorError) -> Code {
 fn node_code(e: &NodeError) -> Code {
     match e {
         NodeError::UnknownHandler { .. } => Code::InvalidArgument,
+        NodeError::UnsupportedRuntimeType { .. } => Code::FailedPrecondition,
     }
 }
 

@@ -30,15 +30,15 @@ pub async fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Status
         info.insert("config".to_string(), config);
         info.insert("podCIDR".to_string(), s.node.pod_cidr());
     }
+    // Recursive read-only mounts where the handler's runtime and the kernel have them; user
+    // namespaces are not implemented, so no handler claims them.
     let runtime_handlers = s
-        .config
-        .crio
-        .runtime
-        .runtimes
-        .keys()
-        .map(|name| cri::RuntimeHandler {
-            name: name.clone(),
-            features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+        .node
+        .handler_features()
+        .into_iter()
+        .map(|(name, f)| cri::RuntimeHandler {
+            name,
+            features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: f.recursive_read_only, user_namespaces: false }),
         })
         .collect();
     Ok(cri::StatusResponse {

@@ -17,6 +17,16 @@ pub struct MountSpec {
     /// Asked for SELinux relabelling (done where the host has SELinux); reported back as asked.
     #[serde(default)]
     pub selinux_relabel: bool,
+    /// Read-only all the way down: submounts too (the runtime's "rro").
+    #[serde(default)]
+    pub recursive_readonly: bool,
+    /// An image volume: the image (id or reference) whose root filesystem is mounted,
+    /// read-only, instead of `host_path`; empty for a host path.
+    #[serde(default)]
+    pub image: String,
+    /// The directory or file of the image mounted, relative to its root; empty for the root.
+    #[serde(default)]
+    pub image_sub_path: String,
 }
 
 /// A host device made available in the container.
@@ -186,6 +196,18 @@ pub struct Container {
     /// was kept, which use their pod's.
     #[serde(default)]
     pub runtime_handler: Option<String>,
+    /// The ids its process runs with (from the image's passwd and group files and the
+    /// request), as ContainerStatus reports them; `None` in records from before it was kept.
+    #[serde(default)]
+    pub user: Option<RunUser>,
+}
+
+/// The user a container's process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub supplemental_groups: Vec<u32>,
 }
 
 impl Container {

@@ -17,6 +17,10 @@ use crate::oci::OciRuntime;
 pub enum NodeError {
     #[error("runtime handler {handler:?} is not configured (configured: {configured:?})")]
     UnknownHandler { handler: String, configured: Vec<String> },
+    #[error(
+        "runtime handler {handler:?} has runtime_type {runtime_type:?}: this runtime runs only \"oci\" handlers (VM and pod runtimes are not implemented)"
+    )]
+    UnsupportedRuntimeType { handler: String, runtime_type: String },
 }
 
 /// Where the node's kernel interfaces are: parameters, so the same code can run on a temp tree.
@@ -53,6 +57,7 @@ impl Node {
     /// Detects the cgroup layout, loads the CNI configuration and sets up each runtime handler.
     pub fn new(config: Arc<Config>, monitor_binary: PathBuf, host: HostPaths) -> Self {
         let c = &config.crio;
+        let kernel_release = rustix::system::uname().release().to_string_lossy().into_owned();
         let runtimes = c
             .runtime
             .runtimes
@@ -65,6 +70,8 @@ impl Node {
                     rt.timeout = h.runtime_timeout.0;
                 }
                 rt.systemd_cgroup = c.runtime.cgroup_manager == "systemd";
+                rt.features = crate::oci::Features::probe(&h.runtime_path, &kernel_release);
+                tracing::debug!(runtime_handler = %name, features = ?rt.features, "runtime features");
                 (name.clone(), rt)
             })
             .collect();
@@ -133,9 +140,20 @@ impl Node {
     /// The runtime of a handler (the default for an empty name).
     pub fn runtime(&self, handler: &str) -> Result<&OciRuntime, NodeError> {
         let name = self.config.crio.runtime.handler_name(handler);
+        if let Some(h) = self.config.crio.runtime.runtimes.get(name).filter(|h| h.runtime_type != "oci") {
+            return Err(NodeError::UnsupportedRuntimeType { handler: name.to_string(), runtime_type: h.runtime_type.clone() });
+        }
         self.runtimes
             .get(name)
             .ok_or_else(|| NodeError::UnknownHandler { handler: name.to_string(), configured: self.runtimes.keys().cloned().collect() })
+    }
+
+    /// What each usable handler's runtime can do, by handler name.
+    pub fn handler_features(&self) -> Vec<(String, crate::oci::Features)> {
+        let oci = |n: &String| self.config.crio.runtime.runtimes.get(n).is_some_and(|h| h.runtime_type == "oci");
+        let mut all: Vec<_> = self.runtimes.iter().filter(|(n, _)| oci(n)).map(|(n, r)| (n.clone(), r.features)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// A cgroup's directory in the default (v2) hierarchy: the v2 tree, or a hybrid host's

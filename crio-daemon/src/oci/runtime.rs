@@ -93,11 +93,20 @@ pub struct OciRuntime {
     pub timeout: Duration,
     /// `--systemd-cgroup`: cgroups are systemd scopes (cgroupsPath `<slice>:<prefix>:<name>`).
     pub systemd_cgroup: bool,
+    /// What it can do on this kernel (probed at start).
+    pub features: super::Features,
 }
 
 impl OciRuntime {
     pub fn new(name: &str, path: &Path, root: &Path) -> Self {
-        Self { name: name.into(), path: path.into(), root: root.into(), timeout: DEFAULT_TIMEOUT, systemd_cgroup: false }
+        Self {
+            name: name.into(),
+            path: path.into(),
+            root: root.into(),
+            timeout: DEFAULT_TIMEOUT,
+            systemd_cgroup: false,
+            features: Default::default(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {

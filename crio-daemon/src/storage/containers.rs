@@ -1,6 +1,9 @@
 //! Container root filesystems: an overlay of the image's layers under a writable upper that
 //! belongs to the container. The record is written before any directory, so a crash leaves a
 //! record that `remove_container` can clean, never an orphaned directory the index forgot.
+//! Image volumes are the same kind of overlay of another image, mounted beside the root
+//! filesystem (`<runroot>/overlay/<id>/volumes/<n>`); the container bind-mounts them
+//! read-only, so their writable layers stay empty.
 
 use std::fs;
 use std::io;
@@ -24,16 +27,30 @@ impl Store {
         self.runroot.join("overlay").join(id).join("merged")
     }
 
+    /// Where image volume `n` of container `id` is mounted.
+    pub fn volume_mountpoint(&self, id: &str, n: usize) -> PathBuf {
+        self.runroot.join("overlay").join(id).join("volumes").join(n.to_string())
+    }
+
     /// Creates and mounts a root filesystem for container `id` from image `image_id`.
     pub fn create_container(&self, id: &str, image_id: &str) -> Result<PathBuf, StoreError> {
+        self.create_container_with_volumes(id, image_id, &[])
+    }
+
+    /// Creates and mounts a root filesystem for container `id` from image `image_id`, and one
+    /// image volume per id in `volume_images` (at `volume_mountpoint(id, n)`).
+    pub fn create_container_with_volumes(&self, id: &str, image_id: &str, volume_images: &[String]) -> Result<PathBuf, StoreError> {
         self.update(|index| {
             if index.containers.contains_key(id) {
                 return Err(StoreError::ContainerExists { id: id.into() });
             }
-            if !index.images.contains_key(image_id) {
-                return Err(StoreError::ImageNotFound { id: image_id.into() });
+            for image in std::iter::once(image_id).chain(volume_images.iter().map(String::as_str)) {
+                if !index.images.contains_key(image) {
+                    return Err(StoreError::ImageNotFound { id: image.into() });
+                }
             }
-            index.containers.insert(id.into(), ContainerRecord { id: id.into(), image_id: image_id.into() });
+            let record = ContainerRecord { id: id.into(), image_id: image_id.into(), volume_images: volume_images.to_vec() };
+            index.containers.insert(id.into(), record);
             Ok(())
         })?;
         match self.mount_container(id) {
@@ -46,29 +63,49 @@ impl Store {
         }
     }
 
-    /// Mounts an existing container's root filesystem (again, after a reboot); idempotent.
+    /// Mounts an existing container's root filesystem and image volumes (again, after a
+    /// reboot); idempotent.
     pub fn mount_container(&self, id: &str) -> Result<PathBuf, StoreError> {
         let index = self.snapshot();
         let c = index.containers.get(id).ok_or_else(|| StoreError::ContainerNotFound { id: id.into() })?;
-        let image = index.images.get(&c.image_id).ok_or_else(|| StoreError::ImageNotFound { id: c.image_id.clone() })?;
-        let target = self.container_mountpoint(id);
-        if overlay::is_mounted(&target) {
-            return Ok(target);
-        }
         let dir = self.container_dir(id);
+        for (n, image_id) in c.volume_images.iter().enumerate() {
+            let layers = dir.join("volumes").join(n.to_string());
+            self.mount_image(&index, image_id, &layers, &self.volume_mountpoint(id, n))?;
+        }
+        let target = self.container_mountpoint(id);
+        self.mount_image(&index, &c.image_id, &dir, &target)?;
+        Ok(target)
+    }
+
+    /// An overlay of `image_id`'s layers at `target`, its writable layer under `dir`.
+    fn mount_image(&self, index: &super::Index, image_id: &str, dir: &std::path::Path, target: &std::path::Path) -> Result<(), StoreError> {
+        let image = index.images.get(image_id).ok_or_else(|| StoreError::ImageNotFound { id: image_id.into() })?;
+        if overlay::is_mounted(target) {
+            return Ok(());
+        }
         let (upper, work) = (dir.join("upper"), dir.join("work"));
-        for d in [&upper, &work, &target] {
+        for d in [&upper, &work, &target.to_path_buf()] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
         let paths: Vec<(PathBuf, PathBuf)> =
             image.layers.iter().rev().map(|d| (diff_dir(&self.root, d), short_link(&self.root, d))).collect();
         let lowers: Vec<Lower<'_>> = paths.iter().map(|(diff, short)| Lower { diff, short }).collect();
-        overlay::mount(&lowers, &upper, &work, &target)?;
-        Ok(target)
+        overlay::mount(&lowers, &upper, &work, target)?;
+        Ok(())
     }
 
+    /// Unmounts the root filesystem and every image volume (found on disk, so a volume whose
+    /// record was lost still goes).
     pub fn unmount_container(&self, id: &str) -> Result<(), StoreError> {
-        Ok(overlay::unmount(&self.container_mountpoint(id))?)
+        overlay::unmount(&self.container_mountpoint(id))?;
+        let volumes = self.runroot.join("overlay").join(id).join("volumes");
+        if let Ok(entries) = fs::read_dir(&volumes) {
+            for e in entries.flatten() {
+                overlay::unmount(&e.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Unmounts and deletes a container's root filesystem; a missing one is success.

@@ -86,6 +86,10 @@ pub struct ImageRecord {
 pub struct ContainerRecord {
     pub id: String,
     pub image_id: String,
+    /// The images mounted as its image volumes, in the order of their mounts: in use, like
+    /// `image_id`, until the container is removed.
+    #[serde(default)]
+    pub volume_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -213,7 +217,12 @@ impl Store {
     /// Removes an image and every layer no other image needs. Refused while a container uses it.
     pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
         self.update(|index| {
-            let users: Vec<String> = index.containers.values().filter(|c| c.image_id == id).map(|c| c.id.clone()).collect();
+            let users: Vec<String> = index
+                .containers
+                .values()
+                .filter(|c| c.image_id == id || c.volume_images.iter().any(|v| v == id))
+                .map(|c| c.id.clone())
+                .collect();
             if !users.is_empty() {
                 return Err(StoreError::ImageInUse { id: id.into(), containers: users });
             }

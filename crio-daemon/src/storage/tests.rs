@@ -98,11 +98,21 @@ fn image_in_use_cannot_be_removed() {
     // Record only: mounting needs root and is covered by the integration tests.
     store
         .update(|i| {
-            i.containers.insert("c1".into(), ContainerRecord { id: "c1".into(), image_id: img.id.clone() });
+            i.containers.insert("c1".into(), ContainerRecord { id: "c1".into(), image_id: img.id.clone(), volume_images: vec![] });
             Ok(())
         })
         .unwrap();
     assert!(matches!(store.remove_image(&img.id), Err(StoreError::ImageInUse { .. })));
+    // An image mounted as a volume is in use as well.
+    let volume = store.commit_image(record(b"v", vec![], &[]), b"{}", b"{}").unwrap();
+    store
+        .update(|i| {
+            i.containers
+                .insert("c2".into(), ContainerRecord { id: "c2".into(), image_id: img.id.clone(), volume_images: vec![volume.id.clone()] });
+            Ok(())
+        })
+        .unwrap();
+    assert!(matches!(store.remove_image(&volume.id), Err(StoreError::ImageInUse { .. })));
 }
 
 #[test]
