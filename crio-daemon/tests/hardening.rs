@@ -128,7 +128,7 @@ async fn a_crash_looping_container_leaks_nothing_in_its_monitor_or_the_daemon() 
     let mut text = String::new();
     std::io::Read::read_to_string(&mut s, &mut text).unwrap();
     let tables: Vec<&str> = text.lines().filter(|l| l.starts_with("container_runtime_crio_daemon_table_entries{")).collect();
-    assert_eq!(tables.len(), 4, "{text}");
+    assert_eq!(tables.len(), 5, "{text}");
     for t in tables {
         assert!(t.ends_with(" 0"), "{t}");
     }
