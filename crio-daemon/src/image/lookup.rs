@@ -8,8 +8,6 @@ use crate::storage::{ImageRecord, Index};
 
 pub struct Found<'a> {
     pub record: &'a ImageRecord,
-    /// The tag the name matched, when it matched by tag.
-    pub by_tag: Option<String>,
 }
 
 /// Ids shorter than this are names, never prefixes.
@@ -18,7 +16,7 @@ const MIN_ID_PREFIX: usize = 3;
 pub fn find<'a>(index: &'a Index, registries: &Registries, name: &str) -> Result<Option<Found<'a>>, ImageError> {
     let id_like = name.strip_prefix("sha256:").unwrap_or(name);
     if let Some(record) = index.images.get(id_like) {
-        return Ok(Some(Found { record, by_tag: None }));
+        return Ok(Some(Found { record }));
     }
     let parsed = ImageName::parse(name);
     if let Ok(parsed) = &parsed {
@@ -27,19 +25,19 @@ pub fn find<'a>(index: &'a Index, registries: &Registries, name: &str) -> Result
             if let Some(digest) = &candidate.digest {
                 let want = format!("{}@{digest}", candidate.name());
                 if let Some(record) = index.images.values().find(|i| i.repo_digests.contains(&want)) {
-                    return Ok(Some(Found { record, by_tag: None }));
+                    return Ok(Some(Found { record }));
                 }
             } else if let Some(tag) = candidate.tagged()
                 && let Some(record) = index.images.values().find(|i| i.repo_tags.contains(&tag))
             {
-                return Ok(Some(Found { record, by_tag: Some(tag) }));
+                return Ok(Some(Found { record }));
             }
         }
     }
     if id_like.len() >= MIN_ID_PREFIX && id_like.bytes().all(|c| c.is_ascii_hexdigit()) {
         let mut matches = index.images.range(id_like.to_string()..).take_while(|(id, _)| id.starts_with(id_like));
         if let (Some((_, record)), None) = (matches.next(), matches.next()) {
-            return Ok(Some(Found { record, by_tag: None }));
+            return Ok(Some(Found { record }));
         }
     }
     match parsed {

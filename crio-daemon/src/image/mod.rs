@@ -113,20 +113,16 @@ impl ImageService {
         Ok(tokio::task::spawn_blocking(move || store.image_config(&id)).await.map_err(ImageError::Task)??)
     }
 
-    /// Removes by id (the whole image) or by name (just that tag while others remain), as
-    /// CRI-O does. A missing image is success: CRI's RemoveImage is idempotent.
+    /// Removes the image a name (id, tag or digest) resolves to, with all its tags. The CRI's
+    /// rule since 1.36 (api.proto, RemoveImage): "if the image is referenced by multiple tags
+    /// [...], removing the image by a single tag will remove all of its tags". A missing image
+    /// is success: RemoveImage is idempotent. Refused while a container uses it.
     pub async fn remove(&self, name: &str) -> Result<(), ImageError> {
         let index = self.store.snapshot();
         let Some(found) = lookup::find(&index, &self.registries, name)? else { return Ok(()) };
         let id = found.record.id.clone();
-        let untag = found.by_tag.filter(|_| found.record.repo_tags.len() > 1);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || match untag {
-            Some(tag) => store.untag(&id, &tag),
-            None => store.remove_image(&id),
-        })
-        .await
-        .map_err(ImageError::Task)??;
+        tokio::task::spawn_blocking(move || store.remove_image(&id)).await.map_err(ImageError::Task)??;
         Ok(())
     }
 

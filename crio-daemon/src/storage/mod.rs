@@ -206,14 +206,6 @@ impl Store {
     }
 
     /// Removes one tag; the image itself stays.
-    pub fn untag(&self, id: &str, tag: &str) -> Result<(), StoreError> {
-        self.update(|index| {
-            let image = index.images.get_mut(id).ok_or_else(|| StoreError::ImageNotFound { id: id.into() })?;
-            image.repo_tags.retain(|t| t != tag);
-            Ok(())
-        })
-    }
-
     /// Removes an image and every layer no other image needs. Refused while a container uses it.
     pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
         self.update(|index| {
