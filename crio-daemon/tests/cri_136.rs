@@ -188,5 +188,15 @@ async fn metrics_rpcs_psi_and_pod_cpu_rate() {
     let second = pod_cpu(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner());
     assert!(second.usage_nano_cores.is_some(), "{second:?}");
 
+    // ImageFsInfo: the containers' writable layers, apart from the image layers.
+    let fs_info = || async { d.images().await.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner() };
+    let before = fs_info().await.container_filesystems[0].used_bytes.unwrap().value;
+    let wrote = rt.exec_sync(sh(&busy, "dd if=/dev/zero of=/blob bs=1M count=4 2>/dev/null")).await.unwrap().into_inner();
+    assert_eq!(wrote.exit_code, 0, "{wrote:?}");
+    let info = fs_info().await;
+    let after = info.container_filesystems[0].used_bytes.unwrap().value;
+    assert!(after >= before + (4 << 20), "container filesystem {before} -> {after}");
+    assert_eq!(info.image_filesystems[0].fs_id, info.container_filesystems[0].fs_id, "one filesystem under the root");
+
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

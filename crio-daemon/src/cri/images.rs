@@ -103,11 +103,20 @@ pub async fn image_fs_info(s: &Services, _req: cri::ImageFsInfoRequest) -> Resul
     let usage = s.images.fs_usage().await.map_err(|e| Status::from(&e))?;
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| super::status(Code::Internal, &e))?.as_nanos() as i64;
     let mountpoint = s.images.store().root().display().to_string();
-    let fs = cri::FilesystemUsage {
+    let fs = |(used_bytes, inodes_used): (u64, u64)| cri::FilesystemUsage {
         timestamp,
-        fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-        used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
-        inodes_used: Some(cri::UInt64Value { value: usage.inodes_used }),
+        fs_id: Some(cri::FilesystemIdentifier { mountpoint: mountpoint.clone() }),
+        used_bytes: Some(cri::UInt64Value { value: used_bytes }),
+        inodes_used: Some(cri::UInt64Value { value: inodes_used }),
     };
-    Ok(cri::ImageFsInfoResponse { image_filesystems: vec![fs.clone()], container_filesystems: vec![fs] })
+    // Writable layers live in the same root as the image layers (one filesystem, as CRI-O's
+    // graph root): the same mountpoint, so the kubelet sees no split image filesystem, with
+    // what the writable layers use.
+    let store = s.images.store().clone();
+    let writable =
+        tokio::task::spawn_blocking(move || store.writable_layers_usage()).await.map_err(|e| super::status(Code::Internal, &e))?;
+    Ok(cri::ImageFsInfoResponse {
+        image_filesystems: vec![fs((usage.used_bytes, usage.inodes_used))],
+        container_filesystems: vec![fs(writable)],
+    })
 }

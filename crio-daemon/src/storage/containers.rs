@@ -108,6 +108,13 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes and inodes of every container's writable layer (a walk of each: call off the
+    /// async workers).
+    pub fn writable_layers_usage(&self) -> (u64, u64) {
+        let ids: Vec<String> = self.snapshot().containers.keys().cloned().collect();
+        ids.iter().map(|id| super::unpack::tree_usage(&self.container_upper(id))).fold((0, 0), |(b, i), (b2, i2)| (b + b2, i + i2))
+    }
+
     /// Unmounts and deletes a container's root filesystem; a missing one is success.
     pub fn remove_container(&self, id: &str) -> Result<(), StoreError> {
         self.unmount_container(id)?;
