@@ -112,6 +112,32 @@ async fn the_136_rpcs_against_the_daemon() {
         rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
     assert!(terse.containers_statuses.is_empty() && terse.timestamp == 0);
 
+    // CheckpointContainer: an archive where CRIU works on this kernel, else FailedPrecondition
+    // saying what is missing (CI's Debian 12 CRIU 3.17 cannot read Linux 6.18's vDSO).
+    let location = d.dir.path().join("plain.tar");
+    let req = cri::CheckpointContainerRequest { container_id: plain.clone(), location: location.display().to_string(), timeout: 60 };
+    let criu_works = std::process::Command::new("criu").arg("check").output().is_ok_and(|o| o.status.success());
+    match rt.checkpoint_container(req).await {
+        Ok(_) => {
+            assert!(criu_works, "checkpointed without a working CRIU?");
+            assert!(location.exists(), "the archive");
+            assert_eq!(status(&d, &plain).await.state, cri::ContainerState::ContainerRunning as i32, "left running");
+        }
+        Err(err) => {
+            assert!(!criu_works, "CRIU works here, yet: {err:?}");
+            assert!(
+                err.code() == tonic::Code::FailedPrecondition && err.message().contains("CRIU") || err.message().contains("criu"),
+                "{err:?}"
+            );
+            assert!(!location.exists() && !location.with_extension("partial").exists(), "nothing left behind");
+        }
+    }
+    let err = rt
+        .checkpoint_container(cri::CheckpointContainerRequest { container_id: plain.clone(), location: "relative.tar".into(), timeout: 60 })
+        .await
+        .expect_err("a relative location");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
 

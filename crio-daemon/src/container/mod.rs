@@ -5,6 +5,7 @@
 //! and removes a pod's containers through this one, is above it.
 
 mod attach;
+mod checkpoint;
 mod create;
 pub mod events;
 mod exec_session;

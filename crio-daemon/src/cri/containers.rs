@@ -197,8 +197,12 @@ pub async fn reopen_container_log(s: &Services, req: cri::ReopenContainerLogRequ
     Ok(cri::ReopenContainerLogResponse {})
 }
 
-pub async fn checkpoint_container(_s: &Services, req: cri::CheckpointContainerRequest) -> Result<cri::CheckpointContainerResponse, Status> {
-    Err(Status::unimplemented(format!("CheckpointContainer of {}: checkpointing is not implemented by this runtime yet", req.container_id)))
+/// CRIU must be installed and work on this kernel; when it does not, FailedPrecondition says
+/// what is missing. The archive holds CRIU's images, `spec.dump` and `config.dump`.
+#[instrument(skip_all, fields(container_id = %req.container_id))]
+pub async fn checkpoint_container(s: &Services, req: cri::CheckpointContainerRequest) -> Result<cri::CheckpointContainerResponse, Status> {
+    s.containers.checkpoint(&req.container_id, &req.location).await.map_err(|e| status_of(&e))?;
+    Ok(cri::CheckpointContainerResponse {})
 }
 
 pub fn get_container_events(s: &Services, _req: cri::GetEventsRequest) -> EventStream {

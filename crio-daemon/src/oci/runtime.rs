@@ -219,6 +219,14 @@ impl OciRuntime {
         self.run("kill", id, &args).await.map(drop)
     }
 
+    /// Dumps a running container with CRIU into `image_path` (`checkpoint --leave-running`),
+    /// CRIU's own log and work files in `work_path`.
+    pub async fn checkpoint(&self, id: &str, image_path: &Path, work_path: &Path) -> Result<(), OciError> {
+        let (image, work) = (image_path.display().to_string(), work_path.display().to_string());
+        let args = ["checkpoint", "--image-path", &image, "--work-path", &work, "--leave-running", "--file-locks", "--tcp-established", id];
+        self.run("checkpoint", id, &args).await.map(drop)
+    }
+
     /// Applies new resources (`update --resources -`, the runtime spec's LinuxResources JSON).
     pub async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError> {
         use tokio::io::AsyncWriteExt;
