@@ -8,6 +8,7 @@ mod client;
 #[path = "../../crio-daemon/tests/common/mod.rs"]
 mod common;
 mod containerd;
+mod list_streams;
 mod procs;
 mod report;
 mod scenarios;
@@ -30,6 +31,8 @@ fn rounds() -> usize {
 const POD_STARTS: usize = 50;
 const PROBES: usize = 1000;
 const DENSITY: usize = 100;
+/// Running containers the list streaming and metrics RPCs are measured with.
+const MANY: usize = 1000;
 const BURST: usize = 20;
 const STORM: usize = 400;
 const STORM_WORKERS: usize = 8;
@@ -85,7 +88,7 @@ impl Drop for Cleanup {
     }
 }
 
-const SCENARIOS: [&str; 7] = ["pod_start", "probes", "exec_storm", "burst", "density", "image", "streaming"];
+const SCENARIOS: [&str; 8] = ["pod_start", "probes", "exec_storm", "burst", "density", "image", "streaming", "list_streams"];
 
 /// `CRIO_BENCH_SCENARIOS` (comma-separated names from [`SCENARIOS`]) runs only those; unset,
 /// all of them.
@@ -117,6 +120,9 @@ async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     }
     if selected("image") {
         scenarios::image(t, r).await;
+    }
+    if selected("list_streams") {
+        list_streams::list_streams(t, r, round, MANY).await;
     }
 }
 

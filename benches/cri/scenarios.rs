@@ -44,7 +44,7 @@ impl Results {
     }
 }
 
-fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
+pub(super) fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "bench".into(), attempt: 0 }),
         hostname: name.into(),
@@ -62,7 +62,7 @@ fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
     }
 }
 
-fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
+pub(super) fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
         image: Some(cri::ImageSpec { image: t.image.clone(), ..Default::default() }),
@@ -105,7 +105,7 @@ pub(super) async fn remove_pod(t: &Target, pod: &str) {
 }
 
 /// Pods removed a few at a time (teardown is not what is measured).
-async fn remove_all(t: &Target, pods: Vec<String>) {
+pub(super) async fn remove_all(t: &Target, pods: Vec<String>) {
     for chunk in pods.chunks(4) {
         futures::future::join_all(chunk.iter().map(|p| remove_pod(t, p))).await;
     }
