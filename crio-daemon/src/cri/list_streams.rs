@@ -73,22 +73,35 @@ pub async fn stream_containers(
     ))
 }
 
+/// A chunk builder over ids: `one` per id, on the services; an id whose object went away
+/// (`None`) is left out.
+fn by_id<T, Fut>(
+    s: &Services,
+    one: fn(Services, String) -> Fut,
+) -> impl Fn(Vec<String>) -> Pin<Box<dyn Future<Output = Vec<T>> + Send>> + Send + Sync + 'static
+where
+    T: Send + 'static,
+    Fut: Future<Output = Option<T>> + Send + 'static,
+{
+    let s = s.clone();
+    move |chunk| {
+        let s = s.clone();
+        Box::pin(async move {
+            let mut items = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                items.extend(one(s.clone(), id).await);
+            }
+            items
+        })
+    }
+}
+
 pub async fn stream_container_stats(
     s: &Services,
     req: cri::StreamContainerStatsRequest,
 ) -> Result<ItemStream<cri::StreamContainerStatsResponse>, Status> {
     let ids = stats::listed_containers(s, req.filter).await;
-    let s = s.clone();
-    let build = move |chunk: Vec<String>| {
-        let s = s.clone();
-        async move {
-            let mut items = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                items.extend(stats::container_stats_of(&s, &id).await.ok());
-            }
-            items
-        }
-    };
+    let build = by_id(s, |s, id| async move { stats::container_stats_of(&s, &id).await.ok() });
     Ok(lazy(ids, build, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
 }
 
@@ -97,17 +110,7 @@ pub async fn stream_pod_sandbox_stats(
     req: cri::StreamPodSandboxStatsRequest,
 ) -> Result<ItemStream<cri::StreamPodSandboxStatsResponse>, Status> {
     let ids = stats::listed_pods(s, req.filter);
-    let s = s.clone();
-    let build = move |chunk: Vec<String>| {
-        let s = s.clone();
-        async move {
-            let mut items = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                items.extend(stats::pod_stats_of(&s, &id).await.ok());
-            }
-            items
-        }
-    };
+    let build = by_id(s, |s, id| async move { stats::pod_stats_of(&s, &id).await.ok() });
     Ok(lazy(ids, build, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }))
 }
 
@@ -116,17 +119,7 @@ pub async fn stream_pod_sandbox_metrics(
     _req: cri::StreamPodSandboxMetricsRequest,
 ) -> Result<ItemStream<cri::StreamPodSandboxMetricsResponse>, Status> {
     let ids = pod_metrics::listed_pods(s);
-    let s = s.clone();
-    let build = move |chunk: Vec<String>| {
-        let s = s.clone();
-        async move {
-            let mut items = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                items.extend(pod_metrics::one_pod(&s, &id).await);
-            }
-            items
-        }
-    };
+    let build = by_id(s, |s, id| async move { pod_metrics::one_pod(&s, &id).await });
     Ok(lazy(ids, build, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }))
 }
 
