@@ -92,10 +92,13 @@ async fn the_136_rpcs_against_the_daemon() {
     assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains("resources.memory_limit_in_bytes"), "{err:?}");
 
     // stop_signal: StopContainer sends the requested signal first, and status reports it.
-    let mut cc = container_config("stopper", &image, "trap 'exit 7' USR1; while true; do sleep 0.1; done");
+    let mut cc = container_config("stopper", &image, "trap 'exit 7' USR1; touch /trapped; while true; do sleep 0.1; done");
     cc.stop_signal = cri::Signal::Sigusr1 as i32;
     let stopper = start(&d, &pod, &pc, cc).await;
     wait_state(&d, &stopper, cri::ContainerState::ContainerRunning).await;
+    // Running is not yet trapping: wait for the shell to have set its trap.
+    let trapped = rt.exec_sync(cri::ExecSyncRequest { timeout: 10, ..sh(&stopper, "while [ ! -e /trapped ]; do sleep 0.05; done") });
+    assert_eq!(trapped.await.expect("ExecSync").into_inner().exit_code, 0, "the trap is set");
     assert_eq!(status(&d, &stopper).await.stop_signal, cri::Signal::Sigusr1 as i32);
     rt.stop_container(cri::StopContainerRequest { container_id: stopper.clone(), timeout: 30 }).await.expect("StopContainer");
     assert_eq!(status(&d, &stopper).await.exit_code, 7, "the trap for USR1 ran");

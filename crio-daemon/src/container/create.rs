@@ -273,17 +273,25 @@ impl ContainerService {
             volume_images.push(found.record.id);
         }
         let store = self.images.store().clone();
-        let (cid, iid, vols) = (ct.id.clone(), ct.image_id.clone(), volume_images.clone());
+        let vols_asked = !volume_images.is_empty();
+        let (cid, iid, vols) = (ct.id.clone(), ct.image_id.clone(), volume_images);
         let rootfs = tokio::task::spawn_blocking(move || store.create_container_with_volumes(&cid, &iid, &vols))
             .await
             .map_err(ContainerError::Task)??;
-        // The spec binds each image volume from where it is mounted (its sub path inside).
-        let mut with_sources = ct.clone();
-        let store = self.images.store();
-        for (n, m) in with_sources.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
-            m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
-        }
-        let ct = &with_sources;
+        // The spec binds each image volume from where it is mounted (its sub path inside); a
+        // container without one is used as it is, not copied.
+        let with_sources;
+        let ct = if vols_asked {
+            let mut copy = ct.clone();
+            let store = self.images.store();
+            for (n, m) in copy.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
+                m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
+            }
+            with_sources = copy;
+            &with_sources
+        } else {
+            ct
+        };
         let rootfs_done = began.elapsed();
         let bundle = ct.bundle.clone();
         tokio::task::spawn_blocking(move || crate::secret_files::create_private_dir(&bundle))

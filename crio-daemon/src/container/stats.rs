@@ -25,11 +25,9 @@ impl ContainerService {
         let ct = self.container(id).await?;
         let node = self.node.clone();
         let path = ct.cgroup_path.clone();
-        let (usage, pressure, cgroup_ooms) = tokio::task::spawn_blocking(move || {
-            let pressure = node.v2_dir(&path).and_then(|d| crate::cgroups::pressure::read(&d));
-            (node.cgroups().usage(&path), pressure, node.cgroups().oom_kills(&path))
-        })
-        .await?;
+        let (usage, pressure, cgroup_ooms) =
+            tokio::task::spawn_blocking(move || (node.cgroups().usage(&path), node.pressure(&path), node.cgroups().oom_kills(&path)))
+                .await?;
         let nano_cores = usage.and_then(|u| self.cpu_rates.sample(&ct.id, u.cpu_nanos));
         let oom_kills = self.kernel.counters_of(&ct.id).map_or(cgroup_ooms, |c| c.oom_kills);
         Ok((ct, Sample { usage, nano_cores, pressure, oom_kills }))
@@ -38,7 +36,6 @@ impl ContainerService {
     /// PSI of a container's cgroup, where the kernel has it: its v2 cgroup, on hybrid hosts the
     /// one it has in the unified hierarchy.
     pub fn pressure(&self, ct: &Container) -> Option<Pressure> {
-        let dir = self.node.v2_dir(&ct.cgroup_path)?;
-        crate::cgroups::pressure::read(&dir)
+        self.node.pressure(&ct.cgroup_path)
     }
 }

@@ -162,6 +162,11 @@ impl Node {
         self.cgroups.v2_dir(path).or_else(|| self.unified.as_ref().map(|u| u.path(path)))
     }
 
+    /// PSI of the cgroup at `path`, from its v2 directory; `None` where there is none.
+    pub fn pressure(&self, path: &str) -> Option<crate::cgroups::pressure::Pressure> {
+        crate::cgroups::pressure::read(&self.v2_dir(path)?)
+    }
+
     /// The cgroup a new pod gets: the kubelet's parent, else one of ours.
     pub fn pod_cgroup(&self, cgroup_parent: &str, id: &str) -> String {
         match (cgroup_parent.is_empty(), self.systemd) {

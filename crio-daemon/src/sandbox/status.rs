@@ -39,8 +39,7 @@ impl PodService {
                 let ooms = running.iter().map(|p| node.cgroups().oom_kills(p)).sum();
                 (crate::cgroups::Usage::sum(&samples), None, ooms)
             } else {
-                let pressure = node.v2_dir(&pod_cgroup).and_then(|d| crate::cgroups::pressure::read(&d));
-                (node.cgroups().usage(&pod_cgroup), pressure, node.cgroups().oom_kills(&pod_cgroup))
+                (node.cgroups().usage(&pod_cgroup), node.pressure(&pod_cgroup), node.cgroups().oom_kills(&pod_cgroup))
             }
         })
         .await?;
