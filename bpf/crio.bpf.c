@@ -7,8 +7,12 @@
  *   bytes and packets in and out of every pod (cgroup_skb on the pod's cgroup, so host-network
  *   pods count too), per container and per protocol;
  *   OOM kills (the mark_victim tracepoint), with the memory cgroup whose limit fired, found
- *   by walking the victim's memory cgroups up to the first one at its limit.
- * Everything goes through one ring buffer; a full buffer is counted, never silent.
+ *   by walking the victim's memory cgroups up to the first one at its limit;
+ *   scheduling (attached only when enabled: sched_switch runs on every context switch of the
+ *   node): each container's wait for a CPU as a log2 histogram, what else ran on CPUs its
+ *   hooks isolated (tasks, kernel threads, IRQs, softirqs), and CFS throttling of its cgroup.
+ * Events go through one ring buffer; a full buffer is counted, never silent. Counts and
+ * histograms stay in maps the daemon reads, never per-event ring traffic.
  * CO-RE: field offsets are relocated against the running kernel's BTF at load.
  */
 #include "vmlinux.h"
@@ -71,6 +75,8 @@ static __always_inline struct crio_event *reserve(__u32 kind, __u64 cgroup_id)
 	e->kind = kind;
 	e->exit_code = 0;
 	e->flags = 0;
+	e->cpu = 0;
+	e->intrusion = 0;
 	e->filename[0] = '\0';
 	return e;
 }
@@ -245,4 +251,270 @@ int crio_egress(struct __sk_buff *skb)
 {
 	count(skb, false);
 	return 1;
+}
+
+/* ---- Scheduling ---- */
+
+#define TASK_RUNNING_ 0
+#define PF_KTHREAD_ 0x00200000
+/* At most one intrusion event per CPU in this time: an IRQ storm cannot flood the ring. */
+#define INTRUSION_EVENT_GAP_NS 100000000ULL
+
+/* Per task of a container: when it last became runnable (0: it is running or asleep). */
+struct sched_task {
+	__u64 cgroup_id;
+	__u64 queued_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sched_task);
+} sched_tasks SEC(".maps");
+
+/* Allocated per container that waited at all, not up front: the entries are per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct crio_sched_delay);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sched_delay SEC(".maps");
+
+#define MAX_CPUS 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CPUS);
+	__type(key, __u32);
+	__type(value, struct crio_isolated_cpu);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} isolated_cpus SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct crio_intrusion_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} intrusions SEC(".maps");
+
+/* Least recently seen intruders go first when it is full: the top ones stay. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct crio_intruder_key);
+	__type(value, struct crio_intruder);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} intruders SEC(".maps");
+
+/* CPU-controller cgroup id -> times one of its per-CPU run queues was throttled. Only the
+ * keys the daemon put there are counted (on hybrid hosts the v1 cpu hierarchy's ids). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} throttles SEC(".maps");
+
+static __always_inline __u64 task_cgroup(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
+/* floor(log2(v)) for v > 0, without loops (the verifier counts each step). */
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, shift;
+	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline void record_delay(__u64 cgroup_id, __u64 delta)
+{
+	struct crio_sched_delay *h = bpf_map_lookup_elem(&sched_delay, &cgroup_id);
+	if (!h) {
+		/* A removed container's entry is not made again by a late wakeup. */
+		if (!known(cgroup_id))
+			return;
+		struct crio_sched_delay zero = {};
+		bpf_map_update_elem(&sched_delay, &cgroup_id, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&sched_delay, &cgroup_id);
+		if (!h)
+			return;
+	}
+	__u32 slot = delta ? log2_u64(delta) : 0;
+	if (slot >= CRIO_SCHED_SLOTS)
+		slot = CRIO_SCHED_SLOTS - 1;
+	/* Per-CPU values: no other writer, no atomics. */
+	h->slots[slot] += 1;
+	h->count += 1;
+	h->total_ns += delta;
+}
+
+/* `p` became runnable: its wait for a CPU starts, if it is a container's. */
+static __always_inline void runnable(struct task_struct *p)
+{
+	__u64 cgroup_id = task_cgroup(p);
+	if (!known(cgroup_id))
+		return;
+	struct sched_task *s = bpf_task_storage_get(&sched_tasks, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s)
+		return;
+	s->cgroup_id = cgroup_id;
+	s->queued_ns = bpf_ktime_get_ns();
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(crio_sched_wakeup, struct task_struct *p)
+{
+	runnable(p);
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(crio_sched_wakeup_new, struct task_struct *p)
+{
+	runnable(p);
+	return 0;
+}
+
+/* Counts one intrusion on `cpu` (isolated for iso->cgroup_id) by `kind` `id`, named by the
+ * kernel string at `name` (NULL: no name), and sends an event unless this CPU sent one
+ * within INTRUSION_EVENT_GAP_NS. */
+static __always_inline void intrusion(struct crio_isolated_cpu *iso, __u32 cpu, __u32 kind, __u32 id, const char *name)
+{
+	__u64 cgroup_id = iso->cgroup_id;
+	struct crio_intrusion_key key = { .cgroup_id = cgroup_id, .cpu = cpu, .kind = kind };
+	__u64 *n = bpf_map_lookup_elem(&intrusions, &key);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else {
+		__u64 one = 1;
+		bpf_map_update_elem(&intrusions, &key, &one, BPF_NOEXIST);
+	}
+	struct crio_intruder_key who = { .cgroup_id = cgroup_id, .id = id, .kind = kind };
+	struct crio_intruder *v = bpf_map_lookup_elem(&intruders, &who);
+	if (v) {
+		__sync_fetch_and_add(&v->count, 1);
+		v->last_cpu = cpu;
+		/* Its name now: a task renames itself at exec. */
+		if (name)
+			bpf_probe_read_kernel_str(v->comm, sizeof(v->comm), name);
+	} else {
+		struct crio_intruder first = { .count = 1, .last_cpu = cpu };
+		if (name)
+			bpf_probe_read_kernel_str(first.comm, sizeof(first.comm), name);
+		bpf_map_update_elem(&intruders, &who, &first, BPF_NOEXIST);
+	}
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now - iso->last_event_ns < INTRUSION_EVENT_GAP_NS)
+		return;
+	iso->last_event_ns = now;
+	struct crio_event *e = reserve(CRIO_EVENT_INTRUSION, cgroup_id);
+	if (!e)
+		return;
+	e->pid = id;
+	e->tid = id;
+	e->ppid = 0;
+	e->cpu = cpu;
+	e->intrusion = kind;
+	e->comm[0] = '\0';
+	if (name)
+		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), name);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* The isolation of the current CPU, when a container's hooks isolated it. */
+static __always_inline struct crio_isolated_cpu *isolated(__u32 *cpu)
+{
+	*cpu = bpf_get_smp_processor_id();
+	struct crio_isolated_cpu *iso = bpf_map_lookup_elem(&isolated_cpus, cpu);
+	if (!iso || !iso->cgroup_id)
+		return NULL;
+	return iso;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	/* Preempted, prev stays runnable: its wait starts now (as the kernel's own runqlat). */
+	if (prev_state == TASK_RUNNING_) {
+		struct sched_task *s = bpf_task_storage_get(&sched_tasks, prev, 0, 0);
+		if (s) {
+			s->queued_ns = now;
+		} else {
+			/* A task never woken since it was known (a CPU hog from before a restart, or
+			 * moved in while running): preemption is its first wait. Involuntary
+			 * switches only, so the cgroup lookup stays off most switches. */
+			__u64 cgroup_id = task_cgroup(prev);
+			if (known(cgroup_id)) {
+				s = bpf_task_storage_get(&sched_tasks, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+				if (s) {
+					s->cgroup_id = cgroup_id;
+					s->queued_ns = now;
+				}
+			}
+		}
+	}
+	struct sched_task *s = bpf_task_storage_get(&sched_tasks, next, 0, 0);
+	if (s && s->queued_ns) {
+		if (now > s->queued_ns)
+			record_delay(s->cgroup_id, now - s->queued_ns);
+		s->queued_ns = 0;
+	}
+	__u32 cpu;
+	struct crio_isolated_cpu *iso = isolated(&cpu);
+	/* The idle task (pid 0) is no intruder; nor is the container's own. */
+	if (!iso || next->pid == 0 || task_cgroup(next) == iso->cgroup_id)
+		return 0;
+	__u32 kind = (next->flags & PF_KTHREAD_) ? CRIO_INTRUSION_KTHREAD : CRIO_INTRUSION_TASK;
+	intrusion(iso, cpu, kind, next->tgid, next->comm);
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(crio_irq_entry, int irq, struct irqaction *action)
+{
+	__u32 cpu;
+	struct crio_isolated_cpu *iso = isolated(&cpu);
+	if (!iso)
+		return 0;
+	intrusion(iso, cpu, CRIO_INTRUSION_IRQ, irq, BPF_CORE_READ(action, name));
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(crio_softirq_entry, unsigned int vec_nr)
+{
+	__u32 cpu;
+	struct crio_isolated_cpu *iso = isolated(&cpu);
+	if (!iso)
+		return 0;
+	intrusion(iso, cpu, CRIO_INTRUSION_SOFTIRQ, vec_nr, NULL);
+	return 0;
+}
+
+/* No tracepoint marks CFS throttling; throttle_cfs_rq says whether it throttled. */
+SEC("fexit/throttle_cfs_rq")
+int BPF_PROG(crio_cfs_throttle, struct cfs_rq *cfs_rq, bool throttled)
+{
+	if (!throttled)
+		return 0;
+	__u64 cgroup_id = BPF_CORE_READ(cfs_rq, tg, css.cgroup, kn, id);
+	__u64 *n = bpf_map_lookup_elem(&throttles, &cgroup_id);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return 0;
 }

@@ -13,6 +13,16 @@ enum crio_event_kind {
 	CRIO_EVENT_FORK = 2,
 	CRIO_EVENT_EXIT = 3,
 	CRIO_EVENT_OOM = 4,
+	/* Something else ran on a CPU a container's hooks isolated (rate-limited per CPU). */
+	CRIO_EVENT_INTRUSION = 5,
+};
+
+/* What ran on an isolated CPU that was not the container's. */
+enum crio_intrusion_kind {
+	CRIO_INTRUSION_TASK = 1,    /* a user task */
+	CRIO_INTRUSION_KTHREAD = 2, /* a kernel thread */
+	CRIO_INTRUSION_IRQ = 3,     /* a hard IRQ handler */
+	CRIO_INTRUSION_SOFTIRQ = 4,
 };
 
 enum crio_cgroup_kind {
@@ -41,6 +51,10 @@ struct crio_event {
 	__u32 ppid; /* fork: the parent; others: the real parent's thread group id */
 	__s32 exit_code; /* exit: the wait status (code << 8, or the signal) */
 	__u32 flags;     /* CRIO_FLAG_* */
+	/* INTRUSION: the CPU, and what intruded (enum crio_intrusion_kind); pid is then the
+	 * task's thread group id, the IRQ number or the softirq vector, comm its name. */
+	__u32 cpu;
+	__u32 intrusion;
 	char comm[CRIO_COMM_LEN];
 	char filename[CRIO_FILENAME_LEN]; /* exec: the file run */
 };
@@ -58,6 +72,47 @@ struct crio_net_counters {
 	__u64 udp_tx_bytes;
 };
 
+/* Log2 slots of the scheduling delay histogram: slot i counts waits of [2^i, 2^(i+1)) ns
+ * (slot 0 also those under 1 ns), the last one everything from 2^35 ns (34 s) on. */
+#define CRIO_SCHED_SLOTS 36
+
+/* Value of the `sched_delay` per-CPU map, keyed by container cgroup id: how long its tasks
+ * waited, runnable, for a CPU (from wakeup or preemption to running). */
+struct crio_sched_delay {
+	__u64 slots[CRIO_SCHED_SLOTS];
+	__u64 count;
+	__u64 total_ns;
+};
+
+/* Value of the `isolated_cpus` array, indexed by CPU: the container whose hooks isolated it
+ * (0: none), and when the last intrusion event of this CPU was sent (boot-clock ns). */
+struct crio_isolated_cpu {
+	__u64 cgroup_id;
+	__u64 last_event_ns;
+};
+
+/* Key of the `intrusions` map (value: a count): what intruded, where, on whose CPU. */
+struct crio_intrusion_key {
+	__u64 cgroup_id;
+	__u32 cpu;
+	__u32 kind;
+};
+
+/* Key and value of the `intruders` LRU map: who intruded on a container's CPUs. `id` is the
+ * thread group id (tasks), the IRQ number or the softirq vector. */
+struct crio_intruder_key {
+	__u64 cgroup_id;
+	__u32 id;
+	__u32 kind;
+};
+
+struct crio_intruder {
+	__u64 count;
+	__u32 last_cpu;
+	__u32 reserved;
+	char comm[CRIO_COMM_LEN];
+};
+
 /* OOM: memcg_id was looked for, so 0 there means no cgroup limit fired: the node's did. */
 #define CRIO_FLAG_MEMCG_KNOWN 1
 
@@ -68,7 +123,12 @@ enum crio_counter {
 };
 
 _Static_assert(sizeof(struct crio_cgroup_info) == 152, "crio_cgroup_info layout");
-_Static_assert(sizeof(struct crio_event) == 320, "crio_event layout");
+_Static_assert(sizeof(struct crio_event) == 328, "crio_event layout");
+_Static_assert(sizeof(struct crio_sched_delay) == 304, "crio_sched_delay layout");
+_Static_assert(sizeof(struct crio_isolated_cpu) == 16, "crio_isolated_cpu layout");
+_Static_assert(sizeof(struct crio_intrusion_key) == 16, "crio_intrusion_key layout");
+_Static_assert(sizeof(struct crio_intruder_key) == 16, "crio_intruder_key layout");
+_Static_assert(sizeof(struct crio_intruder) == 32, "crio_intruder layout");
 _Static_assert(sizeof(struct crio_net_counters) == 64, "crio_net_counters layout");
 
 #endif

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crio_ebpf_common::{EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM, Event, FLAG_MEMCG_KNOWN, c_str};
+use crio_ebpf_common::{EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_INTRUSION, EVENT_OOM, Event, FLAG_MEMCG_KNOWN, c_str};
+
+use crate::sched::Intrusion;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
@@ -19,6 +21,12 @@ pub enum EventKind {
     /// `memcg_id`: the memory cgroup whose limit fired; `None` when none did (the node ran out).
     Oom {
         memcg_id: Option<u64>,
+    },
+    /// Something else ran on `cpu`, isolated for the container (the event's pid is the
+    /// intruder's id: thread group id, IRQ number or softirq vector; comm its name).
+    Intrusion {
+        cpu: u32,
+        what: Intrusion,
     },
 }
 
@@ -40,6 +48,7 @@ impl EventKind {
             EventKind::Fork => "fork",
             EventKind::Exit { .. } => "exit",
             EventKind::Oom { .. } => "oom",
+            EventKind::Intrusion { .. } => "intrusion",
         }
     }
 }
@@ -70,7 +79,12 @@ pub(crate) fn decode(bytes: &[u8], boot_to_wall: i128) -> Option<KernelEvent> {
             }
         }
         EVENT_OOM => EventKind::Oom { memcg_id: (e.flags & FLAG_MEMCG_KNOWN != 0 && e.memcg_id != 0).then_some(e.memcg_id) },
+        EVENT_INTRUSION => EventKind::Intrusion { cpu: e.cpu, what: Intrusion::from_raw(e.intrusion)? },
         _ => return None,
+    };
+    let comm = match kind {
+        EventKind::Intrusion { what: Intrusion::Softirq, .. } => crate::sched::softirq_name(e.pid).to_string(),
+        _ => text(&e.comm),
     };
     let wall = (e.timestamp_ns as i128 + boot_to_wall).max(0) as u128;
     Some(KernelEvent {
@@ -79,7 +93,7 @@ pub(crate) fn decode(bytes: &[u8], boot_to_wall: i128) -> Option<KernelEvent> {
         pid: e.pid,
         tid: e.tid,
         ppid: e.ppid,
-        comm: text(&e.comm),
+        comm,
         kind,
     })
 }
@@ -89,9 +103,9 @@ fn read_event(b: &[u8]) -> Event {
     let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
     let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
     let mut comm = [0u8; crio_ebpf_common::COMM_LEN];
-    comm.copy_from_slice(&b[48..64]);
+    comm.copy_from_slice(&b[56..72]);
     let mut filename = [0u8; crio_ebpf_common::FILENAME_LEN];
-    filename.copy_from_slice(&b[64..320]);
+    filename.copy_from_slice(&b[72..328]);
     Event {
         timestamp_ns: u64_at(0),
         cgroup_id: u64_at(8),
@@ -102,6 +116,8 @@ fn read_event(b: &[u8]) -> Event {
         ppid: u32_at(36),
         exit_code: u32_at(40) as i32,
         flags: u32_at(44),
+        cpu: u32_at(48),
+        intrusion: u32_at(52),
         comm,
         filename,
     }
@@ -112,7 +128,7 @@ mod tests {
     use super::*;
 
     fn record(kind: u32, exit_code: i32, flags: u32, memcg: u64) -> Vec<u8> {
-        let mut b = vec![0u8; 320];
+        let mut b = vec![0u8; 328];
         b[0..8].copy_from_slice(&5_000_000_000u64.to_ne_bytes());
         b[8..16].copy_from_slice(&42u64.to_ne_bytes());
         b[16..24].copy_from_slice(&memcg.to_ne_bytes());
@@ -122,9 +138,25 @@ mod tests {
         b[36..40].copy_from_slice(&7u32.to_ne_bytes());
         b[40..44].copy_from_slice(&exit_code.to_ne_bytes());
         b[44..48].copy_from_slice(&flags.to_ne_bytes());
-        b[48..52].copy_from_slice(b"sh\0\0");
-        b[64..73].copy_from_slice(b"/bin/true");
+        b[56..60].copy_from_slice(b"sh\0\0");
+        b[72..81].copy_from_slice(b"/bin/true");
         b
+    }
+
+    #[test]
+    fn intrusions_decode_with_cpu_kind_and_name() {
+        let mut b = record(EVENT_INTRUSION, 0, 0, 0);
+        b[48..52].copy_from_slice(&3u32.to_ne_bytes());
+        b[52..56].copy_from_slice(&crio_ebpf_common::INTRUSION_KTHREAD.to_ne_bytes());
+        let e = decode(&b, 0).unwrap();
+        assert_eq!(e.kind, EventKind::Intrusion { cpu: 3, what: Intrusion::Kthread });
+        assert_eq!(e.comm, "sh");
+        // A softirq is named by its vector (the kernel sends none); pid 100 is out of range.
+        b[52..56].copy_from_slice(&crio_ebpf_common::INTRUSION_SOFTIRQ.to_ne_bytes());
+        b[28..32].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(decode(&b, 0).unwrap().comm, "NET_RX");
+        b[52..56].copy_from_slice(&9u32.to_ne_bytes());
+        assert!(decode(&b, 0).is_none(), "an unknown kind is dropped");
     }
 
     #[test]

@@ -11,18 +11,35 @@
 pub mod bpffs;
 mod events;
 mod pin_lock;
+mod sched;
 mod sys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FExit};
 use aya::{Btf, Ebpf, EbpfLoader};
 use crio_ebpf_common::{COUNTER_LOST, CgroupInfo};
 
 pub use crio_ebpf_common::{CGROUP_CONTAINER, CGROUP_POD, CgroupInfo as Tracked, NetCounters, c_str};
+pub use crio_ebpf_common::{SCHED_SLOTS, SchedDelay};
 pub use events::{EventKind, KernelEvent};
+pub use sched::{Intrusion, SCHED_PROGRAMS, SeenIntruder, THROTTLE_PROGRAM, softirq_name};
+
+/// What to load beyond the always-on programs.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// The scheduling programs: delay histograms, isolation intrusions, CFS throttling.
+    /// `sched_switch` runs on every context switch of the node, hence its own switch.
+    pub scheduling: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features { scheduling: true }
+    }
+}
 
 /// The object build.rs made; empty when the build had no BPF toolchain.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crio.bpf.o"));
@@ -114,6 +131,8 @@ pub struct Tracer {
     containers: Mutex<HashMap<MapData, u64, CgroupInfo>>,
     counters: PerCpuArray<MapData, u64>,
     ring: Mutex<Option<RingBuf<MapData>>>,
+    /// The scheduling programs' maps, when they run.
+    sched: Option<sched::SchedMaps>,
     pin_dir: PathBuf,
     /// Keeps the kernel counting our programs' run time while it is open.
     _stats: Option<std::os::fd::OwnedFd>,
@@ -127,7 +146,7 @@ pub struct Tracer {
 impl Tracer {
     /// Loads the programs with their maps pinned in `pin_dir` (inside a BPF filesystem, which
     /// is mounted at `bpffs` first if it is not there yet).
-    pub fn load(bpffs: &Path, pin_dir: &Path) -> Result<Tracer, EbpfError> {
+    pub fn load(bpffs: &Path, pin_dir: &Path, features: Features) -> Result<Tracer, EbpfError> {
         if OBJECT.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
@@ -143,12 +162,26 @@ impl Tracer {
             }
         };
         drop_incompatible_pins(pin_dir);
-        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(OBJECT).map_err(EbpfError::Load)?;
+        // The task storage map (per-task wait start) has no aya type; only the kernel uses it.
+        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).allow_unsupported_maps().load(OBJECT).map_err(EbpfError::Load)?;
         let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let mut unavailable = Vec::new();
         for &(program, tracepoint, feature) in PROGRAMS {
             if let Err(reason) = attach(&mut ebpf, &btf, program, tracepoint) {
                 unavailable.push(Unavailable { program, feature, reason });
+            }
+        }
+        let mut sched_ok = false;
+        if features.scheduling {
+            for &(program, tracepoint, feature) in SCHED_PROGRAMS {
+                match attach(&mut ebpf, &btf, program, tracepoint) {
+                    Ok(()) => sched_ok = true,
+                    Err(reason) => unavailable.push(Unavailable { program, feature, reason }),
+                }
+            }
+            let (program, function) = THROTTLE_PROGRAM;
+            if let Err(reason) = attach_fexit(&mut ebpf, &btf, program, function) {
+                unavailable.push(Unavailable { program, feature: "CFS throttle events", reason });
             }
         }
         let mut net_ok = true;
@@ -174,6 +207,10 @@ impl Tracer {
             HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?;
         let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
         let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
+        let sched = match sched_ok {
+            true => Some(sched::SchedMaps::take(&mut ebpf)?),
+            false => None,
+        };
         // Run-time statistics cost a clock read per run; they are what the metrics report.
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(Tracer {
@@ -184,6 +221,7 @@ impl Tracer {
             containers: Mutex::new(containers),
             counters,
             ring: Mutex::new(Some(ring)),
+            sched,
             pin_dir: pin_dir.into(),
             boot_to_wall: events::boot_to_wall(),
             unavailable,
@@ -314,10 +352,15 @@ impl Tracer {
 }
 
 /// The pinned maps and the key and value sizes this build gives them.
-const PINNED: [(&str, usize, usize); 3] = [
+const PINNED: [(&str, usize, usize); 8] = [
     ("containers", 8, std::mem::size_of::<CgroupInfo>()),
     ("counters", 4, 8),
     ("net", 8, std::mem::size_of::<crio_ebpf_common::NetCounters>()),
+    ("sched_delay", 8, std::mem::size_of::<SchedDelay>()),
+    ("isolated_cpus", 4, std::mem::size_of::<crio_ebpf_common::IsolatedCpu>()),
+    ("intrusions", std::mem::size_of::<crio_ebpf_common::IntrusionKey>(), 8),
+    ("intruders", std::mem::size_of::<crio_ebpf_common::IntruderKey>(), std::mem::size_of::<crio_ebpf_common::Intruder>()),
+    ("throttles", 8, 8),
 ];
 
 /// Removes pinned maps a build with another layout left (they would be reused as they are):
@@ -341,10 +384,30 @@ fn detach(ebpf: &mut Ebpf, links: NetLinks) {
     }
 }
 
+/// A load error with the kernel's errno (aya's message leaves it out when the verifier said
+/// nothing, as when the kernel refuses the program type outright).
+fn load_error(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } if verifier_log.to_string().trim().is_empty() => {
+            format!("the kernel refused it: {io_error}")
+        }
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => format!("{io_error}; verifier: {verifier_log}"),
+        other => other.to_string(),
+    }
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, program: &str, function: &str) -> Result<(), String> {
+    let prog = ebpf.program_mut(program).ok_or_else(|| format!("{program} is missing from the object"))?;
+    let prog: &mut FExit = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+    prog.load(function, btf).map_err(|e| format!("loading {program} for {function}: {}", load_error(&e)))?;
+    prog.attach().map_err(|e| format!("attaching {program} to {function}: {e}"))?;
+    Ok(())
+}
+
 fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &str, tracepoint: &str) -> Result<(), String> {
     let prog = ebpf.program_mut(program).ok_or_else(|| format!("{program} is missing from the object"))?;
     let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
-    prog.load(tracepoint, btf).map_err(|e| format!("loading {program} for {tracepoint}: {e}"))?;
+    prog.load(tracepoint, btf).map_err(|e| format!("loading {program} for {tracepoint}: {}", load_error(&e)))?;
     prog.attach().map_err(|e| format!("attaching {program} to {tracepoint}: {e}"))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crio_ebpf::{CGROUP_CONTAINER, EventKind, KernelEvent, Tracer};
+use crio_ebpf::{CGROUP_CONTAINER, EventKind, Features, KernelEvent, Tracer};
 
 /// A cgroup of the default (v2) hierarchy, removed when dropped.
 struct Cgroup(PathBuf);
@@ -43,8 +43,10 @@ impl Drop for Pins {
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_in_tracked_cgroups_are_reported() {
     let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/crio-ebpf-test-{}", std::process::id())));
-    let tracer = std::sync::Arc::new(Tracer::load(Path::new("/sys/fs/bpf"), &pins.0).expect("loading the programs"));
-    assert!(tracer.unavailable.is_empty(), "every program attaches here: {:?}", tracer.unavailable);
+    let tracer = std::sync::Arc::new(Tracer::load(Path::new("/sys/fs/bpf"), &pins.0, Features::default()).expect("loading the programs"));
+    // All but the fexit program, which kernels without BPF trampolines refuse (this CI's).
+    let off: Vec<_> = tracer.unavailable.iter().filter(|u| u.program != crio_ebpf::THROTTLE_PROGRAM.0).collect();
+    assert!(off.is_empty(), "every tracepoint program attaches here: {off:?}");
     let tracked = Cgroup::new(&format!("crio-ebpf-test-{}", std::process::id()));
     tracer.track(tracked.id(), "pod-1", "ctr-1", CGROUP_CONTAINER).unwrap();
 
@@ -98,7 +100,7 @@ async fn pins_left_by_another_layout_are_replaced() {
         .status()
         .expect("bpftool");
     assert!(made.success());
-    let tracer = Tracer::load(Path::new("/sys/fs/bpf"), &pins.0).expect("loading over a stale pin");
+    let tracer = Tracer::load(Path::new("/sys/fs/bpf"), &pins.0, Features::default()).expect("loading over a stale pin");
     tracer.track(7, "pod", "ctr", CGROUP_CONTAINER).expect("the new map takes the new layout");
     assert_eq!(tracer.tracked().len(), 1);
 }

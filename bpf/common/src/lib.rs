@@ -13,6 +13,16 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
 pub const EVENT_OOM: u32 = 4;
+pub const EVENT_INTRUSION: u32 = 5;
+
+/// What ran on an isolated CPU that was not the container's.
+pub const INTRUSION_TASK: u32 = 1;
+pub const INTRUSION_KTHREAD: u32 = 2;
+pub const INTRUSION_IRQ: u32 = 3;
+pub const INTRUSION_SOFTIRQ: u32 = 4;
+
+/// Log2 slots of the scheduling delay histogram: slot i counts waits of [2^i, 2^(i+1)) ns.
+pub const SCHED_SLOTS: usize = 36;
 
 pub const CGROUP_CONTAINER: u32 = 1;
 pub const CGROUP_POD: u32 = 2;
@@ -74,12 +84,81 @@ pub struct Event {
     pub ppid: u32,
     pub exit_code: i32,
     pub flags: u32,
+    /// Intrusion events: the CPU and the kind (`INTRUSION_*`).
+    pub cpu: u32,
+    pub intrusion: u32,
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; FILENAME_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<CgroupInfo>() == 152);
-const _: () = assert!(core::mem::size_of::<Event>() == 320);
+const _: () = assert!(core::mem::size_of::<Event>() == 328);
+const _: () = assert!(core::mem::size_of::<SchedDelay>() == 304);
+const _: () = assert!(core::mem::size_of::<IsolatedCpu>() == 16);
+const _: () = assert!(core::mem::size_of::<IntrusionKey>() == 16);
+const _: () = assert!(core::mem::size_of::<IntruderKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Intruder>() == 32);
+
+/// Value of the `sched_delay` per-CPU map (sum the CPUs'), keyed by container cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedDelay {
+    pub slots: [u64; SCHED_SLOTS],
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+impl Default for SchedDelay {
+    fn default() -> Self {
+        SchedDelay { slots: [0; SCHED_SLOTS], count: 0, total_ns: 0 }
+    }
+}
+
+impl core::ops::AddAssign for SchedDelay {
+    fn add_assign(&mut self, o: Self) {
+        for (a, b) in self.slots.iter_mut().zip(o.slots) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.total_ns += o.total_ns;
+    }
+}
+
+/// Value of the `isolated_cpus` array, indexed by CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IsolatedCpu {
+    pub cgroup_id: u64,
+    pub last_event_ns: u64,
+}
+
+/// Key of the `intrusions` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IntrusionKey {
+    pub cgroup_id: u64,
+    pub cpu: u32,
+    pub kind: u32,
+}
+
+/// Key of the `intruders` map: `id` is a thread group id, an IRQ number or a softirq vector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IntruderKey {
+    pub cgroup_id: u64,
+    pub id: u32,
+    pub kind: u32,
+}
+
+/// Value of the `intruders` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Intruder {
+    pub count: u64,
+    pub last_cpu: u32,
+    pub reserved: u32,
+    pub comm: [u8; COMM_LEN],
+}
 const _: () = assert!(core::mem::size_of::<NetCounters>() == 64);
 
 impl CgroupInfo {
@@ -109,10 +188,20 @@ mod sys {
     // SAFETY: CgroupInfo is #[repr(C)], made only of integers and byte arrays with no padding
     // (152 bytes, asserted), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::CgroupInfo {}
-    // SAFETY: as above: #[repr(C)], integers and byte arrays, 320 bytes without padding.
+    // SAFETY: as above: #[repr(C)], integers and byte arrays, 328 bytes without padding.
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: #[repr(C)], eight u64 and nothing else: no padding, any bit pattern is valid.
     unsafe impl aya::Pod for super::NetCounters {}
+    // SAFETY: #[repr(C)], 38 u64: no padding, any bit pattern is valid.
+    unsafe impl aya::Pod for super::SchedDelay {}
+    // SAFETY: #[repr(C)], two u64: no padding, any bit pattern is valid.
+    unsafe impl aya::Pod for super::IsolatedCpu {}
+    // SAFETY: #[repr(C)], a u64 then two u32 (16 bytes, asserted): no padding.
+    unsafe impl aya::Pod for super::IntrusionKey {}
+    // SAFETY: as IntrusionKey: a u64 then two u32, no padding.
+    unsafe impl aya::Pod for super::IntruderKey {}
+    // SAFETY: #[repr(C)], a u64, two u32 and a byte array (32 bytes, asserted): no padding.
+    unsafe impl aya::Pod for super::Intruder {}
 }
 
 #[cfg(test)]

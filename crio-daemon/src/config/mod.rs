@@ -283,10 +283,13 @@ pub struct Ebpf {
     pub bpffs: PathBuf,
     /// Where the maps are pinned, inside `bpffs`, for bpftool and other tools.
     pub pin_dir: PathBuf,
+    /// Trace scheduling: each container's wait for a CPU, intruders on CPUs its hooks
+    /// isolated, CFS throttling. Its programs run on every context switch of the node.
+    pub sched_tracing: bool,
 }
 
 impl Default for Ebpf {
     fn default() -> Self {
-        Self { enable: true, bpffs: "/sys/fs/bpf".into(), pin_dir: "/sys/fs/bpf/crio".into() }
+        Self { enable: true, bpffs: "/sys/fs/bpf".into(), pin_dir: "/sys/fs/bpf/crio".into(), sched_tracing: true }
     }
 }

@@ -114,7 +114,7 @@ impl Kernel {
         if !config.enable {
             return Kernel::disabled("eBPF is disabled in the configuration ([crio.ebpf] enable = false)");
         }
-        match Tracer::load(&config.bpffs, &config.pin_dir) {
+        match Tracer::load(&config.bpffs, &config.pin_dir, crio_ebpf::Features { scheduling: config.sched_tracing }) {
             Ok(tracer) => {
                 let off: Vec<String> = tracer.unavailable.iter().map(|u| format!("{}: {}", u.feature, u.reason)).collect();
                 if !off.is_empty() {

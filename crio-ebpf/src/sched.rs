@@ -1,0 +1,236 @@
+//! Scheduling as the kernel programs see it (see bpf/crio.bpf.c): per container, how long its
+//! tasks waited for a CPU (a log2 histogram per CPU, summed here), what else ran on the CPUs
+//! its hooks isolated, and how often CFS throttled it. The daemon says which CPUs are whose
+//! (`isolate`) and which CPU-controller cgroups to count throttling for (`count_throttling`).
+
+use std::sync::Mutex;
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuHashMap};
+use crio_ebpf_common::{
+    INTRUSION_IRQ, INTRUSION_KTHREAD, INTRUSION_SOFTIRQ, INTRUSION_TASK, Intruder, IntruderKey, IntrusionKey, IsolatedCpu, SchedDelay,
+    c_str,
+};
+
+use crate::{EbpfError, Tracer};
+
+/// The scheduling programs: each, where it attaches, and what it gives.
+pub const SCHED_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("crio_sched_wakeup", "sched_wakeup", "scheduling delay"),
+    ("crio_sched_wakeup_new", "sched_wakeup_new", "scheduling delay"),
+    ("crio_sched_switch", "sched_switch", "scheduling delay and task intrusions"),
+    ("crio_irq_entry", "irq_handler_entry", "IRQ intrusions"),
+    ("crio_softirq_entry", "softirq_entry", "softirq intrusions"),
+];
+
+/// CFS throttling has no tracepoint: an fexit program on the kernel function that throttles.
+pub const THROTTLE_PROGRAM: (&str, &str) = ("crio_cfs_throttle", "throttle_cfs_rq");
+
+/// What ran on an isolated CPU that was not the container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Intrusion {
+    Task,
+    Kthread,
+    Irq,
+    Softirq,
+}
+
+impl Intrusion {
+    pub const ALL: [Intrusion; 4] = [Intrusion::Task, Intrusion::Kthread, Intrusion::Irq, Intrusion::Softirq];
+
+    pub(crate) fn from_raw(kind: u32) -> Option<Intrusion> {
+        match kind {
+            INTRUSION_TASK => Some(Intrusion::Task),
+            INTRUSION_KTHREAD => Some(Intrusion::Kthread),
+            INTRUSION_IRQ => Some(Intrusion::Irq),
+            INTRUSION_SOFTIRQ => Some(Intrusion::Softirq),
+            _ => None,
+        }
+    }
+
+    /// The label value of the metrics (`kind="task|kthread|irq|softirq"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Intrusion::Task => "task",
+            Intrusion::Kthread => "kthread",
+            Intrusion::Irq => "irq",
+            Intrusion::Softirq => "softirq",
+        }
+    }
+}
+
+/// The kernel's names of the softirq vectors (include/linux/interrupt.h), as /proc/softirqs.
+pub fn softirq_name(vector: u32) -> &'static str {
+    const NAMES: [&str; 10] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+    NAMES.get(vector as usize).copied().unwrap_or("SOFTIRQ")
+}
+
+/// One intruder on a container's CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenIntruder {
+    pub kind: Intrusion,
+    /// Thread group id (tasks, kernel threads), IRQ number or softirq vector.
+    pub id: u32,
+    pub name: String,
+    pub count: u64,
+    pub last_cpu: u32,
+}
+
+/// The maps of the scheduling programs.
+pub(crate) struct SchedMaps {
+    delay: Mutex<PerCpuHashMap<MapData, u64, SchedDelay>>,
+    isolated: Mutex<Array<MapData, IsolatedCpu>>,
+    intrusions: Mutex<HashMap<MapData, IntrusionKey, u64>>,
+    intruders: Mutex<HashMap<MapData, IntruderKey, Intruder>>,
+    throttles: Mutex<HashMap<MapData, u64, u64>>,
+}
+
+impl SchedMaps {
+    pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<SchedMaps, EbpfError> {
+        fn map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+            ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })
+        }
+        let err = |name: &'static str| move |source| EbpfError::Map { name, source };
+        Ok(SchedMaps {
+            delay: Mutex::new(PerCpuHashMap::try_from(map(ebpf, "sched_delay")?).map_err(err("sched_delay"))?),
+            isolated: Mutex::new(Array::try_from(map(ebpf, "isolated_cpus")?).map_err(err("isolated_cpus"))?),
+            intrusions: Mutex::new(HashMap::try_from(map(ebpf, "intrusions")?).map_err(err("intrusions"))?),
+            intruders: Mutex::new(HashMap::try_from(map(ebpf, "intruders")?).map_err(err("intruders"))?),
+            throttles: Mutex::new(HashMap::try_from(map(ebpf, "throttles")?).map_err(err("throttles"))?),
+        })
+    }
+}
+
+/// A missing key is no error when removing.
+fn removed(r: Result<(), MapError>, name: &'static str) -> Result<(), EbpfError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(EbpfError::Map { name, source }),
+    }
+}
+
+impl Tracer {
+    /// Whether the scheduling programs run (configured on and attached).
+    pub fn scheduling(&self) -> bool {
+        self.sched.is_some()
+    }
+
+    /// How long the tasks of the cgroup `cgroup_id` waited for a CPU, summed over CPUs;
+    /// `None` when scheduling is not traced, zero when they never waited.
+    pub fn sched_delay(&self, cgroup_id: u64) -> Option<SchedDelay> {
+        let sched = self.sched.as_ref()?;
+        let mut sum = SchedDelay::default();
+        if let Ok(per_cpu) = sched.delay.lock().expect("sched delay poisoned").get(&cgroup_id, 0) {
+            for d in per_cpu.iter() {
+                sum += *d;
+            }
+        }
+        Some(sum)
+    }
+
+    /// Counts, from now, what runs on `cpus` that is not the cgroup `cgroup_id`'s. A CPU
+    /// another container had is taken over (the hooks never give one CPU to two).
+    pub fn isolate(&self, cgroup_id: u64, cpus: &[u32]) -> Result<(), EbpfError> {
+        let Some(sched) = &self.sched else { return Ok(()) };
+        let mut map = sched.isolated.lock().expect("isolated cpus poisoned");
+        for &cpu in cpus {
+            map.set(cpu, IsolatedCpu { cgroup_id, last_event_ns: 0 }, 0)
+                .map_err(|source| EbpfError::Map { name: "isolated_cpus", source })?;
+        }
+        Ok(())
+    }
+
+    /// Stops counting intrusions on the CPUs that are `cgroup_id`'s (others' are left).
+    pub fn end_isolation(&self, cgroup_id: u64) -> Result<(), EbpfError> {
+        let Some(sched) = &self.sched else { return Ok(()) };
+        let mut map = sched.isolated.lock().expect("isolated cpus poisoned");
+        for cpu in 0..map.len() {
+            if map.get(&cpu, 0).is_ok_and(|v| v.cgroup_id == cgroup_id) {
+                map.set(cpu, IsolatedCpu::default(), 0).map_err(|source| EbpfError::Map { name: "isolated_cpus", source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPUs now isolated for `cgroup_id`.
+    pub fn isolated_cpus(&self, cgroup_id: u64) -> Vec<u32> {
+        let Some(sched) = &self.sched else { return Vec::new() };
+        let map = sched.isolated.lock().expect("isolated cpus poisoned");
+        (0..map.len()).filter(|cpu| map.get(cpu, 0).is_ok_and(|v| v.cgroup_id == cgroup_id && cgroup_id != 0)).collect()
+    }
+
+    /// Intrusions on the CPUs of `cgroup_id`, by CPU and kind.
+    pub fn intrusions(&self, cgroup_id: u64) -> Vec<(u32, Intrusion, u64)> {
+        let Some(sched) = &self.sched else { return Vec::new() };
+        let map = sched.intrusions.lock().expect("intrusions poisoned");
+        let mut out: Vec<_> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.cgroup_id == cgroup_id)
+            .filter_map(|(k, n)| Some((k.cpu, Intrusion::from_raw(k.kind)?, n)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Who intruded on the CPUs of `cgroup_id`, most often first, at most `limit`.
+    pub fn intruders(&self, cgroup_id: u64, limit: usize) -> Vec<SeenIntruder> {
+        let Some(sched) = &self.sched else { return Vec::new() };
+        let map = sched.intruders.lock().expect("intruders poisoned");
+        let mut out: Vec<SeenIntruder> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.cgroup_id == cgroup_id)
+            .filter_map(|(k, v)| {
+                let kind = Intrusion::from_raw(k.kind)?;
+                let name = match kind {
+                    Intrusion::Softirq => softirq_name(k.id).to_string(),
+                    _ => String::from_utf8_lossy(c_str(&v.comm)).into_owned(),
+                };
+                Some(SeenIntruder { kind, id: k.id, name, count: v.count, last_cpu: v.last_cpu })
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)).then(a.id.cmp(&b.id)));
+        out.truncate(limit);
+        out
+    }
+
+    /// Starts counting CFS throttling of the CPU-controller cgroup `cpu_cgroup_id` (on v2 the
+    /// container's own cgroup id; on v1 and hybrid hosts its cpu hierarchy's).
+    pub fn count_throttling(&self, cpu_cgroup_id: u64) -> Result<(), EbpfError> {
+        let Some(sched) = &self.sched else { return Ok(()) };
+        let mut map = sched.throttles.lock().expect("throttles poisoned");
+        if map.get(&cpu_cgroup_id, 0).is_ok() {
+            return Ok(());
+        }
+        map.insert(cpu_cgroup_id, 0, 0).map_err(|source| EbpfError::Map { name: "throttles", source })
+    }
+
+    /// Times CFS throttled a run queue of `cpu_cgroup_id` (one per CPU it ran out on).
+    pub fn throttled(&self, cpu_cgroup_id: u64) -> Option<u64> {
+        let sched = self.sched.as_ref()?;
+        sched.throttles.lock().expect("throttles poisoned").get(&cpu_cgroup_id, 0).ok()
+    }
+
+    /// Forgets what was counted for a container's cgroups (it is gone).
+    pub fn forget_sched(&self, cgroup_id: u64, cpu_cgroup_id: u64) -> Result<(), EbpfError> {
+        let Some(sched) = &self.sched else { return Ok(()) };
+        self.end_isolation(cgroup_id)?;
+        removed(sched.delay.lock().expect("sched delay poisoned").remove(&cgroup_id), "sched_delay")?;
+        if cpu_cgroup_id != 0 {
+            removed(sched.throttles.lock().expect("throttles poisoned").remove(&cpu_cgroup_id), "throttles")?;
+        }
+        let mut intrusions = sched.intrusions.lock().expect("intrusions poisoned");
+        let keys: Vec<IntrusionKey> = intrusions.keys().filter_map(Result::ok).filter(|k| k.cgroup_id == cgroup_id).collect();
+        for k in keys {
+            removed(intrusions.remove(&k), "intrusions")?;
+        }
+        drop(intrusions);
+        let mut intruders = sched.intruders.lock().expect("intruders poisoned");
+        let keys: Vec<IntruderKey> = intruders.keys().filter_map(Result::ok).filter(|k| k.cgroup_id == cgroup_id).collect();
+        for k in keys {
+            removed(intruders.remove(&k), "intruders")?;
+        }
+        Ok(())
+    }
+}
