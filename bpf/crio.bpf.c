@@ -480,7 +480,7 @@ int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct t
 	if (!iso || next->pid == 0 || task_cgroup(next) == iso->cgroup_id)
 		return 0;
 	__u32 kind = (next->flags & PF_KTHREAD_) ? CRIO_INTRUSION_KTHREAD : CRIO_INTRUSION_TASK;
-	intrusion(iso, cpu, kind, next->tgid, next->comm);
+	intrusion(iso, cpu, kind, next->pid, next->comm);
 	return 0;
 }
 

@@ -52,7 +52,7 @@ struct crio_event {
 	__s32 exit_code; /* exit: the wait status (code << 8, or the signal) */
 	__u32 flags;     /* CRIO_FLAG_* */
 	/* INTRUSION: the CPU, and what intruded (enum crio_intrusion_kind); pid is then the
-	 * task's thread group id, the IRQ number or the softirq vector, comm its name. */
+	 * task's thread id, the IRQ number or the softirq vector, comm its name. */
 	__u32 cpu;
 	__u32 intrusion;
 	char comm[CRIO_COMM_LEN];
@@ -99,7 +99,7 @@ struct crio_intrusion_key {
 };
 
 /* Key and value of the `intruders` LRU map: who intruded on a container's CPUs. `id` is the
- * thread group id (tasks), the IRQ number or the softirq vector. */
+ * thread id (tasks: each thread by its own name), the IRQ number or the softirq vector. */
 struct crio_intruder_key {
 	__u64 cgroup_id;
 	__u32 id;

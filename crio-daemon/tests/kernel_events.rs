@@ -51,7 +51,9 @@ async fn the_kernel_reports_what_runs_in_a_container() {
     let st = wait_state(d, &ct, cri::ContainerState::ContainerExited).await;
     assert_eq!((st.exit_code, st.finished_at), (4, init_exit.timestamp));
     let stats = client.stats(k::StatsRequest {}).await.expect("Stats").into_inner();
-    assert!(stats.enabled && stats.off.is_empty() && stats.lost == 0, "{stats:?}");
+    // Only the fexit program may be off (kernels without BPF trampolines refuse it, as CI's).
+    let off_here = stats.off.iter().all(|o| o.starts_with("CFS throttle events"));
+    assert!(stats.enabled && off_here && stats.lost == 0, "{stats:?}");
     let counts = stats.containers.iter().find(|c| c.container_id == ct).expect("counts for the container");
     assert!(counts.execs >= 2 && counts.forks >= 1 && counts.exits >= 2, "{counts:?}");
 

@@ -23,7 +23,7 @@ pub enum EventKind {
         memcg_id: Option<u64>,
     },
     /// Something else ran on `cpu`, isolated for the container (the event's pid is the
-    /// intruder's id: thread group id, IRQ number or softirq vector; comm its name).
+    /// intruder's id: thread id, IRQ number or softirq vector; comm its name).
     Intrusion {
         cpu: u32,
         what: Intrusion,

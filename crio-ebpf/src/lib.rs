@@ -171,7 +171,7 @@ impl Tracer {
                 unavailable.push(Unavailable { program, feature, reason });
             }
         }
-        let mut sched_ok = false;
+        let (mut sched_ok, mut throttle_events) = (false, false);
         if features.scheduling {
             for &(program, tracepoint, feature) in SCHED_PROGRAMS {
                 match attach(&mut ebpf, &btf, program, tracepoint) {
@@ -180,8 +180,9 @@ impl Tracer {
                 }
             }
             let (program, function) = THROTTLE_PROGRAM;
-            if let Err(reason) = attach_fexit(&mut ebpf, &btf, program, function) {
-                unavailable.push(Unavailable { program, feature: "CFS throttle events", reason });
+            match attach_fexit(&mut ebpf, &btf, program, function) {
+                Ok(()) => throttle_events = true,
+                Err(reason) => unavailable.push(Unavailable { program, feature: "CFS throttle events", reason }),
             }
         }
         let mut net_ok = true;
@@ -208,7 +209,7 @@ impl Tracer {
         let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
         let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
         let sched = match sched_ok {
-            true => Some(sched::SchedMaps::take(&mut ebpf)?),
+            true => Some(sched::SchedMaps::take(&mut ebpf, throttle_events)?),
             false => None,
         };
         // Run-time statistics cost a clock read per run; they are what the metrics report.

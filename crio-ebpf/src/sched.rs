@@ -68,7 +68,7 @@ pub fn softirq_name(vector: u32) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenIntruder {
     pub kind: Intrusion,
-    /// Thread group id (tasks, kernel threads), IRQ number or softirq vector.
+    /// Thread id (tasks, kernel threads), IRQ number or softirq vector.
     pub id: u32,
     pub name: String,
     pub count: u64,
@@ -82,10 +82,12 @@ pub(crate) struct SchedMaps {
     intrusions: Mutex<HashMap<MapData, IntrusionKey, u64>>,
     intruders: Mutex<HashMap<MapData, IntruderKey, Intruder>>,
     throttles: Mutex<HashMap<MapData, u64, u64>>,
+    /// Whether the throttle program runs (the kernel may refuse fexit programs).
+    throttle_events: bool,
 }
 
 impl SchedMaps {
-    pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<SchedMaps, EbpfError> {
+    pub(crate) fn take(ebpf: &mut aya::Ebpf, throttle_events: bool) -> Result<SchedMaps, EbpfError> {
         fn map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
             ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })
         }
@@ -96,6 +98,7 @@ impl SchedMaps {
             intrusions: Mutex::new(HashMap::try_from(map(ebpf, "intrusions")?).map_err(err("intrusions"))?),
             intruders: Mutex::new(HashMap::try_from(map(ebpf, "intruders")?).map_err(err("intruders"))?),
             throttles: Mutex::new(HashMap::try_from(map(ebpf, "throttles")?).map_err(err("throttles"))?),
+            throttle_events,
         })
     }
 }
@@ -207,8 +210,9 @@ impl Tracer {
     }
 
     /// Times CFS throttled a run queue of `cpu_cgroup_id` (one per CPU it ran out on).
+    /// `None` when the throttle program does not run.
     pub fn throttled(&self, cpu_cgroup_id: u64) -> Option<u64> {
-        let sched = self.sched.as_ref()?;
+        let sched = self.sched.as_ref().filter(|s| s.throttle_events)?;
         sched.throttles.lock().expect("throttles poisoned").get(&cpu_cgroup_id, 0).ok()
     }
 
@@ -230,6 +234,33 @@ impl Tracer {
         let keys: Vec<IntruderKey> = intruders.keys().filter_map(Result::ok).filter(|k| k.cgroup_id == cgroup_id).collect();
         for k in keys {
             removed(intruders.remove(&k), "intruders")?;
+        }
+        Ok(())
+    }
+
+    /// After a restart: drops what the pinned maps hold for cgroups not in `owned` (and
+    /// throttle counts of CPU cgroups not in `cpu_owned`).
+    pub fn reconcile_sched(
+        &self,
+        owned: &std::collections::HashSet<u64>,
+        cpu_owned: &std::collections::HashSet<u64>,
+    ) -> Result<(), EbpfError> {
+        let Some(sched) = &self.sched else { return Ok(()) };
+        let mut stale: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        stale.extend(sched.delay.lock().expect("sched delay poisoned").keys().filter_map(Result::ok));
+        stale.extend(sched.intrusions.lock().expect("intrusions poisoned").keys().filter_map(Result::ok).map(|k| k.cgroup_id));
+        stale.extend(sched.intruders.lock().expect("intruders poisoned").keys().filter_map(Result::ok).map(|k| k.cgroup_id));
+        {
+            let map = sched.isolated.lock().expect("isolated cpus poisoned");
+            stale.extend((0..map.len()).filter_map(|cpu| map.get(&cpu, 0).ok()).map(|v| v.cgroup_id).filter(|id| *id != 0));
+        }
+        for id in stale.into_iter().filter(|id| !owned.contains(id)) {
+            self.forget_sched(id, 0)?;
+        }
+        let mut throttles = sched.throttles.lock().expect("throttles poisoned");
+        let gone: Vec<u64> = throttles.keys().filter_map(Result::ok).filter(|id| !cpu_owned.contains(id)).collect();
+        for id in gone {
+            removed(throttles.remove(&id), "throttles")?;
         }
         Ok(())
     }

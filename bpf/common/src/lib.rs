@@ -141,7 +141,7 @@ pub struct IntrusionKey {
     pub kind: u32,
 }
 
-/// Key of the `intruders` map: `id` is a thread group id, an IRQ number or a softirq vector.
+/// Key of the `intruders` map: `id` is a thread id, an IRQ number or a softirq vector.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IntruderKey {

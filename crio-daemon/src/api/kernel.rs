@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::kernel_v1 as pb;
 use super::kernel_v1::kernel_events_server::{KernelEvents, KernelEventsServer};
-use crate::kernel::{ContainerKernelEvent, Kernel, OomLevel};
+use crate::kernel::{ContainerKernelEvent, Kernel, OomLevel, SchedReport};
 use crio_ebpf::EventKind;
 
 pub struct Service {
@@ -44,6 +44,37 @@ fn kind(k: &EventKind) -> pb::EventKind {
         EventKind::Fork => pb::EventKind::Fork,
         EventKind::Exit { .. } => pb::EventKind::Exit,
         EventKind::Oom { .. } => pb::EventKind::Oom,
+        EventKind::Intrusion { .. } => pb::EventKind::Intrusion,
+    }
+}
+
+fn intrusion_kind(name: &str) -> pb::IntrusionKind {
+    match name {
+        "task" => pb::IntrusionKind::Task,
+        "kthread" => pb::IntrusionKind::Kthread,
+        "irq" => pb::IntrusionKind::Irq,
+        "softirq" => pb::IntrusionKind::Softirq,
+        _ => pb::IntrusionKind::Unspecified,
+    }
+}
+
+fn scheduling(container_id: String, pod_sandbox_id: String, r: SchedReport) -> pb::ContainerScheduling {
+    pb::ContainerScheduling {
+        container_id,
+        pod_sandbox_id,
+        delay: r.delay.map(|d| pb::SchedDelay { slots: d.slots, count: d.count, total_ns: d.total_ns, p50_ns: d.p50_ns, p99_ns: d.p99_ns }),
+        isolated_cpus: r.isolated_cpus,
+        intrusions: r
+            .intrusions
+            .into_iter()
+            .map(|i| pb::IntrusionCount { cpu: i.cpu, kind: intrusion_kind(i.kind) as i32, count: i.count })
+            .collect(),
+        top_intruders: r
+            .top_intruders
+            .into_iter()
+            .map(|i| pb::Intruder { kind: intrusion_kind(i.kind) as i32, id: i.id, name: i.name, count: i.count, last_cpu: i.last_cpu })
+            .collect(),
+        cfs_throttles: r.cfs_throttles,
     }
 }
 
@@ -76,6 +107,10 @@ fn message(e: &ContainerKernelEvent, missed: u64) -> pb::Event {
             } as i32,
         }),
         missed,
+        intrusion: match ev.kind {
+            EventKind::Intrusion { cpu, what } => Some(pb::Intrusion { cpu, kind: intrusion_kind(what.name()) as i32 }),
+            _ => None,
+        },
     }
 }
 
@@ -136,5 +171,30 @@ impl KernelEvents for Service {
             dropped: self.kernel.dropped.load(Ordering::Relaxed),
             containers,
         }))
+    }
+
+    async fn scheduling(&self, request: Request<pb::SchedulingRequest>) -> Result<Response<pb::SchedulingResponse>, Status> {
+        let wanted = request.into_inner().container_id;
+        let kernel = self.kernel.clone();
+        let only = wanted.clone();
+        let containers = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (container_id, pod_id) in kernel.tracked_containers() {
+                if !only.is_empty() && container_id != only {
+                    continue;
+                }
+                if let Some(r) = kernel.sched_report(&container_id) {
+                    out.push(scheduling(container_id, pod_id, r));
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading the scheduling maps: {e}")))?;
+        if !wanted.is_empty() && containers.is_empty() {
+            return Err(Status::not_found(format!("container {wanted} is not tracked by the kernel programs")));
+        }
+        let off = self.kernel.sched_off();
+        Ok(Response::new(pb::SchedulingResponse { enabled: self.kernel.scheduling(), off, containers }))
     }
 }

@@ -173,6 +173,7 @@ impl ContainerService {
             cgroup_id: 0,
             hooks: Vec::new(),
             placement: None,
+            isolated_cpus: String::new(),
             runtime_handler: Some(pod.spec.runtime_handler.clone()),
             user: None,
             spec,
@@ -189,6 +190,11 @@ impl ContainerService {
         hook_requests: Option<&crio_hooks::annotations::Requests>,
     ) -> Result<(), ContainerError> {
         (ct.pid, ct.user) = self.set_up_container(ct, pod, run).await?;
+        // CPUs without load balancing or IRQs are meant to be the container's alone: what
+        // else runs there is counted from now (the kernel programs' intrusions).
+        if hook_requests.is_some_and(|r| r.no_load_balancing || r.irq.is_some()) {
+            ct.isolated_cpus = ct.spec.resources.cpuset_cpus.clone();
+        }
         ct.cgroup_id = self.track_container(ct, pod);
         // Its cgroups exist now and it has not started: the moment for the hooks.
         if let Some(req) = hook_requests {

@@ -129,7 +129,13 @@ impl ContainerService {
     pub(super) fn track_container(&self, ct: &Container, pod: &PodSandbox) -> u64 {
         let Some(dir) = self.node.v2_dir(&ct.cgroup_path) else { return 0 };
         let cgroups = self.node.cgroups();
-        let memcgs = (cgroups.memory_dir(&ct.cgroup_path), cgroups.memory_dir(&self.node.pod_cgroup_path(pod)));
-        self.kernel.track_container((&pod.id, &ct.id), ct.pid.max(0) as u32, &dir, (&memcgs.0, &memcgs.1)).unwrap_or(0)
+        let memcg = cgroups.memory_dir(&ct.cgroup_path);
+        let pod_memcg = cgroups.memory_dir(&self.node.pod_cgroup_path(pod));
+        let cpu = cgroups.controller_dir("cpu", &ct.cgroup_path);
+        // Only while it lives: an ended container's CPUs are nobody's.
+        let live = matches!(ct.state, ContainerState::Created | ContainerState::Running);
+        let isolated_cpus = if live { ct.isolated_cpus.as_str() } else { "" };
+        let tracked = crate::kernel::ContainerCgroups { dir: &dir, memcg: &memcg, pod_memcg: &pod_memcg, cpu: &cpu, isolated_cpus };
+        self.kernel.track_container((&pod.id, &ct.id), ct.pid.max(0) as u32, &tracked).unwrap_or(0)
     }
 }

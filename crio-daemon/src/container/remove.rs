@@ -66,6 +66,7 @@ impl ContainerService {
     /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
     /// settings. Safe to call more than once and from both the exit watch and StopContainer.
     pub(super) async fn give_back(&self, id: &str) {
+        self.kernel.end_isolation(id);
         // Most containers steer no IRQs: no hand-off of the runtime thread for them.
         if self.tuning.steers_irqs(id) {
             super::blocking(|| self.tuning.release_irqs(id));

@@ -139,6 +139,9 @@ pub async fn container_status(s: &Services, req: cri::ContainerStatusRequest) ->
         if let Some(p) = &c.placement {
             info.insert("placement".to_string(), serde_json::to_string(p).unwrap_or_default());
         }
+        if let Some(r) = s.kernel.sched_report(&c.id) {
+            info.insert("scheduling".to_string(), serde_json::to_string(&r).unwrap_or_default());
+        }
     }
     Ok(cri::ContainerStatusResponse { status: Some(status), info })
 }

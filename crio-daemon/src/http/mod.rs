@@ -53,6 +53,9 @@ pub struct ContainerInfo {
     pub pressure: Option<crate::cgroups::pressure::Pressure>,
     /// Its CPUs and memory nodes, where NUMA placement or the shared pool decided them.
     pub placement: Option<crio_hooks::placement::Placement>,
+    /// Its wait for a CPU, intrusions on its isolated CPUs and CFS throttling, where the
+    /// kernel programs count them.
+    pub scheduling: Option<crate::kernel::SchedReport>,
 }
 
 async fn container(s: &Services, id: &str) -> axum::response::Response {
@@ -77,6 +80,7 @@ async fn container(s: &Services, id: &str) -> axum::response::Response {
         exit_code: ct.exit_code,
         pressure: s.containers.pressure(&ct),
         placement: ct.placement.clone(),
+        scheduling: s.kernel.sched_report(&ct.id),
     })
     .into_response()
 }

@@ -5,6 +5,8 @@
 //! Without eBPF (no BTF, no privilege, a build without programs) everything here is a no-op
 //! and the cgroup-file fallbacks elsewhere apply; `off` says why, for Status.
 
+mod sched;
+
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -14,6 +16,8 @@ use std::time::SystemTime;
 
 use crio_ebpf::{CGROUP_CONTAINER, CGROUP_POD, EventKind, KernelEvent, NetCounters, Tracer};
 use tokio::sync::broadcast;
+
+pub use sched::{DelayHistogram, IntruderSummary, IntrusionCount, SchedReport, quantile};
 
 /// Events buffered per subscriber before it is told it fell behind.
 const SUBSCRIBER_BUFFER: usize = 4096;
@@ -84,12 +88,29 @@ struct Index {
     retired_net: HashMap<String, NetCounters>,
     /// OOM kills in our containers since start, by whose limit fired.
     oom_by_level: HashMap<OomLevel, u64>,
+    /// Per container, where its scheduling is counted.
+    sched: HashMap<String, sched::SchedIds>,
+}
+
+/// The cgroups of a container the kernel programs watch.
+pub struct ContainerCgroups<'a> {
+    /// Its default-hierarchy (v2 or unified) directory: what the programs filter on.
+    pub dir: &'a Path,
+    /// Its memory cgroup and its pod's, for OOM levels.
+    pub memcg: &'a Path,
+    pub pod_memcg: &'a Path,
+    /// Its CPU controller's directory, for CFS throttling.
+    pub cpu: &'a Path,
+    /// The CPUs isolated for it while it lives (a CPU list; empty: none).
+    pub isolated_cpus: &'a str,
 }
 
 pub struct Kernel {
     tracer: Option<Arc<Tracer>>,
     /// The features that are off, and why (empty when all work).
     pub off: Vec<String>,
+    /// Of those, the scheduling ones.
+    sched_off: Vec<String>,
     index: Mutex<Index>,
     events: broadcast::Sender<Arc<ContainerKernelEvent>>,
     /// Events subscribers missed because they fell behind.
@@ -105,7 +126,8 @@ impl Kernel {
     /// No kernel tracing, for `why`.
     pub fn disabled(why: impl Into<String>) -> Kernel {
         let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        Kernel { tracer: None, off: vec![why.into()], index: Mutex::default(), events, dropped: AtomicU64::new(0) }
+        let off = vec![why.into()];
+        Kernel { tracer: None, sched_off: off.clone(), off, index: Mutex::default(), events, dropped: AtomicU64::new(0) }
     }
 
     /// Loads the programs (blocking: parses the kernel's BTF). What cannot load is warned
@@ -116,13 +138,21 @@ impl Kernel {
         }
         match Tracer::load(&config.bpffs, &config.pin_dir, crio_ebpf::Features { scheduling: config.sched_tracing }) {
             Ok(tracer) => {
-                let off: Vec<String> = tracer.unavailable.iter().map(|u| format!("{}: {}", u.feature, u.reason)).collect();
+                let mut off: Vec<String> = tracer.unavailable.iter().map(|u| format!("{}: {}", u.feature, u.reason)).collect();
+                let scheduling = |p: &str| p == crio_ebpf::THROTTLE_PROGRAM.0 || crio_ebpf::SCHED_PROGRAMS.iter().any(|s| s.0 == p);
+                let mut sched_off: Vec<String> =
+                    tracer.unavailable.iter().filter(|u| scheduling(u.program)).map(|u| format!("{}: {}", u.feature, u.reason)).collect();
+                if !config.sched_tracing {
+                    let why = "scheduling tracing is disabled in the configuration ([crio.ebpf] sched_tracing = false)".to_string();
+                    off.push(why.clone());
+                    sched_off.push(why);
+                }
                 if !off.is_empty() {
                     tracing::warn!(off = ?off, "some eBPF programs could not load; their features use fallbacks");
                 }
                 tracing::info!(pin_dir = %config.pin_dir.display(), "eBPF container tracing loaded");
                 let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-                Kernel { tracer: Some(Arc::new(tracer)), off, index: Mutex::default(), events, dropped: AtomicU64::new(0) }
+                Kernel { tracer: Some(Arc::new(tracer)), off, sched_off, index: Mutex::default(), events, dropped: AtomicU64::new(0) }
             }
             Err(e) => {
                 let why = crate::error_chain(&e);
@@ -136,6 +166,20 @@ impl Kernel {
         self.tracer.is_some()
     }
 
+    /// The scheduling features that are off, and why.
+    pub fn sched_off(&self) -> Vec<String> {
+        self.sched_off.clone()
+    }
+
+    /// Every container the programs track, with its pod, by container id.
+    pub fn tracked_containers(&self) -> Vec<(String, String)> {
+        let index = self.index.lock().expect("kernel index poisoned");
+        let mut out: Vec<(String, String)> =
+            index.cgroups.values().filter(|o| !o.container_id.is_empty()).map(|o| (o.container_id.clone(), o.pod_id.clone())).collect();
+        out.sort();
+        out
+    }
+
     /// Whether OOM kills are attributed in the kernel (else the cgroup files decide).
     pub fn oom_attribution(&self) -> bool {
         self.tracer.as_ref().is_some_and(|t| t.unavailable.iter().all(|u| u.program != "crio_oom_victim"))
@@ -146,22 +190,34 @@ impl Kernel {
         self.tracer.as_ref().map(|t| t.lost()).unwrap_or(0)
     }
 
-    /// Tracks a container's cgroup (`cgroup_dir`, the default hierarchy's) and remembers its
-    /// memory cgroups (own and pod's) for OOM levels. Returns the cgroup id.
-    pub fn track_container(&self, ids: (&str, &str), init_pid: u32, cgroup_dir: &Path, memcgs: (&Path, &Path)) -> Option<u64> {
+    /// Tracks a container's cgroups and remembers its memory cgroups (own and pod's) for OOM
+    /// levels; counts intrusions on its isolated CPUs. Returns the cgroup id.
+    pub fn track_container(&self, ids: (&str, &str), init_pid: u32, cgroups: &ContainerCgroups) -> Option<u64> {
         let tracer = self.tracer.as_ref()?;
         let (pod_id, container_id) = ids;
-        let id = cgroup_id(cgroup_dir)?;
+        let id = cgroup_id(cgroups.dir)?;
         if let Err(e) = tracer.track(id, pod_id, container_id, CGROUP_CONTAINER) {
             tracing::warn!(container_id, error = %crate::error_chain(&e), "could not track the container's cgroup");
             return None;
         }
-        let mut index = self.index.lock().expect("kernel index poisoned");
-        index.cgroups.insert(id, Owner { pod_id: pod_id.into(), container_id: container_id.into(), init_pid });
-        for (dir, owner) in [(memcgs.0, container_id), (memcgs.1, pod_id)] {
-            if let Some(m) = cgroup_id(dir) {
-                index.memcgs.insert(m, owner.into());
+        let sched_ids = sched::SchedIds { cgroup_id: id, cpu_cgroup_id: cgroup_id(cgroups.cpu).unwrap_or(0) };
+        if sched_ids.cpu_cgroup_id != 0
+            && let Err(e) = tracer.count_throttling(sched_ids.cpu_cgroup_id)
+        {
+            tracing::warn!(container_id, error = %crate::error_chain(&e), "CFS throttling of the container is not counted");
+        }
+        {
+            let mut index = self.index.lock().expect("kernel index poisoned");
+            index.cgroups.insert(id, Owner { pod_id: pod_id.into(), container_id: container_id.into(), init_pid });
+            for (dir, owner) in [(cgroups.memcg, container_id), (cgroups.pod_memcg, pod_id)] {
+                if let Some(m) = cgroup_id(dir) {
+                    index.memcgs.insert(m, owner.into());
+                }
             }
+            index.sched.insert(container_id.into(), sched_ids);
+        }
+        if !cgroups.isolated_cpus.is_empty() {
+            self.isolate(container_id, sched_ids, cgroups.isolated_cpus);
         }
         Some(id)
     }
@@ -194,6 +250,9 @@ impl Kernel {
                 index.memcgs.retain(|_, o| o != id);
                 index.fates.remove(id);
                 index.counters.remove(id);
+                if let Some(ids) = index.sched.remove(id) {
+                    self.forget_sched(ids);
+                }
                 if let (Some(owner), Some(net)) = (owner, tracer.net_counters(cgroup_id)) {
                     *index.retired_net.entry(owner.pod_id).or_default() += net;
                 }
@@ -233,6 +292,7 @@ impl Kernel {
                 let _ = tracer.untrack(id);
             }
         }
+        self.reconcile_sched(owned);
     }
 
     /// Whether the kernel saw the container's init chosen as an OOM victim.
@@ -281,7 +341,9 @@ impl Kernel {
         let resolved = {
             let mut index = self.index.lock().expect("kernel index poisoned");
             let Some(owner) = index.cgroups.get(&event.cgroup_id).cloned() else { return };
-            let is_init = owner.init_pid != 0 && event.pid == owner.init_pid;
+            // An intrusion's pid is the intruder's (or an IRQ number): never the init.
+            let intrusion = matches!(event.kind, EventKind::Intrusion { .. });
+            let is_init = owner.init_pid != 0 && event.pid == owner.init_pid && !intrusion;
             let oom = match &event.kind {
                 EventKind::Oom { memcg_id } => {
                     let level = match memcg_id.and_then(|m| index.memcgs.get(&m)) {
@@ -302,6 +364,8 @@ impl Kernel {
                     EventKind::Fork => c.forks += 1,
                     EventKind::Exit { .. } => c.exits += 1,
                     EventKind::Oom { .. } => c.oom_kills += 1,
+                    // Counted in the kernel's own map, per CPU and kind.
+                    EventKind::Intrusion { .. } => {}
                 }
                 if is_init {
                     let fate = index.fates.entry(owner.container_id.clone()).or_default();

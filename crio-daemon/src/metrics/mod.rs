@@ -2,10 +2,12 @@
 //! meaning is the same (`container_runtime_crio_operations_total`, the latency histogram,
 //! OOM and image pull counts, dropped events), plus what the kernel programs see: exec, fork
 //! and exit counts per container, OOM kills by level, pod network bytes and packets, lost
-//! kernel events and each program's run time. Per-container and per-pod series are built at
+//! kernel events and each program's run time; per container, its wait for a CPU, intrusions
+//! on the CPUs its hooks isolated and CFS throttle events (`sched`). Per-container and per-pod series are built at
 //! scrape time from live objects, so a removed container's series are gone with it.
 
 mod render;
+mod sched;
 pub mod serve;
 
 use std::collections::HashMap;

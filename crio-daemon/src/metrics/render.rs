@@ -11,14 +11,14 @@ use crate::services::Services;
 
 const PREFIX: &str = "container_runtime_crio";
 
-struct Out(String);
+pub(super) struct Out(String);
 
 impl Out {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
+    pub(super) fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {PREFIX}_{name} {help}\n# TYPE {PREFIX}_{name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         let _ = write!(self.0, "{PREFIX}_{name}");
         if !labels.is_empty() {
             let body: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
@@ -125,6 +125,7 @@ pub fn render(m: &Metrics, s: &Services) -> String {
             o.sample(name, &[("pod_sandbox_id", &p.id), ("pod_name", &p.spec.name), ("pod_namespace", &p.spec.namespace)], pick(n));
         }
     }
+    super::sched::render(&mut o, kernel, &containers);
     o.header("kernel_events_lost_total", "counter", "Kernel events dropped because the ring buffer was full.");
     o.sample("kernel_events_lost_total", &[], kernel.lost());
     let programs = kernel.program_stats();

@@ -192,6 +192,10 @@ pub struct Container {
     /// shared CPU pool).
     #[serde(default)]
     pub placement: Option<crio_hooks::placement::Placement>,
+    /// The CPUs its hooks isolated (load balancing off or IRQs steered away), as a list;
+    /// empty for most. What else runs there while it lives is counted as an intrusion.
+    #[serde(default)]
+    pub isolated_cpus: String,
     /// The runtime handler it was created with (its pod's); `None` in records from before it
     /// was kept, which use their pod's.
     #[serde(default)]

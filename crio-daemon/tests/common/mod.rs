@@ -38,3 +38,14 @@ pub async fn pulled_busybox() -> (Registry, Daemon, String) {
     d.stop();
     (reg, d, image)
 }
+
+/// The daemon's Prometheus page at 127.0.0.1:`port` (an HTTP 200 asserted).
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listening");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("metrics request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("metrics response");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}

@@ -1,6 +1,7 @@
 //! `crioctl`: a small CRI client for people and tests, with crictl-like verbs.
 
 mod stream;
+mod top;
 
 use std::path::PathBuf;
 
@@ -96,8 +97,21 @@ enum Command {
         #[arg(long)]
         pod: Option<String>,
     },
-    /// Container status as JSON.
+    /// Container status as JSON, verbose (with its scheduling as the kernel saw it).
     Inspect { id: String },
+    /// Containers by their wait for a CPU (p50/p99 over each interval) and intrusions on
+    /// their isolated CPUs, refreshed until interrupted.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Print one table (counts since each container started) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Sort by: p99, p50, waits, intrusions.
+        #[arg(long, default_value = "p99")]
+        sort: top::SortBy,
+    },
     /// Stop containers.
     Stop {
         ids: Vec<String>,
@@ -146,7 +160,7 @@ enum Command {
         /// With --kernel: only this container's.
         #[arg(long, requires = "kernel")]
         container: Option<String>,
-        /// With --kernel: only these kinds (exec, fork, exit, oom).
+        /// With --kernel: only these kinds (exec, fork, exit, oom, intrusion).
         #[arg(long = "kind", requires = "kernel")]
         kinds: Vec<String>,
     },
@@ -176,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
     let ch = channel(&cli.socket).await?;
     if let Command::Events { kernel: true, pod, container, kinds } = cli.command {
         return kernel_events(ch, pod, container, kinds).await;
+    }
+    if let Command::Top { interval, once, sort } = cli.command {
+        return top::run(ch, std::time::Duration::from_secs(interval.max(1)), once, sort).await;
     }
     let mut rt = RuntimeServiceClient::new(ch.clone());
     let mut img = ImageServiceClient::new(ch).max_decoding_message_size(80 * 1024 * 1024);
@@ -324,7 +341,7 @@ async fn container_command(rt: &mut RuntimeServiceClient<Channel>, command: Comm
             }
         }
         Command::Inspect { id } => {
-            let r = rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await?.into_inner();
+            let r = rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: true }).await?.into_inner();
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Stop { ids, timeout } => {
@@ -443,7 +460,7 @@ async fn kernel_events(ch: Channel, pod: Option<String>, container: Option<Strin
         .iter()
         .map(|s| k::EventKind::from_str_name(&format!("EVENT_KIND_{}", s.to_uppercase())).map(|k| k as i32))
         .collect::<Option<Vec<_>>>()
-        .context("--kind is one of exec, fork, exit, oom")?;
+        .context("--kind is one of exec, fork, exit, oom, intrusion")?;
     let req = k::WatchRequest { pod_sandbox_id: pod.unwrap_or_default(), container_id: container.unwrap_or_default(), kinds };
     let mut client = k::kernel_events_client::KernelEventsClient::new(ch);
     let mut stream = client.watch(req).await?.into_inner();
@@ -458,6 +475,10 @@ async fn kernel_events(ch: Channel, pod: Option<String>, container: Option<Strin
             Ok(k::EventKind::Oom) => ev
                 .oom
                 .map(|o| format!("{:?} init={}", k::OomLevel::try_from(o.level).unwrap_or_default(), o.victim_is_init))
+                .unwrap_or_default(),
+            Ok(k::EventKind::Intrusion) => ev
+                .intrusion
+                .map(|i| format!("cpu {} {:?}", i.cpu, k::IntrusionKind::try_from(i.kind).unwrap_or_default()))
                 .unwrap_or_default(),
             _ => String::new(),
         };
