@@ -322,9 +322,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } throttles SEC(".maps");
 
+/* Direct loads (CO-RE relocated through vmlinux.h's preserve_access_index), not helper calls:
+ * this runs on every wakeup of the node. */
 static __always_inline __u64 task_cgroup(struct task_struct *t)
 {
-	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	return t->cgroups->dfl_cgrp->kn->id;
 }
 
 /* floor(log2(v)) for v > 0, without loops (the verifier counts each step). */
@@ -365,6 +367,9 @@ static __always_inline void record_delay(__u64 cgroup_id, __u64 delta)
 /* `p` became runnable: its wait for a CPU starts, if it is a container's. */
 static __always_inline void runnable(struct task_struct *p)
 {
+	/* Kernel threads (most wakeups of an idle node) are in no container. */
+	if (p->flags & PF_KTHREAD_)
+		return;
 	__u64 cgroup_id = task_cgroup(p);
 	if (!known(cgroup_id))
 		return;
@@ -448,11 +453,13 @@ static __always_inline struct crio_isolated_cpu *isolated(__u32 *cpu)
 SEC("tp_btf/sched_switch")
 int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/* The clock only for container tasks: most switches of a node are not theirs. */
+	__u64 now = 0;
 	/* Preempted, prev stays runnable: its wait starts now (as the kernel's own runqlat). */
-	if (prev_state == TASK_RUNNING_) {
+	if (prev_state == TASK_RUNNING_ && !(prev->flags & PF_KTHREAD_)) {
 		struct sched_task *s = bpf_task_storage_get(&sched_tasks, prev, 0, 0);
 		if (s) {
+			now = bpf_ktime_get_ns();
 			s->queued_ns = now;
 		} else {
 			/* A task never woken since it was known (a CPU hog from before a restart, or
@@ -462,6 +469,7 @@ int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct t
 			if (known(cgroup_id)) {
 				s = bpf_task_storage_get(&sched_tasks, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 				if (s) {
+					now = bpf_ktime_get_ns();
 					s->cgroup_id = cgroup_id;
 					s->queued_ns = now;
 				}
@@ -470,6 +478,8 @@ int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct t
 	}
 	struct sched_task *s = bpf_task_storage_get(&sched_tasks, next, 0, 0);
 	if (s && s->queued_ns) {
+		if (!now)
+			now = bpf_ktime_get_ns();
 		if (now > s->queued_ns)
 			record_delay(s->cgroup_id, now - s->queued_ns);
 		s->queued_ns = 0;

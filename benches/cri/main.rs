@@ -12,6 +12,7 @@ mod list_streams;
 mod procs;
 mod report;
 mod scenarios;
+mod sched_cost;
 mod streaming;
 
 use std::path::Path;
@@ -88,7 +89,7 @@ impl Drop for Cleanup {
     }
 }
 
-const SCENARIOS: [&str; 8] = ["pod_start", "probes", "exec_storm", "burst", "density", "image", "streaming", "list_streams"];
+const SCENARIOS: [&str; 9] = ["pod_start", "probes", "exec_storm", "burst", "density", "image", "streaming", "list_streams", "sched_cost"];
 
 /// `CRIO_BENCH_SCENARIOS` (comma-separated names from [`SCENARIOS`]) runs only those; unset,
 /// all of them.
@@ -97,6 +98,11 @@ fn selected(name: &str) -> bool {
         Ok(list) => list.split(',').any(|s| s.trim() == name),
         Err(_) => true,
     }
+}
+
+/// Whether a scenario compared with containerd is selected (sched_cost is ours alone).
+fn side_by_side() -> bool {
+    SCENARIOS.iter().filter(|s| **s != "sched_cost").any(|s| selected(s))
 }
 
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
@@ -187,9 +193,11 @@ async fn main() {
     let cgroup_parent = format!("/{}", cleanup.cgroup);
     let rounds = rounds();
     let (mut ours, mut peer, mut untraced) = (Results::default(), Results::default(), Results::default());
+    let (mut sched_on, mut sched_off) = (Results::default(), Results::default());
+    let pingpong = selected("sched_cost").then(|| sched_cost::build_pingpong(work.path()));
     for round in 0..rounds {
         eprintln!("round {}/{rounds}: crio", round + 1);
-        {
+        if side_by_side() {
             let d = ours_daemon(&reg, &ours_net, "").await;
             let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours")).await;
             run_round(&t, &mut ours, round, rounds).await;
@@ -205,6 +213,21 @@ async fn main() {
             if selected("exec_storm") {
                 scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
             }
+        }
+        // What scheduling tracing costs: ours with it on and off, alternately, under storms.
+        if let Some(pingpong) = &pingpong {
+            let metrics = "[crio.metrics]\nenable_metrics = true\nmetrics_host = \"127.0.0.1\"\nmetrics_port = 0\n";
+            for (on, results) in [(true, &mut sched_on), (false, &mut sched_off)] {
+                eprintln!("round {}/{rounds}: crio with scheduling tracing {}", round + 1, if on { "on" } else { "off" });
+                let extra = format!("{metrics}[crio.ebpf]\nsched_tracing = {on}\n");
+                let d = ours_daemon(&reg, &ours_net, &extra).await;
+                let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-sched")).await;
+                let port = on.then(|| d.metrics_port());
+                sched_cost::sched_cost(&t, results, round, pingpong, port, STORM / rounds).await;
+            }
+        }
+        if !side_by_side() {
+            continue;
         }
         eprintln!("round {}/{rounds}: containerd", round + 1);
         {
@@ -243,5 +266,10 @@ async fn main() {
         oci: version("runc", "--version"),
         rounds,
     };
-    report::write(&machine, &ours, &peer, &untraced);
+    if side_by_side() {
+        report::write(&machine, &ours, &peer, &untraced);
+    }
+    if pingpong.is_some() {
+        report::write_sched(&machine, &sched_on, &sched_off);
+    }
 }

@@ -33,9 +33,14 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
         m.cores, m.kernel, m.ours, m.peer, m.oci, m.rounds
     );
     let mut json = Vec::new();
+    // A row the peer has no sample for (an RPC it lacks) keeps its own numbers, with "-".
     for (name, a) in &ours.samples {
-        let Some(b) = peer.samples.get(name) else { continue };
         let (a50, a95, a99) = (pct(a, 0.5), pct(a, 0.95), pct(a, 0.99));
+        let Some(b) = peer.samples.get(name) else {
+            md += &format!("| {name} | {} | {a50:.2} | {a95:.2} | {a99:.2} | - | - | - | - | - |\n", a.len());
+            json.push(serde_json::json!({"name": name, "n": a.len(), "crio": {"p50_ms": a50, "p95_ms": a95, "p99_ms": a99}}));
+            continue;
+        };
         let (b50, b95, b99) = (pct(b, 0.5), pct(b, 0.95), pct(b, 0.99));
         md += &format!(
             "| {name} | {} | {a50:.2} | {a95:.2} | {a99:.2} | {b50:.2} | {b95:.2} | {b99:.2} | {:.2} | {:.2} |\n",
@@ -50,8 +55,13 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
     }
     md += "\n| measurement (median of rounds) | crio | containerd | ratio |\n|---|---|---|---|\n";
     for (name, a) in &ours.values {
-        let Some(b) = peer.values.get(name) else { continue };
-        let (a, b) = (median(a), median(b));
+        let a = median(a);
+        let Some(b) = peer.values.get(name) else {
+            md += &format!("| {name} | {a:.3} | - | - |\n");
+            json.push(serde_json::json!({"name": name, "crio": a}));
+            continue;
+        };
+        let b = median(b);
         md += &format!("| {name} | {a:.3} | {b:.3} | {:.2} |\n", a / b);
         json.push(serde_json::json!({"name": name, "crio": a, "containerd": b, "ratio": a / b}));
     }
@@ -71,11 +81,52 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
         md += &format!("| {name} (median) | {a:.1} | | {b:.1} | | {:.2} | |\n", a / b);
         json.push(serde_json::json!({"name": name, "tracing": "on/off", "on": a, "off": b, "ratio": a / b}));
     }
+    save(m, "cri", &md, json);
+}
+
+/// Prints the report and writes it as `target/bench/<stem>.md` and `.json`.
+fn save(m: &Machine, stem: &str, md: &str, json: Vec<serde_json::Value>) {
     println!("{md}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cri.md"), &md).unwrap();
+    std::fs::write(dir.join(format!("{stem}.md")), md).unwrap();
     let doc = serde_json::json!({"machine": {"cores": m.cores, "kernel": m.kernel, "crio": m.ours, "containerd": m.peer,
         "oci_runtime": m.oci, "rounds": m.rounds}, "results": json});
-    std::fs::write(dir.join("cri.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+}
+
+/// The cost of scheduling tracing: storms and exec storms with it on and off (median of
+/// rounds), and each program's kernel-measured time per run.
+pub fn write_sched(m: &Machine, on: &Results, off: &Results) {
+    let mut md = format!(
+        "Machine: {} cores, kernel {}; {}; {} alternating rounds of scheduling tracing on and off.\n\n\
+         | measurement (median of rounds) | sched on | sched off | on/off |\n|---|---|---|---|\n",
+        m.cores, m.kernel, m.ours, m.rounds
+    );
+    let mut json = Vec::new();
+    for (name, a) in &on.values {
+        let a = median(a);
+        match off.values.get(name) {
+            Some(b) => {
+                let b = median(b);
+                md += &format!("| {name} | {a:.1} | {b:.1} | {:.3} |\n", a / b);
+                json.push(serde_json::json!({"name": name, "on": a, "off": b, "ratio": a / b}));
+            }
+            // Program costs exist only with the programs on.
+            None => {
+                md += &format!("| {name} | {a:.1} | - | - |\n");
+                json.push(serde_json::json!({"name": name, "on": a}));
+            }
+        }
+    }
+    md +=
+        "\n| measurement | n | on p50 ms | on p99 | off p50 ms | off p99 | on/off p50 | on/off p99 |\n|---|---|---|---|---|---|---|---|\n";
+    for (name, a) in &on.samples {
+        let Some(b) = off.samples.get(name) else { continue };
+        let (a50, a99, b50, b99) = (pct(a, 0.5), pct(a, 0.99), pct(b, 0.5), pct(b, 0.99));
+        md += &format!("| {name} | {} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.2} |\n", a.len(), a50 / b50, a99 / b99);
+        json.push(serde_json::json!({"name": name, "n": a.len(), "on": {"p50_ms": a50, "p99_ms": a99},
+            "off": {"p50_ms": b50, "p99_ms": b99}}));
+    }
+    save(m, "sched", &md, json);
 }
