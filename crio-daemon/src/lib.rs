@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod capabilities;
+pub mod cdi;
 pub mod cgroups;
 pub mod config;
 pub mod container;

@@ -131,7 +131,8 @@ async fn image_volumes_recursive_read_only_user_and_refusals() {
     let err = create(&d, &pod, &pc, cc).await.expect_err("rro on a writable mount");
     assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains("recursive_read_only"), "{err:?}");
 
-    // What the runtime cannot honour is refused by name.
+    // What the runtime cannot honour is refused by name: a CDI device no spec describes (the
+    // default spec directories have none here; tests/cdi_devices.rs applies real specs).
     let mut cc = container_config("cdi", &image, "exec sleep 1000");
     cc.cdi_devices = vec![cri::CdiDevice { name: "vendor.com/gpu=0".into() }];
     let err = create(&d, &pod, &pc, cc).await.expect_err("CDI devices");

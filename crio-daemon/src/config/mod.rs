@@ -125,6 +125,9 @@ pub struct Runtime {
     /// unconfined (false). CRI-O's key; false is containerd's behaviour and the CRI validation
     /// suite's expectation. Kubelets since 1.27 always send a profile.
     pub seccomp_use_default_when_empty: bool,
+    /// Where CDI device specs are read, later directories overriding earlier ones (CRI-O's
+    /// key and defaults).
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Runtime {
@@ -158,6 +161,7 @@ impl Default for Runtime {
             kubelet_reserved_cpus: String::new(),
             apparmor_profile: "crio-default".into(),
             seccomp_use_default_when_empty: false,
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

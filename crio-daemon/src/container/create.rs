@@ -242,7 +242,18 @@ impl ContainerService {
             pid_namespace: &pid_namespace,
             cgroups_path: &self.node.container_cgroup(pod, &ct.id).1,
         };
-        let oci = spec::build(&input).map_err(|e| ContainerError::InvalidArgument { field: "config", why: e.to_string() })?;
+        let mut oci = spec::build(&input).map_err(|e| ContainerError::InvalidArgument { field: "config", why: e.to_string() })?;
+        if !ct.spec.cdi_devices.is_empty() {
+            let dirs = &self.config.crio.runtime.cdi_spec_dirs;
+            let applied = crate::cdi::Registry::load(dirs)
+                .and_then(|r| r.resolve(&ct.spec.cdi_devices))
+                .and_then(|edits| crate::cdi::inject(&mut oci, &edits));
+            applied.map_err(|e| match e {
+                crate::cdi::CdiError::BadName { .. } => ContainerError::InvalidArgument { field: "config.CDI_devices", why: e.to_string() },
+                // The node lacks the device or its spec cannot be applied.
+                _ => ContainerError::Unsupported { field: "config.CDI_devices", why: e.to_string() },
+            })?;
+        }
         let config_path = ct.bundle.join("config.json");
         // The environment holds Secret-backed variables: readable by root alone.
         let bytes = serde_json::to_vec(&oci).map_err(|e| ContainerError::Io {

@@ -106,11 +106,9 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mounts = config.mounts.into_iter().enumerate().map(|(i, m)| mount(i, m)).collect::<Result<Vec<_>, _>>()?;
-    if !config.cdi_devices.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "config.CDI_devices: {} CDI device(s) requested, but this runtime does not apply CDI specs; expose the devices as config.devices",
-            config.cdi_devices.len()
-        )));
+    let cdi_devices: Vec<String> = config.cdi_devices.into_iter().map(|d| d.name).collect();
+    for (i, name) in cdi_devices.iter().enumerate() {
+        crate::cdi::check_name(name).map_err(|e| Status::invalid_argument(format!("config.CDI_devices[{i}]: {e}")))?;
     }
     Ok(ContainerSpec {
         name: meta.name,
@@ -160,6 +158,7 @@ pub(super) fn to_spec(config: cri::ContainerConfig, default_when_empty: bool) ->
         },
         resources: resources(res, "config.linux.resources")?,
         pid_mode,
+        cdi_devices,
     })
 }
 

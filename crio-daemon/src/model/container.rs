@@ -134,6 +134,9 @@ pub struct ContainerSpec {
     pub resources: Resources,
     #[serde(default)]
     pub pid_mode: PidMode,
+    /// CDI devices by qualified name (`vendor.com/class=name`), applied from the node's specs.
+    #[serde(default)]
+    pub cdi_devices: Vec<String>,
 }
 
 /// Which PID namespace a container's processes live in (CRI's NamespaceMode for pid).
