@@ -65,6 +65,10 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
         md += &format!("| {name} | {a:.3} | {b:.3} | {:.2} |\n", a / b);
         json.push(serde_json::json!({"name": name, "crio": a, "containerd": b, "ratio": a / b}));
     }
+    if untraced.samples.is_empty() && untraced.values.is_empty() {
+        save(m, "cri", &md, json);
+        return;
+    }
     md += "\nThe cost of eBPF tracing: crio with its kernel programs loaded (on) and with \
            `[crio.ebpf] enable = false` (off), same rounds.\n\n\
            | measurement | on p50 ms | on p99 | off p50 ms | off p99 | on/off p50 | on/off p99 |\n|---|---|---|---|---|---|---|\n";

@@ -183,6 +183,17 @@ async fn intruders_on_an_isolated_cpu_are_counted_by_kind_cpu_and_name() {
     let json = String::from_utf8_lossy(&dump.stdout);
     assert!(json.contains("\"cpu\":1") && json.contains("\"kind\":1"), "{json}");
 
+    // The kubelet's CRI metrics carry them too.
+    let listed = d.runtime().await.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await.expect("metrics").into_inner();
+    let pod_metrics = listed.pod_metrics.iter().find(|p| p.pod_sandbox_id == hp).expect("the pod's metrics");
+    let ctr_metrics = pod_metrics.container_metrics.iter().find(|c| c.container_id == ct).expect("the container's metrics");
+    let tasks = ctr_metrics
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_isolation_intrusions_total" && m.label_values.ends_with(&["task".to_string(), "1".to_string()]));
+    assert!(tasks.is_some_and(|m| m.value.unwrap().value > 0), "{ctr_metrics:?}");
+    assert!(ctr_metrics.metrics.iter().any(|m| m.name == "container_sched_waits_total"), "{ctr_metrics:?}");
+
     // The container without isolation has none, though it shares CPU 1.
     let shared = scheduling(d, &other).await;
     assert!(shared.isolated_cpus.is_empty() && shared.intrusions.is_empty() && shared.top_intruders.is_empty(), "{shared:#?}");

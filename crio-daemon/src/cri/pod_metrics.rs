@@ -1,7 +1,8 @@
 //! The kubelet's CRI-sourced metrics (`ListMetricDescriptors`, `ListPodSandboxMetrics`,
 //! `StreamPodSandboxMetrics`), which replace cAdvisor's per-container series: cAdvisor's
 //! names and labels, from the same samples as ContainerStats and PodSandboxStats (cgroups,
-//! PSI, the writable layer) and the kernel programs' counts (OOM kills, pod bytes).
+//! PSI, the writable layer) and the kernel programs' counts (OOM kills, pod bytes, the wait
+//! for a CPU, intrusions on isolated CPUs, CFS throttle events).
 //!
 //! The kubelet turns each descriptor into a Prometheus family with exactly its label keys, so
 //! every metric carries values for `LABEL_KEYS` plus its family's own keys, in that order.
@@ -104,6 +105,26 @@ const FAMILIES: &[Family] = &[
         "Total time duration no tasks in the container could make progress due to IO congestion.",
         &[],
     ),
+    // Ours, from the scheduling programs (the CRI carries integers: microseconds, not seconds).
+    family(
+        "container_sched_delay_microseconds_total",
+        Counter,
+        "Total time the container's tasks waited, runnable, for a CPU (kernel-observed).",
+        &[],
+    ),
+    family("container_sched_waits_total", Counter, "Times the container's tasks waited for a CPU (kernel-observed).", &[]),
+    family(
+        "container_isolation_intrusions_total",
+        Counter,
+        "What ran on a CPU the container's hooks isolated that was not the container's, by kind and CPU.",
+        &["kind", "cpu"],
+    ),
+    family(
+        "container_cfs_throttle_events_total",
+        Counter,
+        "Times CFS throttled one of the container's per-CPU run queues (where the kernel reports it).",
+        &[],
+    ),
 ];
 
 /// The series one pod or container gives: its label values and the metrics so far.
@@ -175,6 +196,20 @@ impl Series {
         }
     }
 
+    /// What the scheduling programs counted for a container.
+    fn sched(&mut self, r: &crate::kernel::SchedReport) {
+        if let Some(d) = &r.delay {
+            self.push("container_sched_delay_microseconds_total", d.total_ns / 1000, &[]);
+            self.push("container_sched_waits_total", d.count, &[]);
+        }
+        for i in &r.intrusions {
+            self.push("container_isolation_intrusions_total", i.count, &[i.kind, &i.cpu.to_string()]);
+        }
+        if let Some(n) = r.cfs_throttles {
+            self.push("container_cfs_throttle_events_total", n, &[]);
+        }
+    }
+
     fn network(&mut self, interfaces: &[InterfaceCounters]) {
         for i in interfaces {
             self.push("container_network_receive_bytes_total", i.rx_bytes, &[&i.name]);
@@ -203,6 +238,9 @@ async fn container_metrics(s: &Services, p: &PodSandbox, id: &str) -> Result<cri
     let device = s.images.store().root().display().to_string();
     series.push("container_fs_usage_bytes", used_bytes, &[&device]);
     series.push("container_fs_inodes_used", inodes, &[&device]);
+    if let Some(r) = s.kernel.sched_report(&c.id) {
+        series.sched(&r);
+    }
     Ok(cri::ContainerMetrics { container_id: c.id, metrics: series.out })
 }
 
@@ -301,6 +339,21 @@ mod tests {
         assert_eq!(value("container_pressure_io_stalled_seconds_total", ""), Some(3));
         assert_eq!(value("container_network_receive_bytes_total", "eth0"), Some(5));
         assert_eq!(value("container_oom_events_total", ""), Some(1));
+        let report = crate::kernel::SchedReport {
+            delay: Some(crate::kernel::DelayHistogram { slots: vec![], count: 4, total_ns: 9_000, p50_ns: 0, p99_ns: 0 }),
+            intrusions: vec![crate::kernel::IntrusionCount { cpu: 3, kind: "irq", count: 2 }],
+            ..Default::default()
+        };
+        let mut kernel = Series::new(std::array::from_fn(|i| format!("v{i}")));
+        kernel.sched(&report);
+        let value = |name: &str| kernel.out.iter().find(|m| m.name == name).map(|m| m.value.unwrap().value);
+        assert_eq!(value("container_sched_delay_microseconds_total"), Some(9));
+        assert_eq!(value("container_isolation_intrusions_total"), Some(2));
+        assert_eq!(value("container_cfs_throttle_events_total"), None, "absent where the kernel gives no event");
+        for m in &kernel.out {
+            let f = FAMILIES.iter().find(|f| f.name == m.name).expect("a descriptor");
+            assert_eq!(m.label_values.len(), LABEL_KEYS.len() + f.extra.len(), "{}", m.name);
+        }
     }
 
     #[test]
