@@ -14,21 +14,6 @@ use common::host::{CPU1_LATENCY as LATENCY, HostGuard, irq_affinities, read};
 use common::pods::*;
 use crio::cri::v1 as cri;
 
-fn tuned(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
-    let mut c = container_config(name, image, script);
-    c.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            cpu_shares: 1024,
-            cpu_quota: 100_000,
-            cpu_period: 100_000,
-            cpuset_cpus: "1".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
 /// CPU 1 is tuned: C-states off, no interrupts, banned for irqbalance.
 fn assert_tuned(ban_file: &std::path::Path) {
     assert_eq!(read(LATENCY), "n/a", "C-states off on CPU 1");
@@ -78,7 +63,7 @@ async fn hooks_are_undone_after_self_exit_and_after_a_daemon_crash() {
     let pod = e.d.runtime().await.run_pod_sandbox(req).await.expect("RunPodSandbox").into_inner().pod_sandbox_id;
 
     // Exits on its own: the exit is seen and everything goes back, no RPC needed.
-    let ct = create(&e.d, &pod, &pc, tuned("brief", &e.image, "sleep 1")).await.expect("CreateContainer");
+    let ct = create(&e.d, &pod, &pc, on_cpu1("brief", &e.image, "sleep 1")).await.expect("CreateContainer");
     assert_tuned(&ban_file);
     e.d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
     wait_state(&e.d, &ct, cri::ContainerState::ContainerExited).await;
@@ -86,7 +71,7 @@ async fn hooks_are_undone_after_self_exit_and_after_a_daemon_crash() {
     assert_untouched(&guard, &ban_file);
 
     // Dies while the daemon is down: the restarted daemon puts everything back.
-    let ct = create(&e.d, &pod, &pc, tuned("long", &e.image, "exec sleep 1000")).await.expect("CreateContainer");
+    let ct = create(&e.d, &pod, &pc, on_cpu1("long", &e.image, "exec sleep 1000")).await.expect("CreateContainer");
     e.d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
     wait_state(&e.d, &ct, cri::ContainerState::ContainerRunning).await;
     assert_tuned(&ban_file);
@@ -109,7 +94,7 @@ async fn hooks_are_undone_after_self_exit_and_after_a_daemon_crash() {
         e.d.env = vec![("CRIO_CRASH_AT".into(), step.into())];
         e.d.restart().await;
         let name = format!("crash-{}", step.replace(':', "-"));
-        let made = create(&e.d, &pod, &pc, tuned(&name, &e.image, "exec sleep 1000")).await;
+        let made = create(&e.d, &pod, &pc, on_cpu1(&name, &e.image, "exec sleep 1000")).await;
         assert!(made.is_err(), "{step}: the daemon died during CreateContainer");
         let status = e.d.wait_exit();
         assert!(!status.success(), "{step}: {status}");

@@ -23,21 +23,6 @@ static CPU1: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const METRICS: &str = "[crio.metrics]\nenable_metrics = true\nmetrics_host = \"127.0.0.1\"\nmetrics_port = 0\n";
 
-fn pinned(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
-    let mut c = container_config(name, image, script);
-    c.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            cpu_shares: 1024,
-            cpu_quota: 100_000,
-            cpu_period: 100_000,
-            cpuset_cpus: "1".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
 async fn pod(d: &Daemon, name: &str, handler: &str, isolate: bool) -> (String, cri::PodSandboxConfig) {
     let mut pc = pod_config(name, &d.dir.path().join(format!("logs/{name}")));
     if isolate {
@@ -125,9 +110,9 @@ async fn intruders_on_an_isolated_cpu_are_counted_by_kind_cpu_and_name() {
     let e = env_config(1, false, &extra).await;
     let d = &e.d;
     let (hp, hp_pc) = pod(d, "isolated", "high-performance", true).await;
-    let ct = start(d, &hp, &hp_pc, pinned("app", &e.image, "exec sleep 1000")).await;
+    let ct = start(d, &hp, &hp_pc, on_cpu1("app", &e.image, "exec sleep 1000")).await;
     let (plain, plain_pc) = pod(d, "shared", "", false).await;
-    let other = start(d, &plain, &plain_pc, pinned("app", &e.image, "exec sleep 1000")).await;
+    let other = start(d, &plain, &plain_pc, on_cpu1("app", &e.image, "exec sleep 1000")).await;
     assert_eq!(scheduling(d, &ct).await.isolated_cpus, [1]);
 
     let mut client = k::kernel_events_client::KernelEventsClient::new(d.channel().await);
@@ -242,7 +227,7 @@ async fn a_cpu_bound_neighbour_raises_the_containers_scheduling_delay() {
     let e = env_config(2, false, METRICS).await;
     let d = &e.d;
     let (pod, pc) = pod(d, "busy", "", false).await;
-    let ct = start(d, &pod, &pc, pinned("spin", &e.image, "while :; do :; done")).await;
+    let ct = start(d, &pod, &pc, on_cpu1("spin", &e.image, "while :; do :; done")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (alone, _) = waited_over(d, &ct, Duration::from_secs(1)).await;

@@ -195,3 +195,20 @@ pub async fn start(d: &Daemon, pod: &str, pc: &cri::PodSandboxConfig, c: cri::Co
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
     id
 }
+
+/// A Guaranteed container with one whole CPU, pinned to CPU 1 (what the high-performance
+/// hooks take), running `script`.
+pub fn on_cpu1(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    let mut c = container_config(name, image, script);
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: 1024,
+            cpu_quota: 100_000,
+            cpu_period: 100_000,
+            cpuset_cpus: "1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
