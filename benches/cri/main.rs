@@ -34,7 +34,8 @@ const PROBES: usize = 1000;
 const DENSITY: usize = 100;
 /// Running containers the list streaming and metrics RPCs are measured with.
 const MANY: usize = 1000;
-const BURST: usize = 20;
+/// Pods started at once, each with one container (the burst).
+const BURST: usize = 100;
 const STORM: usize = 400;
 const STORM_WORKERS: usize = 8;
 /// Exec sessions timed in all (p99 needs at least 100), and idle ones held open per round.

@@ -19,6 +19,26 @@ fn pct(samples: &[Duration], p: f64) -> f64 {
     crio_benches::percentile(samples, p).as_secs_f64() * 1e3
 }
 
+/// Fewer samples than this make no honest p95/p99: the tail column shows the maximum.
+const TAIL_SAMPLES: usize = 100;
+
+/// The p95 cell: "-" below `TAIL_SAMPLES`.
+fn p95_cell(samples: &[Duration]) -> String {
+    if samples.len() >= TAIL_SAMPLES { format!("{:.2}", pct(samples, 0.95)) } else { "-".into() }
+}
+
+/// The p99 cell, or "max X" below `TAIL_SAMPLES` (the same value, named for what it is).
+fn p99_cell(samples: &[Duration]) -> String {
+    let v = pct(samples, 0.99);
+    if samples.len() >= TAIL_SAMPLES { format!("{v:.2}") } else { format!("max {v:.2}") }
+}
+
+/// The tail ratio cell, marked when either side is a maximum.
+fn ratio_cell(a: &[Duration], b: &[Duration]) -> String {
+    let r = pct(a, 0.99) / pct(b, 0.99);
+    if a.len().min(b.len()) >= TAIL_SAMPLES { format!("{r:.2}") } else { format!("{r:.2} (max)") }
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -27,7 +47,8 @@ fn median(values: &[f64]) -> f64 {
 
 pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
     let mut md = format!(
-        "Machine: {} cores, kernel {}; {} vs {}; OCI runtime for both: {}; {} alternating rounds.\n\n\
+        "Machine: {} cores, kernel {}; {} vs {}; OCI runtime for both: {}; {} alternating rounds. \
+         With fewer than 100 samples a tail cell shows the maximum (\"max\"), not a percentile.\n\n\
          | measurement | n | crio p50 ms | p95 | p99 | containerd p50 ms | p95 | p99 | ratio p50 | ratio p99 |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
         m.cores, m.kernel, m.ours, m.peer, m.oci, m.rounds
@@ -37,16 +58,20 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
     for (name, a) in &ours.samples {
         let (a50, a95, a99) = (pct(a, 0.5), pct(a, 0.95), pct(a, 0.99));
         let Some(b) = peer.samples.get(name) else {
-            md += &format!("| {name} | {} | {a50:.2} | {a95:.2} | {a99:.2} | - | - | - | - | - |\n", a.len());
+            md += &format!("| {name} | {} | {a50:.2} | {} | {} | - | - | - | - | - |\n", a.len(), p95_cell(a), p99_cell(a));
             json.push(serde_json::json!({"name": name, "n": a.len(), "crio": {"p50_ms": a50, "p95_ms": a95, "p99_ms": a99}}));
             continue;
         };
         let (b50, b95, b99) = (pct(b, 0.5), pct(b, 0.95), pct(b, 0.99));
         md += &format!(
-            "| {name} | {} | {a50:.2} | {a95:.2} | {a99:.2} | {b50:.2} | {b95:.2} | {b99:.2} | {:.2} | {:.2} |\n",
+            "| {name} | {} | {a50:.2} | {} | {} | {b50:.2} | {} | {} | {:.2} | {} |\n",
             a.len(),
+            p95_cell(a),
+            p99_cell(a),
+            p95_cell(b),
+            p99_cell(b),
             a50 / b50,
-            a99 / b99
+            ratio_cell(a, b)
         );
         json.push(serde_json::json!({"name": name, "n": a.len(),
             "crio": {"p50_ms": a50, "p95_ms": a95, "p99_ms": a99},
@@ -75,7 +100,7 @@ pub fn write(m: &Machine, ours: &Results, peer: &Results, untraced: &Results) {
     for (name, b) in &untraced.samples {
         let Some(a) = ours.samples.get(name) else { continue };
         let (a50, a99, b50, b99) = (pct(a, 0.5), pct(a, 0.99), pct(b, 0.5), pct(b, 0.99));
-        md += &format!("| {name} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.2} |\n", a50 / b50, a99 / b99);
+        md += &format!("| {name} | {a50:.2} | {} | {b50:.2} | {} | {:.2} | {} |\n", p99_cell(a), p99_cell(b), a50 / b50, ratio_cell(a, b));
         json.push(serde_json::json!({"name": name, "tracing": "on/off", "on": {"p50_ms": a50, "p99_ms": a99},
             "off": {"p50_ms": b50, "p99_ms": b99}, "ratio_p50": a50 / b50, "ratio_p99": a99 / b99}));
     }
@@ -128,7 +153,14 @@ pub fn write_sched(m: &Machine, on: &Results, off: &Results) {
     for (name, a) in &on.samples {
         let Some(b) = off.samples.get(name) else { continue };
         let (a50, a99, b50, b99) = (pct(a, 0.5), pct(a, 0.99), pct(b, 0.5), pct(b, 0.99));
-        md += &format!("| {name} | {} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.2} |\n", a.len(), a50 / b50, a99 / b99);
+        md += &format!(
+            "| {name} | {} | {a50:.2} | {} | {b50:.2} | {} | {:.2} | {} |\n",
+            a.len(),
+            p99_cell(a),
+            p99_cell(b),
+            a50 / b50,
+            ratio_cell(a, b)
+        );
         json.push(serde_json::json!({"name": name, "n": a.len(), "on": {"p50_ms": a50, "p99_ms": a99},
             "off": {"p50_ms": b50, "p99_ms": b99}}));
     }

@@ -44,8 +44,11 @@ async fn socket_is_0660_and_serves_cri_and_http() {
     for c in &conds {
         assert!(c.status || (!c.reason.is_empty() && !c.message.is_empty()), "a false condition says why: {c:?}");
     }
-    // This machine's kernel runs every program (BTF, tracepoints); the maps are pinned.
-    assert!(conds[2].status, "{:?}", conds[2]);
+    // This machine's kernel runs every tracepoint program (BTF); the maps are pinned. It
+    // refuses fexit programs (no BPF trampolines here), so CFS throttle events may be named off.
+    let off = conds[2].message.split_once(": ").map(|(_, list)| list).unwrap_or_default();
+    let only_throttle = !off.is_empty() && off.split("; ").all(|f| f.starts_with("CFS throttle events"));
+    assert!(conds[2].status || only_throttle, "{:?}", conds[2]);
     assert!(common::daemon::pin_dir(d.dir.path()).join("containers").exists());
     assert!(st.info["config"].contains("\"root\""), "verbose status carries the config");
     let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();

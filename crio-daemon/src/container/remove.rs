@@ -4,7 +4,7 @@
 use crio_hooks::files;
 
 use super::{ContainerError, ContainerService};
-use crate::model::{Container, EventKind};
+use crate::model::{Container, ContainerState, EventKind};
 use crate::monitor::client::MonitorClient;
 use crate::monitor::protocol::Request;
 
@@ -28,6 +28,7 @@ impl ContainerService {
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
     pub(super) async fn tear_down_container(&self, ct: &Container, handler: &str) {
         if let Ok(rt) = self.node.runtime(handler)
+            && !self.deleted_without_runtime(ct, &rt).await
             && let Err(e) = rt.delete(&ct.id, true).await
         {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
@@ -50,6 +51,28 @@ impl ContainerService {
         {
             tracing::warn!(container_id = %ct.id, error = %e, "removing the unified cgroup");
         }
+    }
+
+    /// What `runtime delete` does for a container whose processes are all gone, done here
+    /// without starting the runtime (a Go process for runc: most of RemoveContainer's time):
+    /// its cgroups removed (an rmdir fails while any process is left) and its state directory.
+    /// Anything else goes through the runtime: a container not known to have exited, one
+    /// whose spec may hold hooks the runtime runs at delete (only CDI adds hooks), systemd
+    /// scopes. Returns whether it was done.
+    async fn deleted_without_runtime(&self, ct: &Container, rt: &crate::oci::OciRuntime) -> bool {
+        if ct.state != ContainerState::Exited || !ct.spec.cdi_devices.is_empty() || rt.systemd_cgroup {
+            return false;
+        }
+        let (cgroups, path, state_dir) = (self.node.cgroups().clone(), ct.cgroup_path.clone(), rt.root.join(&ct.id));
+        let done = tokio::task::spawn_blocking(move || {
+            cgroups.remove(&path).is_ok()
+                && match std::fs::remove_dir_all(&state_dir) {
+                    Ok(()) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                }
+        })
+        .await;
+        done.unwrap_or(false)
     }
 
     /// The pod's monitor lets go of the container's log file and stdio: a crash-looping
