@@ -28,7 +28,7 @@ impl ContainerService {
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
     pub(super) async fn tear_down_container(&self, ct: &Container, handler: &str) {
         if let Ok(rt) = self.node.runtime(handler)
-            && !self.deleted_without_runtime(ct, &rt).await
+            && !self.deleted_without_runtime(ct, rt).await
             && let Err(e) = rt.delete(&ct.id, true).await
         {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
