@@ -254,7 +254,20 @@ async fn main() {
             let mut img = t.img.clone();
             for i in [&image, &format!("{}/pause:1", reg.addr)] {
                 let spec = Some(cri::ImageSpec { image: i.clone(), ..Default::default() });
-                img.pull_image(cri::PullImageRequest { image: spec, auth: None, sandbox_config: None }).await.expect("containerd pull");
+                // Its socket answers before its CRI plugin is up ("server is not initialized
+                // yet"): wait for that, up to 30 s.
+                let mut tries = 0;
+                loop {
+                    let req = cri::PullImageRequest { image: spec.clone(), auth: None, sandbox_config: None };
+                    match img.pull_image(req).await {
+                        Ok(_) => break,
+                        Err(e) if e.message().contains("not initialized") && tries < 300 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("containerd pull: {e}"),
+                    }
+                }
             }
             run_round(&t, &mut peer, round, rounds).await;
         }
