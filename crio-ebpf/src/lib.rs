@@ -246,12 +246,7 @@ impl Tracer {
 
     /// Stops reporting on `cgroup_id`; one not tracked is untracked.
     pub fn untrack(&self, cgroup_id: u64) -> Result<(), EbpfError> {
-        use aya::maps::MapError;
-        match self.containers.lock().expect("containers map poisoned").remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(EbpfError::Map { name: "containers", source }),
-        }
+        removed(self.containers.lock().expect("containers map poisoned").remove(&cgroup_id), "containers")
     }
 
     /// Every tracked cgroup (after a restart, what the pinned map still holds).
@@ -349,6 +344,16 @@ impl Tracer {
             }
             ready.clear_ready();
         }
+    }
+}
+
+/// A key already gone is no error when removing it.
+fn removed(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), EbpfError> {
+    use aya::maps::MapError;
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(EbpfError::Map { name, source }),
     }
 }
 

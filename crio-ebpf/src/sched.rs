@@ -3,15 +3,16 @@
 //! its hooks isolated, and how often CFS throttled it. The daemon says which CPUs are whose
 //! (`isolate`) and which CPU-controller cgroups to count throttling for (`count_throttling`).
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuHashMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 use crio_ebpf_common::{
     INTRUSION_IRQ, INTRUSION_KTHREAD, INTRUSION_SOFTIRQ, INTRUSION_TASK, Intruder, IntruderKey, IntrusionKey, IsolatedCpu, SchedDelay,
     c_str,
 };
 
-use crate::{EbpfError, Tracer};
+use crate::{EbpfError, Tracer, removed};
 
 /// The scheduling programs: each, where it attaches, and what it gives.
 pub const SCHED_PROGRAMS: &[(&str, &str, &str)] = &[
@@ -75,10 +76,53 @@ pub struct SeenIntruder {
     pub last_cpu: u32,
 }
 
+/// The `isolated_cpus` array and, beside it, which CPU is whose: read here instead of asking
+/// the kernel for each of its 1024 slots at every status, scrape and container exit.
+struct Isolation {
+    map: Array<MapData, IsolatedCpu>,
+    owners: BTreeMap<u32, u64>,
+}
+
+impl Isolation {
+    /// The array as pinned (a restart finds the previous daemon's entries): one scan, at load.
+    fn load(map: Array<MapData, IsolatedCpu>) -> Isolation {
+        let owners = (0..map.len()).filter_map(|cpu| Some((cpu, map.get(&cpu, 0).ok()?.cgroup_id))).filter(|(_, id)| *id != 0).collect();
+        Isolation { map, owners }
+    }
+
+    fn set(&mut self, cpu: u32, cgroup_id: u64) -> Result<(), EbpfError> {
+        self.map
+            .set(cpu, IsolatedCpu { cgroup_id, last_event_ns: 0 }, 0)
+            .map_err(|source| EbpfError::Map { name: "isolated_cpus", source })?;
+        match cgroup_id {
+            0 => self.owners.remove(&cpu),
+            id => self.owners.insert(cpu, id),
+        };
+        Ok(())
+    }
+
+    fn cpus_of(&self, cgroup_id: u64) -> Vec<u32> {
+        self.owners.iter().filter(|(_, id)| **id == cgroup_id).map(|(cpu, _)| *cpu).collect()
+    }
+}
+
+/// Removes every key of `map` that `stale` picks; one gone meanwhile is removed.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    stale: impl Fn(&K) -> bool,
+) -> Result<(), EbpfError> {
+    let keys: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| stale(k)).collect();
+    for k in keys {
+        removed(map.remove(&k), name)?;
+    }
+    Ok(())
+}
+
 /// The maps of the scheduling programs.
 pub(crate) struct SchedMaps {
     delay: Mutex<PerCpuHashMap<MapData, u64, SchedDelay>>,
-    isolated: Mutex<Array<MapData, IsolatedCpu>>,
+    isolated: Mutex<Isolation>,
     intrusions: Mutex<HashMap<MapData, IntrusionKey, u64>>,
     intruders: Mutex<HashMap<MapData, IntruderKey, Intruder>>,
     throttles: Mutex<HashMap<MapData, u64, u64>>,
@@ -94,21 +138,12 @@ impl SchedMaps {
         let err = |name: &'static str| move |source| EbpfError::Map { name, source };
         Ok(SchedMaps {
             delay: Mutex::new(PerCpuHashMap::try_from(map(ebpf, "sched_delay")?).map_err(err("sched_delay"))?),
-            isolated: Mutex::new(Array::try_from(map(ebpf, "isolated_cpus")?).map_err(err("isolated_cpus"))?),
+            isolated: Mutex::new(Isolation::load(Array::try_from(map(ebpf, "isolated_cpus")?).map_err(err("isolated_cpus"))?)),
             intrusions: Mutex::new(HashMap::try_from(map(ebpf, "intrusions")?).map_err(err("intrusions"))?),
             intruders: Mutex::new(HashMap::try_from(map(ebpf, "intruders")?).map_err(err("intruders"))?),
             throttles: Mutex::new(HashMap::try_from(map(ebpf, "throttles")?).map_err(err("throttles"))?),
             throttle_events,
         })
-    }
-}
-
-/// A missing key is no error when removing.
-fn removed(r: Result<(), MapError>, name: &'static str) -> Result<(), EbpfError> {
-    match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(EbpfError::Map { name, source }),
     }
 }
 
@@ -135,10 +170,9 @@ impl Tracer {
     /// another container had is taken over (the hooks never give one CPU to two).
     pub fn isolate(&self, cgroup_id: u64, cpus: &[u32]) -> Result<(), EbpfError> {
         let Some(sched) = &self.sched else { return Ok(()) };
-        let mut map = sched.isolated.lock().expect("isolated cpus poisoned");
+        let mut isolation = sched.isolated.lock().expect("isolated cpus poisoned");
         for &cpu in cpus {
-            map.set(cpu, IsolatedCpu { cgroup_id, last_event_ns: 0 }, 0)
-                .map_err(|source| EbpfError::Map { name: "isolated_cpus", source })?;
+            isolation.set(cpu, cgroup_id)?;
         }
         Ok(())
     }
@@ -146,11 +180,9 @@ impl Tracer {
     /// Stops counting intrusions on the CPUs that are `cgroup_id`'s (others' are left).
     pub fn end_isolation(&self, cgroup_id: u64) -> Result<(), EbpfError> {
         let Some(sched) = &self.sched else { return Ok(()) };
-        let mut map = sched.isolated.lock().expect("isolated cpus poisoned");
-        for cpu in 0..map.len() {
-            if map.get(&cpu, 0).is_ok_and(|v| v.cgroup_id == cgroup_id) {
-                map.set(cpu, IsolatedCpu::default(), 0).map_err(|source| EbpfError::Map { name: "isolated_cpus", source })?;
-            }
+        let mut isolation = sched.isolated.lock().expect("isolated cpus poisoned");
+        for cpu in isolation.cpus_of(cgroup_id) {
+            isolation.set(cpu, 0)?;
         }
         Ok(())
     }
@@ -158,8 +190,7 @@ impl Tracer {
     /// The CPUs now isolated for `cgroup_id`.
     pub fn isolated_cpus(&self, cgroup_id: u64) -> Vec<u32> {
         let Some(sched) = &self.sched else { return Vec::new() };
-        let map = sched.isolated.lock().expect("isolated cpus poisoned");
-        (0..map.len()).filter(|cpu| map.get(cpu, 0).is_ok_and(|v| v.cgroup_id == cgroup_id && cgroup_id != 0)).collect()
+        sched.isolated.lock().expect("isolated cpus poisoned").cpus_of(cgroup_id)
     }
 
     /// Intrusions on the CPUs of `cgroup_id`, by CPU and kind.
@@ -201,7 +232,7 @@ impl Tracer {
     /// Starts counting CFS throttling of the CPU-controller cgroup `cpu_cgroup_id` (on v2 the
     /// container's own cgroup id; on v1 and hybrid hosts its cpu hierarchy's).
     pub fn count_throttling(&self, cpu_cgroup_id: u64) -> Result<(), EbpfError> {
-        let Some(sched) = &self.sched else { return Ok(()) };
+        let Some(sched) = self.sched.as_ref().filter(|s| s.throttle_events) else { return Ok(()) };
         let mut map = sched.throttles.lock().expect("throttles poisoned");
         if map.get(&cpu_cgroup_id, 0).is_ok() {
             return Ok(());
@@ -224,44 +255,22 @@ impl Tracer {
         if cpu_cgroup_id != 0 {
             removed(sched.throttles.lock().expect("throttles poisoned").remove(&cpu_cgroup_id), "throttles")?;
         }
-        let mut intrusions = sched.intrusions.lock().expect("intrusions poisoned");
-        let keys: Vec<IntrusionKey> = intrusions.keys().filter_map(Result::ok).filter(|k| k.cgroup_id == cgroup_id).collect();
-        for k in keys {
-            removed(intrusions.remove(&k), "intrusions")?;
-        }
-        drop(intrusions);
-        let mut intruders = sched.intruders.lock().expect("intruders poisoned");
-        let keys: Vec<IntruderKey> = intruders.keys().filter_map(Result::ok).filter(|k| k.cgroup_id == cgroup_id).collect();
-        for k in keys {
-            removed(intruders.remove(&k), "intruders")?;
-        }
-        Ok(())
+        remove_where(&mut sched.intrusions.lock().expect("intrusions poisoned"), "intrusions", |k| k.cgroup_id == cgroup_id)?;
+        remove_where(&mut sched.intruders.lock().expect("intruders poisoned"), "intruders", |k| k.cgroup_id == cgroup_id)
     }
 
     /// After a restart: drops what the pinned maps hold for cgroups not in `owned` (and
     /// throttle counts of CPU cgroups not in `cpu_owned`).
-    pub fn reconcile_sched(
-        &self,
-        owned: &std::collections::HashSet<u64>,
-        cpu_owned: &std::collections::HashSet<u64>,
-    ) -> Result<(), EbpfError> {
+    pub fn reconcile_sched(&self, owned: &HashSet<u64>, cpu_owned: &HashSet<u64>) -> Result<(), EbpfError> {
         let Some(sched) = &self.sched else { return Ok(()) };
-        let mut stale: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut stale: HashSet<u64> = HashSet::new();
         stale.extend(sched.delay.lock().expect("sched delay poisoned").keys().filter_map(Result::ok));
         stale.extend(sched.intrusions.lock().expect("intrusions poisoned").keys().filter_map(Result::ok).map(|k| k.cgroup_id));
         stale.extend(sched.intruders.lock().expect("intruders poisoned").keys().filter_map(Result::ok).map(|k| k.cgroup_id));
-        {
-            let map = sched.isolated.lock().expect("isolated cpus poisoned");
-            stale.extend((0..map.len()).filter_map(|cpu| map.get(&cpu, 0).ok()).map(|v| v.cgroup_id).filter(|id| *id != 0));
-        }
+        stale.extend(sched.isolated.lock().expect("isolated cpus poisoned").owners.values().copied());
         for id in stale.into_iter().filter(|id| !owned.contains(id)) {
             self.forget_sched(id, 0)?;
         }
-        let mut throttles = sched.throttles.lock().expect("throttles poisoned");
-        let gone: Vec<u64> = throttles.keys().filter_map(Result::ok).filter(|id| !cpu_owned.contains(id)).collect();
-        for id in gone {
-            removed(throttles.remove(&id), "throttles")?;
-        }
-        Ok(())
+        remove_where(&mut sched.throttles.lock().expect("throttles poisoned"), "throttles", |id| !cpu_owned.contains(id))
     }
 }

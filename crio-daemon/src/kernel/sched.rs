@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crio_ebpf::{Intrusion, SCHED_SLOTS, SchedDelay};
+use crio_ebpf::{SCHED_SLOTS, SchedDelay};
 
 use super::Kernel;
 
@@ -64,13 +64,6 @@ pub struct SchedReport {
     /// Times CFS throttled one of its run queues; `None` where the kernel gives no event
     /// (the fexit program did not load): cpu.stat's throttled periods then tell.
     pub cfs_throttles: Option<u64>,
-}
-
-impl SchedReport {
-    /// Intrusions of one kind on all CPUs.
-    pub fn intrusions_of(&self, kind: Intrusion) -> u64 {
-        self.intrusions.iter().filter(|i| i.kind == kind.name()).map(|i| i.count).sum()
-    }
 }
 
 /// The `q` quantile (0..=1) of a log2 histogram, in ns: linear within its slot.
@@ -188,19 +181,5 @@ mod tests {
         slots = [0; SCHED_SLOTS];
         slots[0] = 4;
         assert!(quantile(&slots, 0.99) <= 2);
-    }
-
-    #[test]
-    fn reports_sum_intrusions_by_kind() {
-        let r = SchedReport {
-            intrusions: vec![
-                IntrusionCount { cpu: 1, kind: "task", count: 3 },
-                IntrusionCount { cpu: 2, kind: "task", count: 4 },
-                IntrusionCount { cpu: 1, kind: "irq", count: 5 },
-            ],
-            ..SchedReport::default()
-        };
-        assert_eq!(r.intrusions_of(Intrusion::Task), 7);
-        assert_eq!(r.intrusions_of(Intrusion::Softirq), 0);
     }
 }
