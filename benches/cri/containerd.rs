@@ -1,5 +1,5 @@
 //! The peer: Debian's containerd with its CRI plugin on a private socket, root, state and
-//! config, the same runc, CNI plugins and network shape, and images from the same registry.
+//! config, the same runc, CNI plugins (through the same timing wrappers) and network shape, and images from the same registry.
 //! Stopped by PID, with its shims and mounts, when dropped.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd with `conflist` as its only CNI network, pulling from `registry`
     /// (plain HTTP) and using `sandbox_image` for its pause containers.
-    pub fn start(registry: &str, sandbox_image: &str, conflist: &str) -> Containerd {
+    pub fn start(registry: &str, sandbox_image: &str, conflist: &str, calls: &crate::timing::Wrappers) -> Containerd {
         let dir = tempfile::tempdir().expect("containerd dir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni")).unwrap();
@@ -47,10 +47,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
+        BinaryName = "{runc}"
         Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{cni_bin}"
     conf_dir = "{d}/cni"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
     endpoint = ["http://{registry}"]
@@ -59,6 +59,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             state = d.join("state").display(),
             socket = socket.display(),
             d = d.display(),
+            runc = calls.runc.display(),
+            cni_bin = calls.cni_dir.display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();

@@ -14,6 +14,7 @@ mod report;
 mod scenarios;
 mod sched_cost;
 mod streaming;
+mod timing;
 
 use std::path::Path;
 
@@ -133,18 +134,28 @@ async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     }
 }
 
-/// Our daemon for one round, at the default log level as the peer runs at its own.
-async fn ours_daemon(reg: &Registry, net: &str, extra: &str) -> Daemon {
+/// Our daemon for one round, at the default log level as the peer runs at its own
+/// (`CRIO_BENCH_LOG`, e.g. `crio=debug,info`, sets another and keeps each round's log in
+/// target/bench/, for profiling).
+async fn ours_daemon(reg: &Registry, net: &str, extra: &str, calls: &timing::Wrappers) -> Daemon {
     let mut cfg = DaemonConfig::trusting(reg);
+    cfg.runc = Some(calls.runc.clone());
+    cfg.cni_plugin_dir = Some(calls.cni_dir.clone());
     cfg.cni_conflist = Some(net.into());
     cfg.extra = extra.into();
-    cfg.log_filter = Some("info".into());
+    cfg.log_filter = Some(std::env::var("CRIO_BENCH_LOG").unwrap_or_else(|_| "info".into()));
     Daemon::start(cfg).await
 }
 
 /// The target for our daemon `d`, with the busybox image pulled; what it adds to the node is
 /// its monitors.
-async fn ours_target(d: &Daemon, cgroup_parent: &str, image: &str, logs: std::path::PathBuf) -> Target {
+async fn ours_target(
+    d: &Daemon,
+    cgroup_parent: &str,
+    image: &str,
+    logs: std::path::PathBuf,
+    calls: &std::sync::Arc<timing::Wrappers>,
+) -> Target {
     let dir = d.dir.path().display().to_string();
     let ch = d.channel().await;
     d.pull(image).await.expect("pull busybox");
@@ -156,6 +167,7 @@ async fn ours_target(d: &Daemon, cgroup_parent: &str, image: &str, logs: std::pa
         image: image.into(),
         logs,
         daemon: d.pid(),
+        calls: calls.clone(),
         added: Box::new(move || {
             procs::matching(|c| c.first().is_some_and(|a| a.ends_with("crio-monitor")) && c.get(1).is_some_and(|s| s.starts_with(&dir)))
         }),
@@ -194,20 +206,26 @@ async fn main() {
     let cgroup_parent = format!("/{}", cleanup.cgroup);
     let rounds = rounds();
     let (mut ours, mut peer, mut untraced) = (Results::default(), Results::default(), Results::default());
-    let (mut sched_on, mut sched_off) = (Results::default(), Results::default());
+    let (mut sched_on, mut sched_lean, mut sched_off) = (Results::default(), Results::default(), Results::default());
     let pingpong = selected("sched_cost").then(|| sched_cost::build_pingpong(work.path()));
+    let calls = std::sync::Arc::new(timing::build(work.path()));
     for round in 0..rounds {
         eprintln!("round {}/{rounds}: crio", round + 1);
         if side_by_side() {
-            let d = ours_daemon(&reg, &ours_net, "").await;
-            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours")).await;
+            let d = ours_daemon(&reg, &ours_net, "", &calls).await;
+            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours"), &calls).await;
             run_round(&t, &mut ours, round, rounds).await;
+            if std::env::var("CRIO_BENCH_LOG").is_ok() {
+                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+                let _ = std::fs::create_dir_all(&dir);
+                std::fs::write(dir.join(format!("crio-round-{}.log", round + 1)), d.log()).unwrap();
+            }
         }
         // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
         if selected("pod_start") || selected("exec_storm") {
             eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
-            let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n").await;
-            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced")).await;
+            let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n", &calls).await;
+            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced"), &calls).await;
             if selected("pod_start") {
                 scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
             }
@@ -218,12 +236,14 @@ async fn main() {
         // What scheduling tracing costs: ours with it on and off, alternately, under storms.
         if let Some(pingpong) = &pingpong {
             let metrics = "[crio.metrics]\nenable_metrics = true\nmetrics_host = \"127.0.0.1\"\nmetrics_port = 0\n";
-            for (on, results) in [(true, &mut sched_on), (false, &mut sched_off)] {
-                eprintln!("round {}/{rounds}: crio with scheduling tracing {}", round + 1, if on { "on" } else { "off" });
-                let extra = format!("{metrics}[crio.ebpf]\nsched_tracing = {on}\n");
-                let d = ours_daemon(&reg, &ours_net, &extra).await;
-                let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-sched")).await;
-                let port = on.then(|| d.metrics_port());
+            // On with the kernel's run-time statistics (the cost per run), on without them
+            // (what the programs alone take from the storm), and off.
+            for (on, stats, results) in [(true, true, &mut sched_on), (true, false, &mut sched_lean), (false, true, &mut sched_off)] {
+                eprintln!("round {}/{rounds}: crio with scheduling tracing {}, program statistics {}", round + 1, on, stats);
+                let extra = format!("{metrics}[crio.ebpf]\nsched_tracing = {on}\nprogram_stats = {stats}\n");
+                let d = ours_daemon(&reg, &ours_net, &extra, &calls).await;
+                let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-sched"), &calls).await;
+                let port = (on && stats).then(|| d.metrics_port());
                 sched_cost::sched_cost(&t, results, round, pingpong, port, STORM / rounds).await;
             }
         }
@@ -232,7 +252,7 @@ async fn main() {
         }
         eprintln!("round {}/{rounds}: containerd", round + 1);
         {
-            let c = containerd::Containerd::start(&reg.addr, &format!("{}/pause:1", reg.addr), &peer_net);
+            let c = containerd::Containerd::start(&reg.addr, &format!("{}/pause:1", reg.addr), &peer_net, &calls);
             let ch = common::daemon::unix_channel(&c.socket).await;
             let dir = c.dir.path().display().to_string();
             let t = Target {
@@ -243,6 +263,7 @@ async fn main() {
                 image: image.clone(),
                 logs: work.path().join("logs-peer"),
                 daemon: c.pid(),
+                calls: calls.clone(),
                 added: Box::new(move || {
                     procs::matching(|a| {
                         let shim =
@@ -284,6 +305,6 @@ async fn main() {
         report::write(&machine, &ours, &peer, &untraced);
     }
     if pingpong.is_some() {
-        report::write_sched(&machine, &sched_on, &sched_off);
+        report::write_sched(&machine, &sched_on, &sched_lean, &sched_off);
     }
 }

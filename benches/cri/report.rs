@@ -124,26 +124,31 @@ fn save(m: &Machine, stem: &str, md: &str, json: Vec<serde_json::Value>) {
     std::fs::write(dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 }
 
-/// The cost of scheduling tracing: storms and exec storms with it on and off (median of
-/// rounds), and each program's kernel-measured time per run.
-pub fn write_sched(m: &Machine, on: &Results, off: &Results) {
+/// The cost of scheduling tracing: storms and exec storms with it on (with and without the
+/// kernel's run-time statistics, `lean`) and off (median of rounds), and each program's
+/// kernel-measured time per run.
+pub fn write_sched(m: &Machine, on: &Results, lean: &Results, off: &Results) {
     let mut md = format!(
-        "Machine: {} cores, kernel {}; {}; {} alternating rounds of scheduling tracing on and off.\n\n\
-         | measurement (median of rounds) | sched on | sched off | on/off |\n|---|---|---|---|\n",
+        "Machine: {} cores, kernel {}; {}; {} alternating rounds of scheduling tracing on (with and without \
+         the kernel's program statistics) and off.\n\n\
+         | measurement (median of rounds) | sched on | on, no statistics | sched off | on/off | no statistics/off |\n\
+         |---|---|---|---|---|---|\n",
         m.cores, m.kernel, m.ours, m.rounds
     );
     let mut json = Vec::new();
     for (name, a) in &on.values {
         let a = median(a);
+        let l = lean.values.get(name).map(|v| median(v));
         match off.values.get(name) {
             Some(b) => {
                 let b = median(b);
-                md += &format!("| {name} | {a:.1} | {b:.1} | {:.3} |\n", a / b);
-                json.push(serde_json::json!({"name": name, "on": a, "off": b, "ratio": a / b}));
+                let (lc, lr) = l.map_or(("-".into(), "-".into()), |l| (format!("{l:.1}"), format!("{:.3}", l / b)));
+                md += &format!("| {name} | {a:.1} | {lc} | {b:.1} | {:.3} | {lr} |\n", a / b);
+                json.push(serde_json::json!({"name": name, "on": a, "on_no_stats": l, "off": b, "ratio": a / b}));
             }
-            // Program costs exist only with the programs on.
+            // Program costs exist only with the programs and their statistics on.
             None => {
-                md += &format!("| {name} | {a:.1} | - | - |\n");
+                md += &format!("| {name} | {a:.1} | - | - | - | - |\n");
                 json.push(serde_json::json!({"name": name, "on": a}));
             }
         }

@@ -25,6 +25,8 @@ pub struct Target {
     pub daemon: u32,
     /// The processes the runtime added to the node (monitors; shims and pause containers).
     pub added: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
+    /// The timing wrappers the runtime calls runc and the CNI plugins through.
+    pub calls: std::sync::Arc<super::timing::Wrappers>,
 }
 
 /// Samples per measurement, and single values (CPU, memory) per measurement.
@@ -45,12 +47,17 @@ impl Results {
 }
 
 pub(super) fn pod_config(t: &Target, name: &str) -> cri::PodSandboxConfig {
+    pod_config_in(t, name, &format!("{}/pod-{name}", t.cgroup_parent))
+}
+
+/// A pod whose cgroup is `cgroup_parent` (empty: the runtime makes one, as for crictl).
+fn pod_config_in(t: &Target, name: &str, cgroup_parent: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "bench".into(), attempt: 0 }),
         hostname: name.into(),
         log_directory: t.logs.join(name).display().to_string(),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("{}/pod-{name}", t.cgroup_parent),
+            cgroup_parent: cgroup_parent.into(),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 // The kubelet's default: a PID namespace per container.
                 namespace_options: Some(cri::NamespaceOption { pid: 1, ..Default::default() }),
@@ -84,7 +91,11 @@ pub(super) fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
 
 /// One pod with one running container; the three stages' times.
 pub(super) async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
-    let (mut rt, pc) = (t.rt.clone(), pod_config(t, name));
+    start_pod_with(t, pod_config(t, name)).await
+}
+
+async fn start_pod_with(t: &Target, pc: cri::PodSandboxConfig) -> (String, String, [Duration; 3]) {
+    let mut rt = t.rt.clone();
     let at = Instant::now();
     let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() }).await;
     let pod = pod.expect("RunPodSandbox").into_inner().pod_sandbox_id;
@@ -111,33 +122,53 @@ pub(super) async fn remove_all(t: &Target, pods: Vec<String>) {
     }
 }
 
-/// Sequential pod starts, per stage and total; then the teardown, timed apart.
+/// Sequential pod starts, per stage and total, with where the time went; then the teardown,
+/// timed apart. Each start in the kubelet's flow (pod cgroup given) is followed by one whose
+/// cgroup the runtime makes (no `cgroup_parent`, as crictl and other direct clients).
 pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
     for i in 0..n {
-        let (pod, ct, stages) = start_pod(t, &format!("start-{round}-{i}")).await;
-        for (name, d) in ["pod start: RunPodSandbox", "pod start: CreateContainer", "pod start: StartContainer"].iter().zip(stages) {
-            r.sample(name, d);
+        for (flow, given) in [("pod start", true), ("pod start (no cgroup_parent)", false)] {
+            let name = format!("start-{round}-{i}{}", if given { "" } else { "-np" });
+            let pc = if given { pod_config(t, &name) } else { pod_config_in(t, &name, "") };
+            let mark = super::timing::mark(&t.calls);
+            let (pod, ct, stages) = start_pod_with(t, pc).await;
+            let spent = super::timing::since(&t.calls, mark);
+            for (stage, d) in ["RunPodSandbox", "CreateContainer", "StartContainer"].iter().zip(stages) {
+                r.sample(&format!("{flow}: {stage}"), d);
+            }
+            let total: Duration = stages.iter().sum();
+            r.sample(&format!("{flow}: total"), total);
+            r.sample(&format!("{flow}: in runc create"), spent.runc_create);
+            r.sample(&format!("{flow}: in CNI ADD"), spent.cni_add);
+            r.sample(&format!("{flow}: the rest (runtime's own)"), total.saturating_sub(spent.either));
+            if !given {
+                remove_pod(t, &pod).await;
+                continue;
+            }
+            teardown_timed(t, r, pod, ct).await;
         }
-        r.sample("pod start: total", stages.iter().sum());
-        // Teardown as the kubelet does it, each call timed, and in all.
-        let mut rt = t.rt.clone();
-        let mut timed = Vec::new();
-        let at = Instant::now();
-        rt.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
-        timed.push(("pod teardown: StopContainer", at.elapsed()));
-        let at = Instant::now();
-        rt.remove_container(cri::RemoveContainerRequest { container_id: ct }).await.expect("RemoveContainer");
-        timed.push(("pod teardown: RemoveContainer", at.elapsed()));
-        let at = Instant::now();
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
-        timed.push(("pod teardown: StopPodSandbox (no containers left)", at.elapsed()));
-        let at = Instant::now();
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
-        timed.push(("pod teardown: RemovePodSandbox", at.elapsed()));
-        r.sample("pod teardown: stop + remove", timed.iter().map(|(_, d)| *d).sum());
-        for (name, d) in timed {
-            r.sample(name, d);
-        }
+    }
+}
+
+/// Teardown as the kubelet does it, each call timed, and in all.
+async fn teardown_timed(t: &Target, r: &mut Results, pod: String, ct: String) {
+    let mut rt = t.rt.clone();
+    let mut timed = Vec::new();
+    let at = Instant::now();
+    rt.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
+    timed.push(("pod teardown: StopContainer", at.elapsed()));
+    let at = Instant::now();
+    rt.remove_container(cri::RemoveContainerRequest { container_id: ct }).await.expect("RemoveContainer");
+    timed.push(("pod teardown: RemoveContainer", at.elapsed()));
+    let at = Instant::now();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+    timed.push(("pod teardown: StopPodSandbox (no containers left)", at.elapsed()));
+    let at = Instant::now();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    timed.push(("pod teardown: RemovePodSandbox", at.elapsed()));
+    r.sample("pod teardown: stop + remove", timed.iter().map(|(_, d)| *d).sum());
+    for (name, d) in timed {
+        r.sample(name, d);
     }
 }
 

@@ -33,11 +33,14 @@ pub struct Features {
     /// The scheduling programs: delay histograms, isolation intrusions, CFS throttling.
     /// `sched_switch` runs on every context switch of the node, hence its own switch.
     pub scheduling: bool,
+    /// The kernel's run-time statistics for the programs (run time and count, what
+    /// `program_stats` reports): two clock reads per program run while on.
+    pub run_time_stats: bool,
 }
 
 impl Default for Features {
     fn default() -> Self {
-        Features { scheduling: true }
+        Features { scheduling: true, run_time_stats: true }
     }
 }
 
@@ -212,8 +215,8 @@ impl Tracer {
             true => Some(sched::SchedMaps::take(&mut ebpf, throttle_events)?),
             false => None,
         };
-        // Run-time statistics cost a clock read per run; they are what the metrics report.
-        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+        // Run-time statistics cost two clock reads per run; they are what the metrics report.
+        let stats = if features.run_time_stats { aya::sys::enable_stats(aya::sys::Stats::RunTime).ok() } else { None };
         Ok(Tracer {
             _stats: stats,
             ebpf: Mutex::new(ebpf),

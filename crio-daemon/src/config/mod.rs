@@ -290,10 +290,15 @@ pub struct Ebpf {
     /// Trace scheduling: each container's wait for a CPU, intruders on CPUs its hooks
     /// isolated, CFS throttling. Its programs run on every context switch of the node.
     pub sched_tracing: bool,
+    /// The kernel's run-time statistics of the programs (`ebpf_program_run_seconds_total`,
+    /// `ebpf_program_runs_total`): two clock reads per program run, on every context switch
+    /// with scheduling tracing. Off, those series stay at zero (unless another tool turned
+    /// the kernel's statistics on).
+    pub program_stats: bool,
 }
 
 impl Default for Ebpf {
     fn default() -> Self {
-        Self { enable: true, bpffs: "/sys/fs/bpf".into(), pin_dir: "/sys/fs/bpf/crio".into(), sched_tracing: true }
+        Self { enable: true, bpffs: "/sys/fs/bpf".into(), pin_dir: "/sys/fs/bpf/crio".into(), sched_tracing: true, program_stats: true }
     }
 }

@@ -84,6 +84,7 @@ impl ContainerService {
             drop(me);
             while let Some(seen) = rx.recv().await {
                 let Some(l) = service.upgrade() else { return };
+                l.exits_seen.send_modify(|n| *n = n.wrapping_add(1));
                 match seen {
                     Seen::Exit(id) => {
                         let _ = l.refresh(&id, true).await;

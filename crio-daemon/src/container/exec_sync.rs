@@ -73,8 +73,14 @@ impl ContainerService {
                 }
             }
         };
-        if let Err(e) = crate::exec::profile::save(&ct.bundle, &profile, program.as_deref().map(|p| p.as_slice())) {
-            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
+        // Durable writes (fsync): off the runtime's threads.
+        let bundle = ct.bundle.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || crate::exec::profile::save(&bundle, &profile, program.as_deref().map(|p| p.as_slice())));
+        match saved.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime"),
+            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "execs go through the OCI runtime"),
         }
     }
 }

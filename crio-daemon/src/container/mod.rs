@@ -7,6 +7,7 @@
 mod attach;
 mod checkpoint;
 mod create;
+mod deferred;
 pub mod events;
 mod exec_session;
 mod exec_sync;
@@ -118,6 +119,8 @@ pub struct ContainerService {
     cpu_rates: crate::cgroups::CpuRates,
     /// Compiled seccomp programs by profile text: most containers share RuntimeDefault.
     seccomp_programs: seccomp_programs::SeccompPrograms,
+    /// Removed containers' files, removed after the answer.
+    deferred: Arc<deferred::Deferred>,
     events: tokio::sync::broadcast::Sender<ContainerEvent>,
     creations: Creations<ContainerError>,
     /// What this daemon holds, read once at start: privileged containers get it, and without
@@ -129,6 +132,9 @@ pub struct ContainerService {
     lsm: lsm::HostLsm,
     /// The exit watch runs (and has read the exits from before it began).
     exits_watched: Arc<AtomicBool>,
+    /// Bumped by the exit watch at every exit record that lands (and at a queue overflow):
+    /// waiting for an exit is waiting for this, not polling the record.
+    exits_seen: tokio::sync::watch::Sender<u64>,
     /// One restore of hooks' settings at a time: the exit watch and StopContainer both see an
     /// exit, and the second must wait for the first's restore instead of skipping it or doing
     /// it again over a newer container's settings.
@@ -140,7 +146,7 @@ impl ContainerService {
     pub fn table_sizes(&self) -> [(&'static str, usize); 3] {
         [
             ("container_cpu_samples", self.cpu_rates.tracked()),
-            ("seccomp_programs", self.seccomp_programs.len()),
+            ("seccomp_programs", self.seccomp_programs.in_use()),
             ("container_creations", self.creations.len()),
         ]
     }
@@ -168,9 +174,11 @@ impl ContainerService {
             kernel,
             cpu_rates: Default::default(),
             seccomp_programs: Default::default(),
+            deferred: Arc::default(),
             events,
             creations: Creations::default(),
             exits_watched: Arc::default(),
+            exits_seen: tokio::sync::watch::Sender::new(0),
             hooks_restore: tokio::sync::Mutex::new(()),
             held_capabilities: crate::capabilities::held(),
             host_dev: "/dev".into(),

@@ -10,46 +10,72 @@ use crate::monitor::protocol::Request;
 
 impl ContainerService {
     /// Kills if needed and deletes everything of the container; a missing one is removed.
+    /// The answer comes once the runtime's container, its cgroups, its mounts and its record
+    /// are gone; its directories and exit record go right after (see `deferred`).
     pub async fn remove_container(&self, id: &str) -> Result<(), ContainerError> {
         let Some(entry) = self.stores.containers.resolve(id) else { return Ok(()) };
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
         self.give_back(id).await;
         let ct = entry.get();
-        self.tear_down_container(&ct, &self.handler_of(&ct)).await;
+        self.release_runtime_state(&ct, &self.handler_of(&ct)).await;
+        // Unmounted before the answer (a lazy unmount: cheap): nothing of the container stays
+        // mounted on the host, and its image volumes' images are free.
+        let (store, cid) = (self.images.store().clone(), ct.id.clone());
+        match tokio::task::spawn_blocking(move || store.unmount_container(&cid)).await {
+            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "unmounting root filesystem failed"),
+            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "unmounting root filesystem failed"),
+            Ok(Ok(())) => {}
+        }
         self.stores.containers.remove(&ct.id).await?;
         self.stores.names.release(&ct.full_name);
         self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
         self.emit(&ct, EventKind::Deleted);
+        let files = self.files_of(&ct);
+        self.deferred.spawn(files.remove());
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
     }
 
+    /// Returns once every removed container's files are gone (RemoveImage waits for this:
+    /// a root filesystem still mounted holds its image's layers).
+    pub async fn removals_settled(&self) {
+        self.deferred.settled().await;
+    }
+
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
     pub(super) async fn tear_down_container(&self, ct: &Container, handler: &str) {
+        self.release_runtime_state(ct, handler).await;
+        self.files_of(ct).remove().await;
+    }
+
+    /// What must be gone before the container's record is: the runtime's container with its
+    /// cgroups (the pod's cgroup can go only after them), and what the daemon keeps for it.
+    async fn release_runtime_state(&self, ct: &Container, handler: &str) {
         if let Ok(rt) = self.node.runtime(handler)
             && !self.deleted_without_runtime(ct, rt).await
             && let Err(e) = rt.delete(&ct.id, true).await
         {
             tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "runtime delete failed");
         }
-        self.forget_in_monitor(ct).await;
         self.cpu_rates.forget(&ct.id);
         self.seccomp_programs.release(&ct.id);
-        let store = self.images.store().clone();
-        let id = ct.id.clone();
-        match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
-            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "removing root filesystem failed"),
-            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "removing root filesystem failed"),
-            Ok(Ok(())) => {}
-        }
-        let _ = tokio::fs::remove_dir_all(&ct.bundle).await;
-        let _ = tokio::fs::remove_file(ct.exit_file()).await;
         self.kernel.untrack(ct.cgroup_id, Some(&ct.id));
         if let Some(unified) = self.node.unified()
             && let Err(e) = unified.remove(&ct.cgroup_path)
         {
             tracing::warn!(container_id = %ct.id, error = %e, "removing the unified cgroup");
+        }
+    }
+
+    /// The container's files, to remove with or after its record.
+    fn files_of(&self, ct: &Container) -> ContainerFiles {
+        ContainerFiles {
+            id: ct.id.clone(),
+            monitor: self.stores.pods.get(&ct.pod_id).map(|p| p.get().monitor_socket()),
+            store: self.images.store().clone(),
+            bundle: ct.bundle.clone(),
+            exit_file: ct.exit_file(),
         }
     }
 
@@ -73,17 +99,6 @@ impl ContainerService {
         })
         .await;
         done.unwrap_or(false)
-    }
-
-    /// The pod's monitor lets go of the container's log file and stdio: a crash-looping
-    /// container would otherwise hold one log descriptor per restart until its pod goes.
-    async fn forget_in_monitor(&self, ct: &Container) {
-        let Some(pod) = self.stores.pods.get(&ct.pod_id).map(|p| p.get()) else { return };
-        let req = Request::Forget { id: ct.id.clone() };
-        if let Err(e) = MonitorClient::new(&pod.monitor_socket()).request(&req).await {
-            // A stopped pod's monitor is gone already, and with it what it held.
-            tracing::debug!(container_id = %ct.id, error = %crate::error_chain(&e), "monitor did not forget the container");
-        }
     }
 
     /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
@@ -118,5 +133,37 @@ impl ContainerService {
         let _ = self.stores.containers.update(id, &entry, |c| c.hooks.clear()).await;
         self.tuning.forget_hooks(id);
         tracing::info!(container_id = %id, "high-performance hooks restored");
+    }
+}
+
+/// What is left of a removed container on disk, and in its pod's monitor.
+struct ContainerFiles {
+    id: String,
+    monitor: Option<std::path::PathBuf>,
+    store: std::sync::Arc<crate::storage::Store>,
+    bundle: std::path::PathBuf,
+    exit_file: std::path::PathBuf,
+}
+
+impl ContainerFiles {
+    /// The monitor lets go of the container's log and stdio (a crash-looping container would
+    /// otherwise hold one log descriptor per restart until its pod goes); the root
+    /// filesystem, bundle and exit record are deleted. Idempotent; failures are logged.
+    async fn remove(self) {
+        if let Some(socket) = &self.monitor {
+            let req = Request::Forget { id: self.id.clone() };
+            if let Err(e) = MonitorClient::new(socket).request(&req).await {
+                // A stopped pod's monitor is gone already, and with it what it held.
+                tracing::debug!(container_id = %self.id, error = %crate::error_chain(&e), "monitor did not forget the container");
+            }
+        }
+        let (store, id) = (self.store, self.id.clone());
+        match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
+            Ok(Err(e)) => tracing::warn!(container_id = %self.id, error = %crate::error_chain(&e), "removing root filesystem failed"),
+            Err(e) => tracing::warn!(container_id = %self.id, error = %e, "removing root filesystem failed"),
+            Ok(Ok(())) => {}
+        }
+        let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+        let _ = tokio::fs::remove_file(&self.exit_file).await;
     }
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::spec::PidNamespace;
-use super::status::wait_exit;
 use super::{ContainerError, ContainerService};
 use crate::model::{Container, ContainerState, EventKind, now_nanos};
 
@@ -59,7 +58,7 @@ impl ContainerService {
         let rt = self.node.runtime(&self.handler_of(&ct))?.clone();
         if ct.state == ContainerState::Running && timeout_secs > 0 {
             self.kill(&ct, &rt, ct.stop_signal, false).await;
-            if wait_exit(&ct.exit_file(), Duration::from_secs(timeout_secs as u64)).await.is_some() {
+            if self.wait_exit(&ct.exit_file(), Duration::from_secs(timeout_secs as u64)).await.is_some() {
                 self.refresh(id, true).await?;
                 return Ok(());
             }
@@ -88,7 +87,7 @@ impl ContainerService {
             }
             return Ok(());
         }
-        if wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {
+        if self.wait_exit(&ct.exit_file(), KILL_WAIT).await.is_none() {
             tracing::warn!(container_id = %ct.id, "no exit recorded {KILL_WAIT:?} after SIGKILL");
         }
         self.refresh(id, true).await?;

@@ -155,15 +155,26 @@ async fn read_exit(path: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-pub(super) async fn wait_exit(path: &Path, within: Duration) -> Option<ExitRecord> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(e) = read_exit(path).await {
-            return Some(e);
+impl ContainerService {
+    /// The exit record at `path` once it lands, or `None` after `within`. While the exit
+    /// watch runs, each landing record wakes the wait (no polling); without it, the record
+    /// is read every 10 ms.
+    pub(super) async fn wait_exit(&self, path: &Path, within: Duration) -> Option<ExitRecord> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = self.exits_seen.subscribe();
+        loop {
+            // Marked before the read: a record landing after it wakes the wait below.
+            seen.mark_unchanged();
+            if let Some(e) = read_exit(path).await {
+                return Some(e);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let watched = self.exits_watched.load(std::sync::atomic::Ordering::Acquire);
+            let nap = if watched { Duration::from_secs(1) } else { Duration::from_millis(10) };
+            let _ = tokio::time::timeout_at(deadline.min(now + nap), seen.changed()).await;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

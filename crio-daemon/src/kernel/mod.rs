@@ -136,7 +136,11 @@ impl Kernel {
         if !config.enable {
             return Kernel::disabled("eBPF is disabled in the configuration ([crio.ebpf] enable = false)");
         }
-        match Tracer::load(&config.bpffs, &config.pin_dir, crio_ebpf::Features { scheduling: config.sched_tracing }) {
+        match Tracer::load(
+            &config.bpffs,
+            &config.pin_dir,
+            crio_ebpf::Features { scheduling: config.sched_tracing, run_time_stats: config.program_stats },
+        ) {
             Ok(tracer) => {
                 let mut off: Vec<String> = tracer.unavailable.iter().map(|u| format!("{}: {}", u.feature, u.reason)).collect();
                 let scheduling = |p: &str| p == crio_ebpf::THROTTLE_PROGRAM.0 || crio_ebpf::SCHED_PROGRAMS.iter().any(|s| s.0 == p);

@@ -247,15 +247,14 @@ impl Monitor {
 
     /// Once the container's init exits and its output is drained, its exit record is written
     /// (durably: the daemon reads it, perhaps after a restart).
-    fn record_exit_when_done(&self, id: String, pid: i32, pumps: Vec<std::thread::JoinHandle<()>>, exit_file: std::path::PathBuf) {
+    fn record_exit_when_done(&self, id: String, pid: i32, pumps: Vec<PumpDone>, exit_file: std::path::PathBuf) {
         let m = self.clone();
         std::thread::spawn(move || {
             let exit = m.reaper.wait(pid);
             let deadline = std::time::Instant::now() + DRAIN_GRACE;
             for p in pumps {
-                while !p.is_finished() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                // Returns when the pump ends (its sender drops) or the grace is over.
+                let _ = p.0.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
             }
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
             let record = ExitRecord { exit_code: exit.code, signal: exit.signal, exited_at_unix_nanos: now };
@@ -327,13 +326,16 @@ fn stdio(cmd: &mut Command, req: &CreateRequest) -> Result<Stdio3, String> {
     Ok(Stdio3 { console: None, pipes: Some((out_r, err_r)), stdin })
 }
 
-fn spawn_pump(
-    from: impl std::io::Read + Send + 'static,
-    stream: Stream,
-    log: Arc<LogSink>,
-    attachers: Arc<Attachers>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || pump(from, stream, log, &attachers))
+/// A pump's end, to wait for with a deadline: its thread holds the sender until it finishes.
+struct PumpDone(std::sync::mpsc::Receiver<()>);
+
+fn spawn_pump(from: impl std::io::Read + Send + 'static, stream: Stream, log: Arc<LogSink>, attachers: Arc<Attachers>) -> PumpDone {
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pump(from, stream, log, &attachers);
+        drop(done);
+    });
+    PumpDone(ended)
 }
 
 /// The runtime's last error message from its JSON log.

@@ -33,9 +33,11 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates a fresh namespace pinned at `path` (its parent must exist).
+    /// Creates a fresh namespace pinned at `path` (its parent must exist), its loopback up: what
+    /// the CNI loopback plugin would do, without a process start per pod.
     pub fn create(path: &Path) -> Result<NetNs, NetNsError> {
-        namespace::pin_new(Kind::Net, path, || Ok(())).map_err(|source| NetNsError::Create { path: path.into(), source })?;
+        namespace::pin_new(Kind::Net, path, crate::sys::set_loopback_up)
+            .map_err(|source| NetNsError::Create { path: path.into(), source })?;
         Ok(NetNs { path: path.to_path_buf() })
     }
 

@@ -165,7 +165,8 @@ impl PodService {
         Ok(())
     }
 
-    /// The pod's network namespace and its CNI attachment (nothing for host-network pods).
+    /// The pod's network namespace (loopback up) and its CNI attachment (nothing for
+    /// host-network pods).
     async fn set_up_network(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
         if pod.spec.host_network {
             return Ok(());
@@ -174,7 +175,6 @@ impl PodService {
         let p = netns.clone();
         tokio::task::spawn_blocking(move || NetNs::create(&p)).await??;
         pod.netns = Some(netns.clone());
-        self.node.cni().loopback(&netns, &pod.id).await?;
         let net = self.node.network().expect("checked before set-up");
         let added = self.node.cni().add(net, &self.node.attachment(pod)).await?;
         pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();

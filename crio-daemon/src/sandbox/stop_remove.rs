@@ -24,8 +24,17 @@ impl PodService {
             // What is left in a shared PID namespace (processes orphaned by the containers)
             // ends with its PID 1.
             kill_pid_holder(&pod);
-            self.tear_down_pod(&pod, false).await;
-            self.stores.pods.update(&pod.id, &entry, |p| p.state = PodState::NotReady).await?;
+            let released = self.tear_down_pod(&pod, false).await;
+            self.stores
+                .pods
+                .update(&pod.id, &entry, |p| {
+                    p.state = PodState::NotReady;
+                    // Gone with its network: RemovePodSandbox has no DEL left to run.
+                    if released {
+                        p.netns = None;
+                    }
+                })
+                .await?;
             tracing::info!(pod_sandbox_id = %pod.id, "pod sandbox stopped");
         }
         if !left.is_empty() {
@@ -70,6 +79,8 @@ impl PodService {
         for ct in self.stores.containers_of(&pod.id) {
             self.containers.remove_container(&ct.id).await?;
         }
+        // Its containers' directories are gone too when the pod is.
+        self.containers.removals_settled().await;
         self.tear_down_pod(&pod, true).await;
         self.stores.pods.remove(&pod.id).await?;
         self.stores.names.release(&pod.full_name);

@@ -11,16 +11,20 @@ use crate::network::netns::NetNs;
 impl PodService {
     /// Releases the pod's network (and, with `everything`, its namespaces, monitor and files).
     /// Idempotent; failures are logged, not returned, so teardown always runs to the end.
-    pub(super) async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) {
+    /// Returns whether the network is released (CNI DEL done and the namespace gone): a
+    /// stopped pod records that, and its removal does not run the plugins again.
+    pub(super) async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) -> bool {
         let net = self.node.network().map(|n| (n, self.node.attachment(pod)));
+        let mut released = true;
         if let Err(e) = self.node.cni().del(&pod.id, net.as_ref().filter(|_| pod.netns.is_some()).map(|(n, a)| (*n, a))).await {
             tracing::warn!(pod_sandbox_id = %pod.id, error = %crate::error_chain(&e), "CNI DEL failed");
+            released = false;
         }
         if let Some(ns) = &pod.netns {
-            let _ = NetNs::remove(ns);
+            released &= NetNs::remove(ns).is_ok();
         }
         if !everything {
-            return;
+            return released;
         }
         for ns in [&pod.ipcns, &pod.utsns, &pod.pidns].into_iter().flatten() {
             let _ = namespace::unpin(ns);
@@ -43,6 +47,7 @@ impl PodService {
         for d in [&pod.run_dir, &pod.dir] {
             let _ = tokio::fs::remove_dir_all(d).await;
         }
+        released
     }
 }
 

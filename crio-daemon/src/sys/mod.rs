@@ -29,6 +29,31 @@ pub fn unshare(kind: ThreadNamespace) -> io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
 }
 
+/// Brings the loopback interface of the calling thread's network namespace up (the kernel
+/// then gives it 127.0.0.1 and ::1), as the CNI loopback plugin does, without starting it.
+pub fn set_loopback_up() -> io::Result<()> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: an all-zero ifreq is a valid value (a name array and a union of integers).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `fd` is an open socket for the whole call and `req` a valid, writable ifreq
+    // naming an interface with a NUL-terminated name, which SIOCGIFFLAGS reads and fills.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so the flags member of the union is the one written.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Blocks until some child has exited and returns its pid, leaving it unreaped (`WNOWAIT`), so
 /// the one reaper can decide who gets its status. `None` when there are no children.
 pub fn wait_any_exited() -> io::Result<Option<i32>> {

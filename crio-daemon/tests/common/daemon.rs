@@ -31,6 +31,10 @@ pub struct DaemonConfig {
     /// A runroot as deep as real nodes have (every socket under it is too long for a unix
     /// address), instead of a short one.
     pub long_runroot: bool,
+    /// The runc binary (default /usr/sbin/runc) and CNI plugin directory (default
+    /// /usr/lib/cni): benchmarks give timing wrappers.
+    pub runc: Option<PathBuf>,
+    pub cni_plugin_dir: Option<PathBuf>,
 }
 
 /// A runroot path under `dir` as deep as real nodes have: with a pod's id and `monitor.sock`
@@ -83,7 +87,7 @@ impl Daemon {
             fs::copy(ca, certs.join(host).join("ca.crt")).unwrap();
         }
         let conf = format!(
-            "[crio]\nstate_dir = \"{state}\"\nlog_dir = \"{logs}\"\n[crio.runtime.runtimes.runc]\nruntime_root = \"{runc}\"\n[crio.network]\nnetwork_dir = \"{cni}\"\nplugin_dirs = [\"/usr/lib/cni\"]\n[crio.image]\nregistries_conf = \"{}\"\nregistries_conf_dir = \"{}\"\nsignature_policy = \"{}\"\nglobal_auth_file = \"{}\"\nregistries_certs_dir = \"{}\"\n{}",
+            "[crio]\nstate_dir = \"{state}\"\nlog_dir = \"{logs}\"\n[crio.runtime.runtimes.runc]\nruntime_root = \"{runc}\"\nruntime_path = \"{runc_bin}\"\n[crio.network]\nnetwork_dir = \"{cni}\"\nplugin_dirs = [\"{plugins}\"]\n[crio.image]\nregistries_conf = \"{}\"\nregistries_conf_dir = \"{}\"\nsignature_policy = \"{}\"\nglobal_auth_file = \"{}\"\nregistries_certs_dir = \"{}\"\n{}",
             d.join("registries.conf").display(),
             d.join("registries.conf.d").display(),
             d.join("policy.json").display(),
@@ -93,6 +97,8 @@ impl Daemon {
             state = d.join("state").display(),
             logs = d.join("logs").display(),
             runc = d.join("runc").display(),
+            runc_bin = cfg.runc.as_deref().unwrap_or(Path::new("/usr/sbin/runc")).display(),
+            plugins = cfg.cni_plugin_dir.as_deref().unwrap_or(Path::new("/usr/lib/cni")).display(),
             cni = d.join("cni").display(),
         );
         fs::create_dir_all(d.join("cni")).unwrap();

@@ -153,14 +153,6 @@ impl Cni {
         Ok(())
     }
 
-    /// Brings up `lo` in the pod's namespace with the loopback plugin.
-    pub async fn loopback(&self, netns: &Path, container_id: &str) -> Result<(), CniError> {
-        let net = NetworkConfig::parse(br#"{"cniVersion":"1.0.0","name":"cni-loopback","type":"loopback"}"#, "loopback").expect("valid");
-        let att = Attachment { container_id: container_id.into(), netns: netns.into(), ifname: "lo".into(), ..Default::default() };
-        let input = self.input(&net, 0, &att, None);
-        exec::run(&self.plugin_dirs, &net.plugins[0], "ADD", &input, &att, self.timeout).await.map(drop)
-    }
-
     async fn del_with(&self, net: &NetworkConfig, att: &Attachment, result: Option<&Value>) -> Result<(), CniError> {
         self.del_plugins(net, net.plugins.len(), att, result).await
     }
