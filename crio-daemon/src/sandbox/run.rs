@@ -92,26 +92,30 @@ impl PodService {
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
         let began = std::time::Instant::now();
         let hostname = pod_hostname(&pod.spec);
-        self.set_up_local(pod, &hostname).await?;
-        let local_done = began.elapsed();
-        // The monitor starts while the network is set up: neither needs the other.
+        for d in [&pod.dir, &pod.run_dir] {
+            tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
+        }
+        // Namespaces and cgroups, the network and the monitor need nothing of each other:
+        // made at once (most of the time is the CNI plugins').
         let socket = pod.monitor_socket();
         let log = pod.run_dir.join("monitor.log");
         let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
-        let (network, monitor) =
-            tokio::join!(self.set_up_network(pod), client::spawn(self.node.monitor_binary(), &socket, &log, share_pid));
-        // Recorded before any error is returned, so teardown finds the monitor.
+        let (mut local, mut net) = (Local::default(), Net::default());
+        let (local_done, network, monitor) = tokio::join!(
+            self.set_up_local(pod, &hostname, &mut local),
+            self.set_up_network(pod, &mut net),
+            client::spawn(self.node.monitor_binary(), &socket, &log, share_pid)
+        );
+        // Recorded before any error is returned, so teardown finds what was made.
+        (pod.cgroup_created, pod.cgroup_id, pod.ipcns, pod.utsns) = (local.cgroup_created, local.cgroup_id, local.ipcns, local.utsns);
+        (pod.netns, pod.ips) = (net.netns, net.ips);
         if let Ok(pid) = &monitor {
             pod.monitor_pid = *pid;
         }
+        local_done?;
         network?;
         monitor?;
-        tracing::debug!(
-            pod_sandbox_id = %pod.id,
-            namespaces_cgroups_us = local_done.as_micros() as u64,
-            network_and_monitor_us = (began.elapsed() - local_done).as_micros() as u64,
-            "pod set up"
-        );
+        tracing::debug!(pod_sandbox_id = %pod.id, set_up_us = began.elapsed().as_micros() as u64, "pod set up");
         self.write_files(pod, &hostname).await?;
         if share_pid {
             let state = client::MonitorClient::new(&socket).request(&crate::monitor::protocol::Request::State).await?;
@@ -125,15 +129,13 @@ impl PodService {
         Ok(())
     }
 
-    /// What the pod has on this node alone: directories, cgroups, IPC and UTS namespaces.
-    async fn set_up_local(&self, pod: &mut PodSandbox, hostname: &str) -> Result<(), PodError> {
-        for d in [&pod.dir, &pod.run_dir] {
-            tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
-        }
+    /// What the pod has on this node alone: cgroups, IPC and UTS namespaces (into `made` as
+    /// they are made).
+    async fn set_up_local(&self, pod: &PodSandbox, hostname: &str, made: &mut Local) -> Result<(), PodError> {
         // Slices are systemd's (the kubelet asks it for them); cgroupfs pod cgroups may be ours.
         if !self.node.systemd() {
             let (cgroups, path, resources) = (self.node.cgroups().clone(), pod.cgroup.clone(), pod.spec.resources.clone());
-            pod.cgroup_created = tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref())).await??;
+            made.cgroup_created = tokio::task::spawn_blocking(move || cgroups.create_pod(&path, resources.as_ref())).await??;
         }
         // The kernel learns the pod's cgroup before anything runs in it; on hybrid hosts that is
         // the pod's directory in the unified hierarchy, made here.
@@ -141,7 +143,7 @@ impl PodService {
             if self.node.unified().is_some() {
                 tokio::fs::create_dir_all(&dir).await.map_err(io_err("creating the pod's unified cgroup", &dir))?;
             }
-            pod.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
+            made.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
         }
         if !pod.spec.host_ipc {
             let path = pod.run_dir.join("ipc");
@@ -149,7 +151,7 @@ impl PodService {
             tokio::task::spawn_blocking(move || namespace::pin_new(Kind::Ipc, &p, || Ok(())))
                 .await?
                 .map_err(io_err("creating IPC namespace", &path))?;
-            pod.ipcns = Some(path);
+            made.ipcns = Some(path);
             mount_shm(&pod.run_dir.join("shm")).await?;
         }
         if !pod.spec.host_network {
@@ -160,24 +162,26 @@ impl PodService {
             })
             .await?
             .map_err(io_err("creating UTS namespace", &path))?;
-            pod.utsns = Some(path);
+            made.utsns = Some(path);
         }
         Ok(())
     }
 
     /// The pod's network namespace (loopback up) and its CNI attachment (nothing for
-    /// host-network pods).
-    async fn set_up_network(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
+    /// host-network pods), into `made` as they are made.
+    async fn set_up_network(&self, pod: &PodSandbox, made: &mut Net) -> Result<(), PodError> {
         if pod.spec.host_network {
             return Ok(());
         }
         let netns = pod.run_dir.join("net");
         let p = netns.clone();
         tokio::task::spawn_blocking(move || NetNs::create(&p)).await??;
-        pod.netns = Some(netns.clone());
         let net = self.node.network().expect("checked before set-up");
-        let added = self.node.cni().add(net, &self.node.attachment(pod)).await?;
-        pod.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
+        let mut attachment = self.node.attachment(pod);
+        attachment.netns = netns.clone();
+        made.netns = Some(netns);
+        let added = self.node.cni().add(net, &attachment).await?;
+        made.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
         Ok(())
     }
 
@@ -211,4 +215,20 @@ async fn mount_shm(shm: &Path) -> Result<(), PodError> {
         path: shm.into(),
         source: e.into(),
     })
+}
+
+/// A pod's node-local pieces, as far as they were made.
+#[derive(Default)]
+struct Local {
+    cgroup_created: bool,
+    cgroup_id: u64,
+    ipcns: Option<PathBuf>,
+    utsns: Option<PathBuf>,
+}
+
+/// A pod's network, as far as it was made.
+#[derive(Default)]
+struct Net {
+    netns: Option<PathBuf>,
+    ips: Vec<String>,
 }
