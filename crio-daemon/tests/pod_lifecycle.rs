@@ -630,3 +630,43 @@ async fn devices_and_swap_limits() {
     assert!(err.code() == Code::InvalidArgument && err.message().contains("/etc/hostname"), "{err:?}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+/// A pod's network is set up once and released once: a stop runs CNI DEL, the removal after
+/// it does not run the plugins again. A tally plugin after bridge in the chain logs each call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_pod_is_removed_without_a_second_cni_del() {
+    let reg = common::Registry::start();
+    reg.push("busybox", "1", &common::ImageBuilder::new().layer(common::Layer::busybox())).await;
+    let plugins = tempfile::tempdir().unwrap();
+    for p in ["bridge", "host-local"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(p), plugins.path().join(p)).unwrap();
+    }
+    let tally = plugins.path().join("tally.log");
+    let script = format!(
+        "#!/usr/bin/env python3\nimport json, os, sys\nconf = json.load(sys.stdin)\ncmd = os.environ['CNI_COMMAND']\n\
+         open('{}', 'a').write(cmd + '\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n",
+        tally.display()
+    );
+    std::fs::write(plugins.path().join("tally"), script).unwrap();
+    let mut perms = std::fs::metadata(plugins.path().join("tally")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(plugins.path().join("tally"), perms).unwrap();
+    let bridge = format!("crd{}", std::process::id() % 100_000);
+    let _bridge_gone = common::pods::BridgeGuard(bridge.clone());
+    let ipam = tempfile::tempdir().unwrap();
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": format!("tally-{bridge}"), "plugins": [
+        {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.239.{}.0/24", std::process::id() % 200)}]], "dataDir": ipam.path()}},
+        {"type": "tally"}]});
+    let mut cfg = common::daemon::DaemonConfig::trusting(&reg);
+    cfg.cni_conflist = Some(conflist.to_string());
+    cfg.cni_plugin_dir = Some(plugins.path().into());
+    let d = common::Daemon::start(cfg).await;
+    let pc = pod_config("tallied", &d.dir.path().join("logs/tallied"));
+    let pod = run_pod(&d, pc).await.expect("RunPodSandbox");
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    let calls = std::fs::read_to_string(&tally).expect("the tally plugin ran");
+    assert_eq!(calls.lines().collect::<Vec<_>>(), ["ADD", "DEL"], "{}", d.log());
+}

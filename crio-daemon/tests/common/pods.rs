@@ -27,6 +27,15 @@ impl Drop for Env {
     }
 }
 
+/// Deletes a test's bridge when dropped, even after a failure.
+pub struct BridgeGuard(pub String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
 /// The portmap plugin leaves its shared chains behind once it has run; a test that brought them
 /// takes them away again, unless another pod's hostPort still uses them.
 pub fn remove_portmap_chains() {
