@@ -2,7 +2,8 @@
 //! and exit record go once its durable record is gone, off the RPC's path (the kubelet waits
 //! for RemoveContainer; nothing it does next needs those directories gone). A crash in
 //! between leaves orphans that recovery removes at the next start. What must not race it
-//! (RemoveImage over layers a root filesystem still mounts) waits for [`Deferred::settled`].
+//! (RemoveImage, while the store still records the container as using its image)
+//! waits for [`Deferred::settled`].
 
 use std::future::Future;
 use std::sync::Arc;

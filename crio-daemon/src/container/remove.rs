@@ -22,11 +22,7 @@ impl ContainerService {
         // Unmounted before the answer (a lazy unmount: cheap): nothing of the container stays
         // mounted on the host, and its image volumes' images are free.
         let (store, cid) = (self.images.store().clone(), ct.id.clone());
-        match tokio::task::spawn_blocking(move || store.unmount_container(&cid)).await {
-            Ok(Err(e)) => tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "unmounting root filesystem failed"),
-            Err(e) => tracing::warn!(container_id = %ct.id, error = %e, "unmounting root filesystem failed"),
-            Ok(Ok(())) => {}
-        }
+        warn_failed(&ct.id, "unmounting root filesystem failed", tokio::task::spawn_blocking(move || store.unmount_container(&cid)).await);
         self.stores.containers.remove(&ct.id).await?;
         self.stores.names.release(&ct.full_name);
         self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
@@ -38,7 +34,7 @@ impl ContainerService {
     }
 
     /// Returns once every removed container's files are gone (RemoveImage waits for this:
-    /// a root filesystem still mounted holds its image's layers).
+    /// until then the store still records the container as using its image).
     pub async fn removals_settled(&self) {
         self.deferred.settled().await;
     }
@@ -158,12 +154,17 @@ impl ContainerFiles {
             }
         }
         let (store, id) = (self.store, self.id.clone());
-        match tokio::task::spawn_blocking(move || store.remove_container(&id)).await {
-            Ok(Err(e)) => tracing::warn!(container_id = %self.id, error = %crate::error_chain(&e), "removing root filesystem failed"),
-            Err(e) => tracing::warn!(container_id = %self.id, error = %e, "removing root filesystem failed"),
-            Ok(Ok(())) => {}
-        }
+        warn_failed(&self.id, "removing root filesystem failed", tokio::task::spawn_blocking(move || store.remove_container(&id)).await);
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
         let _ = tokio::fs::remove_file(&self.exit_file).await;
+    }
+}
+
+/// Logs a store operation on the blocking pool that failed (or whose task did).
+fn warn_failed(id: &str, what: &str, done: Result<Result<(), crate::storage::StoreError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Err(e)) => tracing::warn!(container_id = %id, error = %crate::error_chain(&e), "{what}"),
+        Err(e) => tracing::warn!(container_id = %id, error = %e, "{what}"),
+        Ok(Ok(())) => {}
     }
 }

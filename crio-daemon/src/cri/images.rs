@@ -92,8 +92,8 @@ pub async fn remove_image(s: &Services, req: cri::RemoveImageRequest) -> Result<
     let name = image_name(req.image.as_ref(), "image.image")?;
     let span = info_span!("remove_image", image = %name);
     async move {
-        // Removed containers' root filesystems are unmounted after RemoveContainer answers:
-        // none may still hold the image's layers.
+        // Removed containers leave the store's record just after RemoveContainer answers:
+        // until then the store counts them as users of their image.
         s.containers.removals_settled().await;
         s.images.remove(&name).await.map_err(|e| Status::from(&e))?;
         Ok(cri::RemoveImageResponse {})
