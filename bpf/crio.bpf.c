@@ -54,8 +54,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } net SEC(".maps");
 
+/* How many tracked cgroups have an id whose low bits are the index: a zero answers "not a
+ * container's" with one inlined array load, before the hash lookup. Every context switch of
+ * a node task asks. Not pinned: the daemon fills it from `containers` at each load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CRIO_KNOWN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} known_slots SEC(".maps");
+
 static __always_inline bool known(__u64 cgroup_id)
 {
+	__u32 slot = cgroup_id & (CRIO_KNOWN_SLOTS - 1);
+	__u32 *n = bpf_map_lookup_elem(&known_slots, &slot);
+	if (!n || !*n)
+		return false;
 	return bpf_map_lookup_elem(&containers, &cgroup_id) != NULL;
 }
 
@@ -255,23 +269,9 @@ int crio_egress(struct __sk_buff *skb)
 
 /* ---- Scheduling ---- */
 
-#define TASK_RUNNING_ 0
 #define PF_KTHREAD_ 0x00200000
 /* At most one intrusion event per CPU in this time: an IRQ storm cannot flood the ring. */
 #define INTRUSION_EVENT_GAP_NS 100000000ULL
-
-/* Per task of a container: when it last became runnable (0: it is running or asleep). */
-struct sched_task {
-	__u64 cgroup_id;
-	__u64 queued_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sched_task);
-} sched_tasks SEC(".maps");
 
 /* Allocated per container that waited at all, not up front: the entries are per CPU. */
 struct {
@@ -323,7 +323,7 @@ struct {
 } throttles SEC(".maps");
 
 /* Direct loads (CO-RE relocated through vmlinux.h's preserve_access_index), not helper calls:
- * this runs on every wakeup of the node. */
+ * this runs on every context switch of the node. */
 static __always_inline __u64 task_cgroup(struct task_struct *t)
 {
 	return t->cgroups->dfl_cgrp->kn->id;
@@ -342,13 +342,11 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
+/* For a known `cgroup_id` only: a removed container's entry is not made again. */
 static __always_inline void record_delay(__u64 cgroup_id, __u64 delta)
 {
 	struct crio_sched_delay *h = bpf_map_lookup_elem(&sched_delay, &cgroup_id);
 	if (!h) {
-		/* A removed container's entry is not made again by a late wakeup. */
-		if (!known(cgroup_id))
-			return;
 		struct crio_sched_delay zero = {};
 		bpf_map_update_elem(&sched_delay, &cgroup_id, &zero, BPF_NOEXIST);
 		h = bpf_map_lookup_elem(&sched_delay, &cgroup_id);
@@ -362,36 +360,6 @@ static __always_inline void record_delay(__u64 cgroup_id, __u64 delta)
 	h->slots[slot] += 1;
 	h->count += 1;
 	h->total_ns += delta;
-}
-
-/* `p` became runnable: its wait for a CPU starts, if it is a container's. */
-static __always_inline void runnable(struct task_struct *p)
-{
-	/* Kernel threads (most wakeups of an idle node) are in no container. */
-	if (p->flags & PF_KTHREAD_)
-		return;
-	__u64 cgroup_id = task_cgroup(p);
-	if (!known(cgroup_id))
-		return;
-	struct sched_task *s = bpf_task_storage_get(&sched_tasks, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s)
-		return;
-	s->cgroup_id = cgroup_id;
-	s->queued_ns = bpf_ktime_get_ns();
-}
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(crio_sched_wakeup, struct task_struct *p)
-{
-	runnable(p);
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(crio_sched_wakeup_new, struct task_struct *p)
-{
-	runnable(p);
-	return 0;
 }
 
 /* Counts one intrusion on `cpu` (isolated for iso->cgroup_id) by `kind` `id`, named by the
@@ -450,40 +418,32 @@ static __always_inline struct crio_isolated_cpu *isolated(__u32 *cpu)
 	return iso;
 }
 
+/* The wait that ends now: the kernel's own run-queue bookkeeping (CONFIG_SCHED_INFO) keeps
+ * when `next` was queued, by wakeup or preemption, and is updated only after this tracepoint;
+ * the run queue's clock is the one it was taken with. No wakeup program, no per-task state:
+ * one program per switch. (A task moved to another CPU while queued is timed from its
+ * arrival there, as the kernel's queue starts it again.) */
+static __always_inline void waited(struct task_struct *next)
+{
+	/* Kernel threads (many switches of a node) are in no container. */
+	if (next->flags & PF_KTHREAD_)
+		return;
+	__u64 queued = next->sched_info.last_queued;
+	if (!queued)
+		return;
+	__u64 cgroup_id = task_cgroup(next);
+	if (!known(cgroup_id))
+		return;
+	/* Every task's cfs_rq (whatever its class) belongs to its CPU's run queue. */
+	__u64 now = next->se.cfs_rq->rq->clock;
+	if (now > queued)
+		record_delay(cgroup_id, now - queued);
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(crio_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 {
-	/* The clock only for container tasks: most switches of a node are not theirs. */
-	__u64 now = 0;
-	/* Preempted, prev stays runnable: its wait starts now (as the kernel's own runqlat). */
-	if (prev_state == TASK_RUNNING_ && !(prev->flags & PF_KTHREAD_)) {
-		struct sched_task *s = bpf_task_storage_get(&sched_tasks, prev, 0, 0);
-		if (s) {
-			now = bpf_ktime_get_ns();
-			s->queued_ns = now;
-		} else {
-			/* A task never woken since it was known (a CPU hog from before a restart, or
-			 * moved in while running): preemption is its first wait. Involuntary
-			 * switches only, so the cgroup lookup stays off most switches. */
-			__u64 cgroup_id = task_cgroup(prev);
-			if (known(cgroup_id)) {
-				s = bpf_task_storage_get(&sched_tasks, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-				if (s) {
-					now = bpf_ktime_get_ns();
-					s->cgroup_id = cgroup_id;
-					s->queued_ns = now;
-				}
-			}
-		}
-	}
-	struct sched_task *s = bpf_task_storage_get(&sched_tasks, next, 0, 0);
-	if (s && s->queued_ns) {
-		if (!now)
-			now = bpf_ktime_get_ns();
-		if (now > s->queued_ns)
-			record_delay(s->cgroup_id, now - s->queued_ns);
-		s->queued_ns = 0;
-	}
+	waited(next);
 	__u32 cpu;
 	struct crio_isolated_cpu *iso = isolated(&cpu);
 	/* The idle task (pid 0) is no intruder; nor is the container's own. */

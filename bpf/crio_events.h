@@ -72,6 +72,9 @@ struct crio_net_counters {
 	__u64 udp_tx_bytes;
 };
 
+/* Slots of the `known_slots` filter: tracked cgroups are counted at their id's low bits. */
+#define CRIO_KNOWN_SLOTS (1 << 16)
+
 /* Log2 slots of the scheduling delay histogram: slot i counts waits of [2^i, 2^(i+1)) ns
  * (slot 0 also those under 1 ns), the last one everything from 2^35 ns (34 s) on. */
 #define CRIO_SCHED_SLOTS 36

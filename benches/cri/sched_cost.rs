@@ -1,12 +1,11 @@
 //! What scheduling tracing costs (issue: "the cost must be measured, not assumed"). The
-//! scheduling programs run on every context switch and wakeup of the node, so they are timed
-//! under a context-switch storm: a pipe ping-pong of two processes on one CPU (each round trip
-//! is two switches and two wakeups), run by tasks of the node and by tasks of a container's
+//! scheduling program runs on every context switch of the node, so it is timed under a
+//! context-switch storm: a pipe ping-pong of two processes on one CPU (each round trip is two
+//! switches), run by tasks of the node and by tasks of a container's
 //! cgroup (which the programs follow: histogram updates), with the daemon's scheduling tracing
 //! on (with the kernel's run-time statistics, and without them: `program_stats = false`, what
 //! the programs alone cost) and with `[crio.ebpf] sched_tracing = false`. Per program, the
-//! kernel's own run-time
-//! statistics (`run_time_ns` / `run_cnt`, read through the daemon's metrics) give the cost
+//! kernel's own run-time statistics (`run_time_ns` / `run_cnt`, read through the daemon's metrics) give the cost
 //! per run; the storm's round trips per second give the throughput lost. The exec storm runs
 //! in both daemons as well.
 

@@ -10,6 +10,7 @@
 
 pub mod bpffs;
 mod events;
+mod known;
 mod pin_lock;
 mod sched;
 mod sys;
@@ -17,7 +18,7 @@ mod sys;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FExit};
 use aya::{Btf, Ebpf, EbpfLoader};
 use crio_ebpf_common::{COUNTER_LOST, CgroupInfo};
@@ -131,7 +132,7 @@ pub struct Tracer {
     net: Option<Mutex<PerCpuHashMap<MapData, u64, crio_ebpf_common::NetCounters>>>,
     /// Per pod cgroup id, its network links.
     net_links: Mutex<std::collections::HashMap<u64, NetLinks>>,
-    containers: Mutex<HashMap<MapData, u64, CgroupInfo>>,
+    containers: Mutex<known::Known>,
     counters: PerCpuArray<MapData, u64>,
     ring: Mutex<Option<RingBuf<MapData>>>,
     /// The scheduling programs' maps, when they run.
@@ -165,8 +166,7 @@ impl Tracer {
             }
         };
         drop_incompatible_pins(pin_dir);
-        // The task storage map (per-task wait start) has no aya type; only the kernel uses it.
-        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).allow_unsupported_maps().load(OBJECT).map_err(EbpfError::Load)?;
+        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(OBJECT).map_err(EbpfError::Load)?;
         let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let mut unavailable = Vec::new();
         for &(program, tracepoint, feature) in PROGRAMS {
@@ -207,8 +207,10 @@ impl Tracer {
             }
             false => None,
         };
-        let containers =
-            HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?;
+        let containers = known::Known::load(
+            HashMap::try_from(map(&mut ebpf, "containers")?).map_err(|source| EbpfError::Map { name: "containers", source })?,
+            Array::try_from(map(&mut ebpf, "known_slots")?).map_err(|source| EbpfError::Map { name: "known_slots", source })?,
+        )?;
         let counters = PerCpuArray::try_from(map(&mut ebpf, "counters")?).map_err(|source| EbpfError::Map { name: "counters", source })?;
         let ring = RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| EbpfError::Map { name: "events", source })?;
         let sched = match sched_ok {
@@ -240,22 +242,17 @@ impl Tracer {
     /// Starts reporting what happens in the cgroup `cgroup_id`.
     pub fn track(&self, cgroup_id: u64, pod_id: &str, container_id: &str, kind: u32) -> Result<(), EbpfError> {
         let info = CgroupInfo::new(pod_id, container_id, kind);
-        self.containers
-            .lock()
-            .expect("containers map poisoned")
-            .insert(cgroup_id, info, 0)
-            .map_err(|source| EbpfError::Map { name: "containers", source })
+        self.containers.lock().expect("containers map poisoned").insert(cgroup_id, info)
     }
 
     /// Stops reporting on `cgroup_id`; one not tracked is untracked.
     pub fn untrack(&self, cgroup_id: u64) -> Result<(), EbpfError> {
-        removed(self.containers.lock().expect("containers map poisoned").remove(&cgroup_id), "containers")
+        self.containers.lock().expect("containers map poisoned").remove(cgroup_id)
     }
 
     /// Every tracked cgroup (after a restart, what the pinned map still holds).
     pub fn tracked(&self) -> Vec<(u64, CgroupInfo)> {
-        let map = self.containers.lock().expect("containers map poisoned");
-        map.iter().filter_map(Result::ok).collect()
+        self.containers.lock().expect("containers map poisoned").iter()
     }
 
     /// Attaches the network accounting programs to the pod cgroup at `dir` (id `cgroup_id`);

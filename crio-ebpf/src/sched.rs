@@ -16,8 +16,6 @@ use crate::{EbpfError, Tracer, removed};
 
 /// The scheduling programs: each, where it attaches, and what it gives.
 pub const SCHED_PROGRAMS: &[(&str, &str, &str)] = &[
-    ("crio_sched_wakeup", "sched_wakeup", "scheduling delay"),
-    ("crio_sched_wakeup_new", "sched_wakeup_new", "scheduling delay"),
     ("crio_sched_switch", "sched_switch", "scheduling delay and task intrusions"),
     ("crio_irq_entry", "irq_handler_entry", "IRQ intrusions"),
     ("crio_softirq_entry", "softirq_entry", "softirq intrusions"),

@@ -104,3 +104,32 @@ async fn pins_left_by_another_layout_are_replaced() {
     tracer.track(7, "pod", "ctr", CGROUP_CONTAINER).expect("the new map takes the new layout");
     assert_eq!(tracer.tracked().len(), 1);
 }
+
+/// The filter the programs read before the `containers` map is not pinned: a second load
+/// counts it again from the pinned entries, so a restarted daemon's containers stay followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroups_tracked_before_a_reload_are_still_reported() {
+    let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/crio-ebpf-reload-{}", std::process::id())));
+    let tracked = Cgroup::new(&format!("crio-ebpf-reload-{}", std::process::id()));
+    {
+        let first = Tracer::load(Path::new("/sys/fs/bpf"), &pins.0, Features::default()).expect("loading the programs");
+        first.track(tracked.id(), "pod-r", "ctr-r", CGROUP_CONTAINER).unwrap();
+    }
+    let tracer = std::sync::Arc::new(Tracer::load(Path::new("/sys/fs/bpf"), &pins.0, Features::default()).expect("loading again"));
+    assert_eq!(tracer.tracked().len(), 1, "the pinned entry is kept");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<KernelEvent>();
+    let reader = tracer.clone();
+    tokio::spawn(async move { reader.read_events(move |e| drop(tx.send(e))).await });
+
+    let script = format!("echo $$ > {}/cgroup.procs && /bin/sh -c 'exit 4'; exit 0", tracked.0.display());
+    assert!(Command::new("/bin/sh").args(["-c", &script]).status().unwrap().success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) if e.kind == (EventKind::Exit { code: 4, signal: None }) => break,
+            Ok(Some(_)) => {}
+            _ => panic!("no exit event from a cgroup tracked before the reload"),
+        }
+    }
+    tracer.untrack(tracked.id()).unwrap();
+}

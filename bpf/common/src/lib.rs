@@ -21,6 +21,9 @@ pub const INTRUSION_KTHREAD: u32 = 2;
 pub const INTRUSION_IRQ: u32 = 3;
 pub const INTRUSION_SOFTIRQ: u32 = 4;
 
+/// Slots of the `known_slots` filter: tracked cgroups are counted at their id's low bits.
+pub const KNOWN_SLOTS: u32 = 1 << 16;
+
 /// Log2 slots of the scheduling delay histogram: slot i counts waits of [2^i, 2^(i+1)) ns.
 pub const SCHED_SLOTS: usize = 36;
 
