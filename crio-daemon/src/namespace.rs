@@ -38,6 +38,24 @@ pub fn pin_new(kind: Kind, path: &Path, setup: impl FnOnce() -> io::Result<()> +
     pinned
 }
 
+/// Creates a namespace of `kind`, `setup` run inside it first, held by the returned fd alone
+/// (no pin, no mount: it goes with the fd, or with the process that holds it).
+pub fn new_held(kind: Kind, setup: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<std::os::fd::OwnedFd> {
+    std::thread::spawn(move || -> io::Result<std::os::fd::OwnedFd> {
+        crate::sys::unshare(kind)?;
+        setup()?;
+        Ok(fs::File::open(format!("/proc/thread-self/ns/{}", proc_name(kind)))?.into())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}
+
+/// Pins the namespace held by `fd` (from `new_held`) at `path`.
+pub fn pin_held(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    pin_existing(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())), path)
+}
+
 /// Pins the namespace that `source` (a `/proc/<pid>/ns/<kind>` file) refers to at `path`.
 pub fn pin_existing(source: &Path, path: &Path) -> io::Result<()> {
     fs::File::create(path)?;

@@ -118,7 +118,9 @@ impl ContainerService {
                 op: "create containers in it",
             });
         }
+        let began = std::time::Instant::now();
         let (mut ct, run) = self.new_record(&pod, spec).await?;
+        tracing::debug!(new_record_us = began.elapsed().as_micros() as u64, "container record made");
         let hook_requests = self.tuning.hook_requests(&pod, &ct.spec);
         match self.tuning.place(&pod, &ct.id, &ct.spec, hook_requests.as_ref()) {
             Ok(p) => ct.placement = p,
@@ -189,7 +191,9 @@ impl ContainerService {
         run: &spec::ImageRunConfig,
         hook_requests: Option<&crio_hooks::annotations::Requests>,
     ) -> Result<(), ContainerError> {
+        let began = std::time::Instant::now();
         (ct.pid, ct.user) = self.set_up_container(ct, pod, run).await?;
+        let set_up = began.elapsed();
         // CPUs without load balancing or IRQs are meant to be the container's alone: what
         // else runs there is counted from now (the kernel programs' intrusions).
         if hook_requests.is_some_and(|r| r.no_load_balancing || r.irq.is_some()) {
@@ -201,7 +205,14 @@ impl ContainerService {
             let pod_cgroup = self.node.pod_cgroup_path(pod);
             ct.hooks = blocking(|| self.tuning.apply_hooks(ct, &pod_cgroup, req))?;
         }
+        let tracked = began.elapsed();
         self.stores.containers.insert(&ct.id, ct.clone()).await?;
+        tracing::debug!(
+            container_id = %ct.id,
+            track_hooks_us = (tracked - set_up).as_micros() as u64,
+            record_us = (began.elapsed() - tracked).as_micros() as u64,
+            "container recorded"
+        );
         self.tuning.crash_point("hooks:recorded");
         Ok(())
     }
@@ -317,12 +328,14 @@ impl ContainerService {
             .map_err(io_err("creating bundle", &ct.bundle))?;
         // Reads the image's account files and writes the bundle: blocking work.
         let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
+        let written = began.elapsed();
         let user = oci.process().as_ref().map(|p| crate::model::RunUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
             supplemental_groups: p.user().additional_gids().clone().unwrap_or_default(),
         });
         self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
+        tracing::debug!(prepare_exec_us = (began.elapsed() - written).as_micros() as u64, "exec prepared");
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
         let req = Request::Create(CreateRequest {
@@ -347,6 +360,7 @@ impl ContainerService {
             rootfs_us = rootfs_done.as_micros() as u64,
             spec_us = (spec_done - rootfs_done).as_micros() as u64,
             runtime_create_us = (began.elapsed() - spec_done).as_micros() as u64,
+            in_runtime_us = resp.runtime_us.unwrap_or(0),
             "container set up"
         );
         let pid = resp.pid.unwrap_or(0);

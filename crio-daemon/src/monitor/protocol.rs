@@ -96,6 +96,10 @@ pub struct Response {
     /// PID 1 of the pod's shared PID namespace (`State`), if the monitor holds one.
     #[serde(default)]
     pub pid_holder: Option<i32>,
+    /// How long the runtime's create ran, spawn to exit, as the monitor saw it (`Create`):
+    /// what the rest of the round trip costs is the difference.
+    #[serde(default)]
+    pub runtime_us: Option<u64>,
     /// The error is a runtime call that did not finish in time (and was killed).
     #[serde(default)]
     pub timed_out: bool,

@@ -107,7 +107,7 @@ impl Monitor {
     fn handle(&self, req: Request) -> Response {
         let result = match req {
             Request::Create(req) => match self.create(req) {
-                Ok(pid) => Ok(Response { pid: Some(pid), ..Default::default() }),
+                Ok((pid, runtime_us)) => Ok(Response { pid: Some(pid), runtime_us: Some(runtime_us), ..Default::default() }),
                 Err(Failure { error, timed_out }) => Ok(Response { error, timed_out, ..Default::default() }),
             },
             Request::ReopenLog { id } => match self.containers.lock().expect("containers poisoned").get(&id) {
@@ -161,7 +161,8 @@ impl Monitor {
         Ok(Target { attachers: c.attachers.clone(), stdin, tty: c.tty, exited: c.exit.map(|e| e.exit_code), stdin_done })
     }
 
-    fn create(&self, req: CreateRequest) -> Result<i32, Failure> {
+    /// The container's pid and how long the runtime ran (microseconds).
+    fn create(&self, req: CreateRequest) -> Result<(i32, u64), Failure> {
         let id = req.id.as_str();
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
             return Err(format!("container {id} already exists in this monitor").into());
@@ -173,6 +174,7 @@ impl Monitor {
         let Stdio3 { console, pipes, mut stdin } = stdio(&mut cmd, &req)?;
         cmd.arg(id);
         let receiver = console.clone().map(|c| std::thread::spawn(move || c.receive()));
+        let spawned = std::time::Instant::now();
         let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
         // Our copies of the write ends must close, or the pumps would never see EOF.
         drop(cmd);
@@ -196,6 +198,7 @@ impl Monitor {
                 }
             }
         };
+        let runtime_us = spawned.elapsed().as_micros() as u64;
         let master = match (receiver, &console) {
             (Some(receiver), Some(socket)) => {
                 if !receiver.is_finished() {
@@ -242,7 +245,7 @@ impl Monitor {
         let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
         self.containers.lock().expect("containers poisoned").insert(id.into(), c);
         self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);
-        Ok(pid)
+        Ok((pid, runtime_us))
     }
 
     /// Once the container's init exits and its output is drained, its exit record is written

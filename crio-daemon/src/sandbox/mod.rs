@@ -86,11 +86,17 @@ pub struct PodService {
     containers: Arc<ContainerService>,
     creations: Creations<PodError>,
     cpu_rates: crate::cgroups::CpuRates,
+    netns_pool: Arc<crate::network::netns::NetNsPool>,
 }
+
+/// Network namespaces kept made ahead: a sequence of pod starts takes one at a time; a burst
+/// empties the pool and makes the rest as before.
+const NETNS_AHEAD: usize = 2;
 
 impl PodService {
     pub fn new(config: Arc<Config>, stores: Arc<Stores>, node: Arc<Node>, kernel: Arc<Kernel>, containers: Arc<ContainerService>) -> Self {
-        Self { config, stores, node, kernel, containers, creations: Creations::default(), cpu_rates: Default::default() }
+        let netns_pool = Arc::new(crate::network::netns::NetNsPool::new(NETNS_AHEAD));
+        Self { config, stores, node, kernel, containers, creations: Creations::default(), cpu_rates: Default::default(), netns_pool }
     }
 
     /// The sizes of the tables that grow with pods (their entries leave with their pods).

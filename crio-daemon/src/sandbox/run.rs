@@ -9,7 +9,6 @@ use super::{PodError, PodService, files, io_err};
 use crate::model::{PodSandbox, PodSpec, PodState, check_hostname, check_sysctl, full_name, now_nanos, pod_hostname};
 use crate::monitor::client;
 use crate::namespace::{self, Kind};
-use crate::network::netns::NetNs;
 use crate::state::new_id;
 
 impl PodService {
@@ -46,8 +45,14 @@ impl PodService {
             monitor_pid: 0,
             spec,
         };
+        let began = std::time::Instant::now();
         let created = match self.set_up_pod(&mut pod).await {
-            Ok(()) => self.stores.pods.insert(&id, pod.clone()).await.map_err(PodError::from),
+            Ok(()) => {
+                let set_up = began.elapsed();
+                let r = self.stores.pods.insert(&id, pod.clone()).await.map_err(PodError::from);
+                tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
+                r
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = created {
@@ -115,8 +120,9 @@ impl PodService {
         local_done?;
         network?;
         monitor?;
-        tracing::debug!(pod_sandbox_id = %pod.id, set_up_us = began.elapsed().as_micros() as u64, "pod set up");
+        let set_up = began.elapsed();
         self.write_files(pod, &hostname).await?;
+        tracing::debug!(pod_sandbox_id = %pod.id, set_up_us = set_up.as_micros() as u64, files_us = (began.elapsed() - set_up).as_micros() as u64, "pod set up");
         if share_pid {
             let state = client::MonitorClient::new(&socket).request(&crate::monitor::protocol::Request::State).await?;
             let holder = state.pid_holder.unwrap_or(0);
@@ -174,13 +180,23 @@ impl PodService {
             return Ok(());
         }
         let netns = pod.run_dir.join("net");
-        let p = netns.clone();
-        tokio::task::spawn_blocking(move || NetNs::create(&p)).await??;
+        let (p, pool) = (netns.clone(), self.netns_pool.clone());
+        let began = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || pool.take(&p)).await??;
+        let netns_done = began.elapsed();
+        // The next pod's, made while this one's CNI plugins run.
+        let pool = self.netns_pool.clone();
+        drop(tokio::task::spawn_blocking(move || pool.fill()));
         let net = self.node.network().expect("checked before set-up");
         let mut attachment = self.node.attachment(pod);
         attachment.netns = netns.clone();
         made.netns = Some(netns);
         let added = self.node.cni().add(net, &attachment).await?;
+        tracing::debug!(
+            netns_us = netns_done.as_micros() as u64,
+            cni_us = (began.elapsed() - netns_done).as_micros() as u64,
+            "pod network set up"
+        );
         made.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
         Ok(())
     }

@@ -103,6 +103,7 @@ impl Cni {
             }
         }
         let result = prev.unwrap_or(Value::Null);
+        let plugins_done = std::time::Instant::now();
         let cached = Cached { config: net.to_json(), attachment: att.clone(), result: result.clone() };
         let path = self.cache_path(&att.container_id);
         let write = tokio::task::spawn_blocking(move || {
@@ -113,6 +114,7 @@ impl Cni {
             .await
             .map_err(|e| CniError::Cache { path: self.cache_dir.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| CniError::Cache { path: self.cache_path(&att.container_id), source })?;
+        tracing::debug!(cache_us = plugins_done.elapsed().as_micros() as u64, "CNI result cached");
         Ok(Added { ips: ips_of(&result), result })
     }
 
