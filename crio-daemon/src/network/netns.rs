@@ -80,15 +80,21 @@ impl NetNsPool {
     /// A fresh namespace pinned at `path`: one made ahead when there is one, else made now.
     /// Blocking.
     pub fn take(&self, path: &Path) -> Result<NetNs, NetNsError> {
+        let began = std::time::Instant::now();
         let ready = self.ready.lock().expect("netns pool poisoned").pop();
         if let Some(fd) = ready {
             match namespace::pin_held(fd.as_fd(), path) {
-                Ok(()) => return Ok(NetNs { path: path.to_path_buf() }),
+                Ok(()) => {
+                    tracing::debug!(pin_us = began.elapsed().as_micros() as u64, "network namespace made ahead taken");
+                    return Ok(NetNs { path: path.to_path_buf() });
+                }
                 // Dropped with its fd; a new one is made instead.
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "pinning a namespace made ahead failed; making one"),
             }
         }
-        NetNs::create(path)
+        let made = NetNs::create(path);
+        tracing::debug!(create_us = began.elapsed().as_micros() as u64, "network namespace made (none ready)");
+        made
     }
 
     /// Makes namespaces until the pool is full; one filler at a time. Blocking.

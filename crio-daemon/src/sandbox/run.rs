@@ -101,14 +101,15 @@ impl PodService {
             tokio::fs::create_dir_all(d).await.map_err(io_err("creating pod directory", d))?;
         }
         // Namespaces and cgroups, the network and the monitor need nothing of each other:
-        // made at once (most of the time is the CNI plugins').
+        // made at once. The network first: the CNI plugins are most of the time, and on a
+        // small node the others would take the CPUs from under its namespace's hand-over.
         let socket = pod.monitor_socket();
         let log = pod.run_dir.join("monitor.log");
         let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
         let (mut local, mut net) = (Local::default(), Net::default());
-        let (local_done, network, monitor) = tokio::join!(
-            self.set_up_local(pod, &hostname, &mut local),
+        let (network, local_done, monitor) = tokio::join!(
             self.set_up_network(pod, &mut net),
+            self.set_up_local(pod, &hostname, &mut local),
             client::spawn(self.node.monitor_binary(), &socket, &log, share_pid)
         );
         // Recorded before any error is returned, so teardown finds what was made.
