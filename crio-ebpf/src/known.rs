@@ -32,12 +32,11 @@ impl Known {
     /// Takes both maps and counts what `containers` already holds (after a restart, the
     /// pinned entries of the containers still running).
     pub(crate) fn load(containers: HashMap<MapData, u64, CgroupInfo>, slots: Array<MapData, u32>) -> Result<Known, EbpfError> {
-        let mut known = Known { containers, slots };
-        let ids: Vec<u64> = known.containers.keys().filter_map(Result::ok).collect();
         let mut counts = std::collections::HashMap::<u32, u32>::new();
-        for id in ids {
+        for id in containers.keys().filter_map(Result::ok) {
             *counts.entry(slot(id)).or_default() += 1;
         }
+        let mut known = Known { containers, slots };
         for (index, count) in counts {
             known.slots.set(index, count, 0).map_err(slots_err)?;
         }
@@ -71,11 +70,9 @@ impl Known {
 
     /// Removes `cgroup_id`; one not tracked is untracked.
     pub(crate) fn remove(&mut self, cgroup_id: u64) -> Result<(), EbpfError> {
-        match self.containers.remove(&cgroup_id) {
-            Ok(()) => self.add(slot(cgroup_id), -1),
-            Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(containers_err(source)),
+        match crate::removal(self.containers.remove(&cgroup_id), "containers")? {
+            true => self.add(slot(cgroup_id), -1),
+            false => Ok(()),
         }
     }
 

@@ -349,10 +349,16 @@ impl Tracer {
 
 /// A key already gone is no error when removing it.
 fn removed(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), EbpfError> {
+    removal(r, name).map(drop)
+}
+
+/// Whether a removal took a key away (`false`: it was already gone, no error).
+fn removal(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<bool, EbpfError> {
     use aya::maps::MapError;
     match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(EbpfError::Map { name, source }),
     }
 }

@@ -118,9 +118,7 @@ impl ContainerService {
                 op: "create containers in it",
             });
         }
-        let began = std::time::Instant::now();
         let (mut ct, run) = self.new_record(&pod, spec).await?;
-        tracing::debug!(new_record_us = began.elapsed().as_micros() as u64, "container record made");
         let hook_requests = self.tuning.hook_requests(&pod, &ct.spec);
         match self.tuning.place(&pod, &ct.id, &ct.spec, hook_requests.as_ref()) {
             Ok(p) => ct.placement = p,
@@ -191,9 +189,7 @@ impl ContainerService {
         run: &spec::ImageRunConfig,
         hook_requests: Option<&crio_hooks::annotations::Requests>,
     ) -> Result<(), ContainerError> {
-        let began = std::time::Instant::now();
         (ct.pid, ct.user) = self.set_up_container(ct, pod, run).await?;
-        let set_up = began.elapsed();
         // CPUs without load balancing or IRQs are meant to be the container's alone: what
         // else runs there is counted from now (the kernel programs' intrusions).
         if hook_requests.is_some_and(|r| r.no_load_balancing || r.irq.is_some()) {
@@ -205,14 +201,9 @@ impl ContainerService {
             let pod_cgroup = self.node.pod_cgroup_path(pod);
             ct.hooks = blocking(|| self.tuning.apply_hooks(ct, &pod_cgroup, req))?;
         }
-        let tracked = began.elapsed();
+        let began = std::time::Instant::now();
         self.stores.containers.insert(&ct.id, ct.clone()).await?;
-        tracing::debug!(
-            container_id = %ct.id,
-            track_hooks_us = (tracked - set_up).as_micros() as u64,
-            record_us = (began.elapsed() - tracked).as_micros() as u64,
-            "container recorded"
-        );
+        tracing::debug!(container_id = %ct.id, record_us = began.elapsed().as_micros() as u64, "container recorded");
         self.tuning.crash_point("hooks:recorded");
         Ok(())
     }
