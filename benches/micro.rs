@@ -86,6 +86,7 @@ fn spec_generation(c: &mut Criterion) {
         host_dev: Path::new("/dev"),
         labels: &Default::default(),
         cgroups_path: "/crio/pod-a/ctr",
+        cgroup_v2: false,
     };
     c.bench_function("spec: CRI -> OCI spec (RuntimeDefault seccomp)", |b| b.iter(|| spec::build(std::hint::black_box(&input)).unwrap()));
     let oci = spec::build(&input).unwrap();

@@ -64,11 +64,21 @@ async fn pod_cgroup_with_pod_level_limits_parents_the_containers() {
     assert_eq!(read(&format!("cpu{parent}/cpu.shares")), "512");
     assert!(!read(&format!("cpuset{parent}/cpuset.cpus")).is_empty(), "the pod's cpuset is usable");
 
-    let ct = create(d, &pod, &pc, container_config("c", &e.image, "exec sleep 1000")).await.expect("CreateContainer");
+    let mut cc = container_config("c", &e.image, "exec sleep 1000");
+    let own = cri::LinuxContainerResources { memory_limit_in_bytes: 64 << 20, ..Default::default() };
+    cc.linux.get_or_insert_with(Default::default).resources = Some(own);
+    let ct = create(d, &pod, &pc, cc).await.expect("CreateContainer");
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: ct.clone() }).await.expect("StartContainer");
     wait_state(d, &ct, cri::ContainerState::ContainerRunning).await;
     let out = d.runtime().await.exec_sync(sh(&ct, "cat /proc/self/cgroup")).await.expect("ExecSync").into_inner();
     let cgroups = String::from_utf8(out.stdout).unwrap();
+    // As with CRI-O: the container reads its own limit at /sys/fs/cgroup (what JVMs and Go's
+    // runtime size themselves from), and cannot change it.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let out = d.runtime().await.exec_sync(sh(&ct, script)).await.expect("ExecSync").into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (64u64 << 20).to_string(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.exit_code, 0, "the cgroup tree is read-only in the container");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{}", String::from_utf8_lossy(&out.stderr));
     let leaf = format!("{parent}/crio-{ct}");
     for controller in ["memory", "cpu,cpuacct", "pids"] {
         let line = cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|x| controller.contains(x))));

@@ -212,6 +212,9 @@ pub struct SpecInput<'a> {
     pub labels: &'a super::lsm::Labels,
     /// The runtime's cgroupsPath (a path, or `<slice>:crio:<id>` under systemd).
     pub cgroups_path: &'a str,
+    /// A pure cgroup v2 host: unprivileged containers get a cgroup namespace of their own
+    /// (as CRI-O), so their /sys/fs/cgroup is their own cgroup.
+    pub cgroup_v2: bool,
 }
 
 /// A capability by its kernel name, with or without `CAP_`, in any case.
@@ -224,7 +227,7 @@ pub fn capability(name: &str) -> Result<Capability, SpecError> {
 pub const RUNTIME_HANDLER_ANNOTATION: &str = "io.kubernetes.cri-o.RuntimeHandler";
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, labels, cgroups_path } = input;
+    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, labels, cgroups_path, cgroup_v2 } = input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps = capability_set(sec, held_capabilities)?;
@@ -258,7 +261,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         device_rules = vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build().map_err(build_err)?];
     }
     let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces(pod, pid_namespace)?)
+        .namespaces(namespaces(pod, pid_namespace, *cgroup_v2 && !sec.privileged)?)
         .resources(resources(&spec.resources, device_rules)?)
         .cgroups_path(cgroups_path.to_string());
     if !devices.is_empty() {
@@ -379,6 +382,13 @@ fn capability_set(sec: &crate::model::Security, held: &[String]) -> Result<std::
 /// The runtime's default mounts, the pod's shared /dev/shm and files, and the request's binds.
 fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtime::Mount>, SpecError> {
     let mut mounts = oci_spec::runtime::get_default_mounts();
+    // As CRI-O and containerd: every container sees its cgroups read-only at /sys/fs/cgroup
+    // (runtimes and JVMs size themselves from the limits there), unless the request mounts
+    // /sys or the cgroup tree itself.
+    let requested = |dest: &str| spec.mounts.iter().any(|m| m.container_path == Path::new(dest));
+    if requested("/sys") || requested("/sys/fs/cgroup") {
+        mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
+    }
     if spec.security.privileged {
         // As CRI-O: /sys (and the cgroup tree in it) writable; CSI and device plugins write there.
         for m in &mut mounts {
@@ -387,8 +397,6 @@ fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtim
                 m.set_options(Some(options));
             }
         }
-    } else {
-        mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
     }
     // Containers of a pod share one /dev/shm, as they share the IPC namespace.
     if let Some(shm) = pod.shm() {
@@ -419,9 +427,16 @@ fn mounts(spec: &ContainerSpec, pod: &PodSandbox) -> Result<Vec<oci_spec::runtim
     Ok(mounts)
 }
 
-/// Its own mount (and maybe PID) namespace; the pod's network, IPC and UTS ones.
-fn namespaces(pod: &PodSandbox, pid_namespace: &PidNamespace) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
+/// Its own mount (and maybe PID and cgroup) namespaces; the pod's network, IPC and UTS ones.
+fn namespaces(
+    pod: &PodSandbox,
+    pid_namespace: &PidNamespace,
+    own_cgroup: bool,
+) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if own_cgroup {
+        namespaces.push(namespace(LinuxNamespaceType::Cgroup, None)?);
+    }
     match pid_namespace {
         PidNamespace::Host => {}
         PidNamespace::New => namespaces.push(namespace(LinuxNamespaceType::Pid, None)?),
@@ -503,10 +518,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lsm_labels_reach_the_spec() {
-        let t = tempfile::tempdir().unwrap();
-        let pod = PodSandbox {
+    fn test_pod(dir: &Path) -> PodSandbox {
+        PodSandbox {
             id: "a".repeat(64),
             full_name: "k8s_web".into(),
             spec: crate::model::PodSpec::default(),
@@ -521,10 +534,81 @@ mod tests {
             cgroup: "/crio/pod-a".into(),
             cgroup_created: true,
             cgroup_id: 0,
-            dir: t.path().into(),
-            run_dir: t.path().into(),
+            dir: dir.into(),
+            run_dir: dir.into(),
             monitor_pid: 1,
+        }
+    }
+
+    static NO_IMAGE_CONFIG: ImageRunConfig = ImageRunConfig {
+        user: String::new(),
+        env: None,
+        entrypoint: None,
+        cmd: None,
+        working_dir: String::new(),
+        stop_signal: String::new(),
+        volumes: None,
+    };
+    static UNCONFINED: super::super::lsm::Labels =
+        super::super::lsm::Labels { apparmor_profile: None, process_label: None, mount_label: None };
+
+    fn input<'a>(spec: &'a ContainerSpec, pod: &'a PodSandbox, user: &'a ResolvedUser) -> SpecInput<'a> {
+        SpecInput {
+            spec,
+            image: &NO_IMAGE_CONFIG,
+            pod,
+            rootfs: &pod.dir,
+            user,
+            held_capabilities: &[],
+            pid_namespace: &PidNamespace::New,
+            host_dev: &pod.dir,
+            labels: &UNCONFINED,
+            cgroups_path: "/crio/pod-a/ctr",
+            cgroup_v2: false,
+        }
+    }
+
+    #[test]
+    fn every_container_sees_its_cgroups_read_only_and_its_own_cgroup_namespace_on_v2() {
+        let t = tempfile::tempdir().unwrap();
+        let pod = test_pod(t.path());
+        let user = ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] };
+        let cgroup_mount = |spec: &Spec| {
+            let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys/fs/cgroup")).cloned();
+            m.map(|m| (m.typ().clone().unwrap_or_default(), m.options().clone().unwrap_or_default()))
         };
+        let has_cgroup_ns = |spec: &Spec| {
+            let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap_or_default();
+            ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+        };
+        let plain = req(&["/bin/true"], &[]);
+        let built = build(&input(&plain, &pod, &user)).unwrap();
+        let (typ, options) = cgroup_mount(&built).expect("an unprivileged container gets /sys/fs/cgroup");
+        assert_eq!(typ, "cgroup");
+        assert!(options.iter().any(|o| o == "ro"), "{options:?}");
+        assert!(!has_cgroup_ns(&built), "no cgroup namespace on v1 and hybrid hosts");
+        assert!(has_cgroup_ns(&build(&SpecInput { cgroup_v2: true, ..input(&plain, &pod, &user) }).unwrap()));
+
+        let mut privileged = plain.clone();
+        privileged.security.privileged = true;
+        let built = build(&SpecInput { cgroup_v2: true, ..input(&privileged, &pod, &user) }).unwrap();
+        let (_, options) = cgroup_mount(&built).expect("a privileged container gets /sys/fs/cgroup");
+        assert!(!options.iter().any(|o| o == "ro"), "writable when privileged: {options:?}");
+        assert!(!has_cgroup_ns(&built), "a privileged container stays in the node's cgroup namespace");
+
+        for dest in ["/sys", "/sys/fs/cgroup"] {
+            let mut own = plain.clone();
+            own.mounts.push(crate::model::MountSpec { container_path: dest.into(), host_path: t.path().into(), ..Default::default() });
+            let built = build(&input(&own, &pod, &user)).unwrap();
+            let at: Vec<_> = built.mounts().as_ref().unwrap().iter().filter(|m| m.destination() == Path::new("/sys/fs/cgroup")).collect();
+            assert!(at.iter().all(|m| m.typ().as_deref() == Some("bind")), "the request's {dest} replaces the cgroup mount: {at:?}");
+        }
+    }
+
+    #[test]
+    fn lsm_labels_reach_the_spec() {
+        let t = tempfile::tempdir().unwrap();
+        let pod = test_pod(t.path());
         let labels = super::super::lsm::Labels {
             apparmor_profile: Some("crio-default".into()),
             process_label: Some("system_u:system_r:container_t:s0:c1,c2".into()),
@@ -543,6 +627,7 @@ mod tests {
             host_dev: t.path(),
             labels: &labels,
             cgroups_path: "/crio/pod-a/ctr",
+            cgroup_v2: false,
         };
         let v = serde_json::to_value(build(&input).unwrap()).unwrap();
         assert_eq!(v["process"]["apparmorProfile"], "crio-default");
