@@ -1,5 +1,5 @@
 //! The peer: Debian's containerd with its CRI plugin on a private socket, root, state and
-//! config, the same runc, CNI plugins (through the same timing wrappers) and network shape, and images from the same registry.
+//! config, the same runc, CNI plugins (timed by the same watch of the kernel's process events) and network shape, and images from the same registry.
 //! Stopped by PID, with its shims and mounts, when dropped.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd with `conflist` as its only CNI network, pulling from `registry`
     /// (plain HTTP) and using `sandbox_image` for its pause containers.
-    pub fn start(registry: &str, sandbox_image: &str, conflist: &str, calls: &crate::timing::Wrappers) -> Containerd {
+    pub fn start(registry: &str, sandbox_image: &str, conflist: &str, calls: &crate::timing::Calls) -> Containerd {
         let dir = tempfile::tempdir().expect("containerd dir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni")).unwrap();

@@ -25,8 +25,8 @@ pub struct Target {
     pub daemon: u32,
     /// The processes the runtime added to the node (monitors; shims and pause containers).
     pub added: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
-    /// The timing wrappers the runtime calls runc and the CNI plugins through.
-    pub calls: std::sync::Arc<super::timing::Wrappers>,
+    /// The watch that times the runtime's runc and CNI plugin calls.
+    pub calls: std::sync::Arc<super::timing::Calls>,
 }
 
 /// Samples per measurement, and single values (CPU, memory) per measurement.
@@ -130,7 +130,7 @@ pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
         for (flow, given) in [("pod start", true), ("pod start (no cgroup_parent)", false)] {
             let name = format!("start-{round}-{i}{}", if given { "" } else { "-np" });
             let pc = if given { pod_config(t, &name) } else { pod_config_in(t, &name, "") };
-            let mark = super::timing::mark(&t.calls);
+            let mark = t.calls.mark();
             let (pod, ct, stages) = start_pod_with(t, pc).await;
             let spent = super::timing::since(&t.calls, mark);
             for (stage, d) in ["RunPodSandbox", "CreateContainer", "StartContainer"].iter().zip(stages) {

@@ -9,6 +9,7 @@ use super::{PodError, PodService, files, io_err};
 use crate::model::{PodSandbox, PodSpec, PodState, check_hostname, check_sysctl, full_name, now_nanos, pod_hostname};
 use crate::monitor::client;
 use crate::namespace::{self, Kind};
+use crate::network::cni::{Added, Attachment};
 use crate::state::new_id;
 
 impl PodService {
@@ -46,12 +47,29 @@ impl PodService {
             spec,
         };
         let began = std::time::Instant::now();
-        let created = match self.set_up_pod(&mut pod).await {
+        let mut attached = None;
+        let created = match self.set_up_pod(&mut pod, &mut attached).await {
             Ok(()) => {
                 let set_up = began.elapsed();
-                let r = self.stores.pods.insert(&id, pod.clone()).await.map_err(PodError::from);
+                // The pod's record and its network's DEL cache: two durable writes at once.
+                let cache = async {
+                    match (&attached, self.node.network()) {
+                        (Some((att, added)), Some(net)) => self.node.cni().cache(net, att, added).await.map_err(PodError::from),
+                        _ => Ok(()),
+                    }
+                };
+                let (record, cached) = tokio::join!(self.stores.pods.insert(&id, pod.clone()), cache);
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
-                r
+                match (record.map(drop).map_err(PodError::from), cached) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    (recorded, Err(e)) => {
+                        if recorded.is_ok() {
+                            let _ = self.stores.pods.remove(&id).await;
+                        }
+                        Err(e)
+                    }
+                    (Err(e), Ok(())) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -94,7 +112,8 @@ impl PodService {
         Ok(())
     }
 
-    async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), PodError> {
+    /// Everything the pod has on the node; its CNI attachment (not yet cached) into `attached`.
+    async fn set_up_pod(&self, pod: &mut PodSandbox, attached: &mut Option<(Attachment, Added)>) -> Result<(), PodError> {
         let began = std::time::Instant::now();
         let hostname = pod_hostname(&pod.spec);
         for d in [&pod.dir, &pod.run_dir] {
@@ -115,6 +134,7 @@ impl PodService {
         // Recorded before any error is returned, so teardown finds what was made.
         (pod.cgroup_created, pod.cgroup_id, pod.ipcns, pod.utsns) = (local.cgroup_created, local.cgroup_id, local.ipcns, local.utsns);
         (pod.netns, pod.ips) = (net.netns, net.ips);
+        *attached = net.attached;
         if let Ok(pid) = &monitor {
             pod.monitor_pid = *pid;
         }
@@ -192,13 +212,14 @@ impl PodService {
         let mut attachment = self.node.attachment(pod);
         attachment.netns = netns.clone();
         made.netns = Some(netns);
-        let added = self.node.cni().add(net, &attachment).await?;
+        let added = self.node.cni().attach(net, &attachment).await?;
         tracing::debug!(
             netns_us = netns_done.as_micros() as u64,
             cni_us = (began.elapsed() - netns_done).as_micros() as u64,
             "pod network set up"
         );
         made.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
+        made.attached = Some((attachment, added));
         Ok(())
     }
 
@@ -248,4 +269,5 @@ struct Local {
 struct Net {
     netns: Option<PathBuf>,
     ips: Vec<String>,
+    attached: Option<(Attachment, Added)>,
 }

@@ -86,8 +86,17 @@ impl Cni {
         self.cache_dir.join(format!("{container_id}.json"))
     }
 
-    /// ADD through the chain. On failure the chain is rolled back with DEL before returning.
+    /// ADD through the chain, its result cached for DEL. On failure the chain is rolled back
+    /// with DEL before returning.
     pub async fn add(&self, net: &NetworkConfig, att: &Attachment) -> Result<Added, CniError> {
+        let added = self.attach(net, att).await?;
+        self.cache(net, att, &added).await?;
+        Ok(added)
+    }
+
+    /// ADD through the chain, not yet cached: the caller caches it with [`Cni::cache`] (a pod
+    /// writes it beside its own record). On failure the chain is rolled back with DEL first.
+    pub async fn attach(&self, net: &NetworkConfig, att: &Attachment) -> Result<Added, CniError> {
         let mut prev: Option<Value> = None;
         for i in 0..net.plugins.len() {
             let input = self.input(net, i, att, prev.as_ref());
@@ -103,8 +112,14 @@ impl Cni {
             }
         }
         let result = prev.unwrap_or(Value::Null);
-        let plugins_done = std::time::Instant::now();
-        let cached = Cached { config: net.to_json(), attachment: att.clone(), result: result.clone() };
+        Ok(Added { ips: ips_of(&result), result })
+    }
+
+    /// Writes what ADD set up, durably: a DEL after a restart or a configuration change tears
+    /// down exactly that. Without it DEL still runs, from the configuration of the day.
+    pub async fn cache(&self, net: &NetworkConfig, att: &Attachment, added: &Added) -> Result<(), CniError> {
+        let began = std::time::Instant::now();
+        let cached = Cached { config: net.to_json(), attachment: att.clone(), result: added.result.clone() };
         let path = self.cache_path(&att.container_id);
         let write = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(path.parent().expect("cache path has a parent"))?;
@@ -114,8 +129,8 @@ impl Cni {
             .await
             .map_err(|e| CniError::Cache { path: self.cache_dir.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| CniError::Cache { path: self.cache_path(&att.container_id), source })?;
-        tracing::debug!(cache_us = plugins_done.elapsed().as_micros() as u64, "CNI result cached");
-        Ok(Added { ips: ips_of(&result), result })
+        tracing::debug!(cache_us = began.elapsed().as_micros() as u64, "CNI result cached");
+        Ok(())
     }
 
     /// DEL for a pod, from its cached ADD when there is one (else `fallback`); idempotent:
