@@ -132,7 +132,7 @@ pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
             let pc = if given { pod_config(t, &name) } else { pod_config_in(t, &name, "") };
             let mark = t.calls.mark();
             let (pod, ct, stages) = start_pod_with(t, pc).await;
-            let spent = super::timing::since(&t.calls, mark);
+            let spent = t.calls.since(mark);
             for (stage, d) in ["RunPodSandbox", "CreateContainer", "StartContainer"].iter().zip(stages) {
                 r.sample(&format!("{flow}: {stage}"), d);
             }

@@ -199,24 +199,25 @@ impl Calls {
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
+
+    /// Time in `runc create` and in CNI ADD (top-level plugins) since the mark `from`, and in
+    /// both at once (their union, for "the rest").
+    pub fn since(&self, from: usize) -> Spent {
+        self.sync();
+        let calls: Vec<Call> = self.seen.0.lock().unwrap().calls[from..].to_vec();
+        let runc: Vec<(u64, u64)> =
+            calls.iter().filter(|c| c.name == "runc" && c.args.iter().any(|a| a == "create")).map(|c| (c.start, c.end)).collect();
+        // host-local runs inside bridge: only the plugins a runtime calls itself.
+        let cni: Vec<(u64, u64)> =
+            calls.iter().filter(|c| c.cni_command == "ADD" && c.name != "host-local").map(|c| (c.start, c.end)).collect();
+        let (ns, union) = (Duration::from_nanos, crio_benches::union_length);
+        Spent { runc_create: ns(union(runc.clone())), cni_add: ns(union(cni.clone())), either: ns(union([runc, cni].concat())) }
+    }
 }
 
-/// Time in `runc create` and in CNI ADD (top-level plugins) since `from`, and in both at once
-/// (their union, for "the rest").
+/// Where a pod start's calls spent their time.
 pub struct Spent {
     pub runc_create: Duration,
     pub cni_add: Duration,
     pub either: Duration,
-}
-
-pub fn since(c: &Calls, from: usize) -> Spent {
-    c.sync();
-    let calls: Vec<Call> = c.seen.0.lock().unwrap().calls[from..].to_vec();
-    let runc: Vec<(u64, u64)> =
-        calls.iter().filter(|c| c.name == "runc" && c.args.iter().any(|a| a == "create")).map(|c| (c.start, c.end)).collect();
-    // host-local runs inside bridge: only the plugins a runtime calls itself.
-    let cni: Vec<(u64, u64)> =
-        calls.iter().filter(|c| c.cni_command == "ADD" && c.name != "host-local").map(|c| (c.start, c.end)).collect();
-    let (ns, union) = (Duration::from_nanos, crio_benches::union_length);
-    Spent { runc_create: ns(union(runc.clone())), cni_add: ns(union(cni.clone())), either: ns(union([runc, cni].concat())) }
 }

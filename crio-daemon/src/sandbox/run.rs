@@ -60,15 +60,13 @@ impl PodService {
                 };
                 let (record, cached) = tokio::join!(self.stores.pods.insert(&id, pod.clone()), cache);
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
-                match (record.map(drop).map_err(PodError::from), cached) {
-                    (Ok(()), Ok(())) => Ok(()),
-                    (recorded, Err(e)) => {
-                        if recorded.is_ok() {
-                            let _ = self.stores.pods.remove(&id).await;
-                        }
+                match (record, cached) {
+                    (Ok(_), Ok(())) => Ok(()),
+                    (Ok(_), Err(e)) => {
+                        let _ = self.stores.pods.remove(&id).await;
                         Err(e)
                     }
-                    (Err(e), Ok(())) => Err(e),
+                    (Err(e), _) => Err(e.into()),
                 }
             }
             Err(e) => Err(e),
