@@ -24,6 +24,12 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to remove cgroup {path}")]
     Remove {
         path: PathBuf,

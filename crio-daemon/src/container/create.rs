@@ -346,20 +346,23 @@ impl ContainerService {
         });
         let spec_done = began.elapsed();
         let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
+        let created = began.elapsed();
+        let pid = resp.pid.unwrap_or(0);
+        if let Some(unified) = self.node.unified().cloned() {
+            // Before start: everything the init will run inherits the cgroup.
+            let path = ct.cgroup_path.clone();
+            tokio::task::spawn_blocking(move || unified.join(&path, pid)).await??;
+        }
         // Where CreateContainer's time goes, for whoever profiles it.
         tracing::debug!(
             container_id = %ct.id,
             rootfs_us = rootfs_done.as_micros() as u64,
             spec_us = (spec_done - rootfs_done).as_micros() as u64,
-            runtime_create_us = (began.elapsed() - spec_done).as_micros() as u64,
+            runtime_create_us = (created - spec_done).as_micros() as u64,
             in_runtime_us = resp.runtime_us.unwrap_or(0),
+            unified_us = (began.elapsed() - created).as_micros() as u64,
             "container set up"
         );
-        let pid = resp.pid.unwrap_or(0);
-        if let Some(unified) = self.node.unified() {
-            // Before start: everything the init will run inherits the cgroup.
-            unified.join(&ct.cgroup_path, pid).map_err(io_err("joining the unified cgroup", &unified.path(&ct.cgroup_path)))?;
-        }
         Ok((pid, user))
     }
 

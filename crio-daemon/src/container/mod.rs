@@ -79,6 +79,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
     Oci(#[from] OciError),
     #[error(transparent)]
     Monitor(#[from] MonitorError),

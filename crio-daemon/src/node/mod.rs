@@ -84,7 +84,7 @@ impl Node {
         let cgroups = Cgroups::detect(&host.cgroup_root);
         let systemd = c.runtime.cgroup_manager == "systemd";
         // Under systemd, systemd places scopes in the unified hierarchy itself.
-        let unified = if systemd { None } else { Unified::detect(&cgroups) };
+        let unified = if systemd { None } else { Unified::detect(&cgroups, &host.proc) };
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
         let network = pod_network(&config);
         Self { config, cgroups, unified, systemd, runtimes, cni, network, host, monitor_binary, pod_cidr: Default::default() }
