@@ -104,6 +104,7 @@ impl ContainerService {
     }
 
     pub async fn create_container(&self, pod_id: &str, spec: ContainerSpec) -> Result<Container, ContainerError> {
+        let began = std::time::Instant::now();
         check_request(&spec)?;
         let pod_entry = self.stores.pods.resolve(pod_id).ok_or_else(|| ContainerError::PodNotFound { id: pod_id.into() })?;
         // Held through creation: a pod cannot be stopped or removed under a container being
@@ -127,6 +128,7 @@ impl ContainerService {
                 return Err(e.into());
             }
         }
+        let prepared = began.elapsed();
         if let Err(e) = self.make(&mut ct, &pod, &run, hook_requests.as_ref()).await {
             // Undone newest first: nothing of a failed create may remain.
             let _ = crio_hooks::files::restore(&ct.hooks);
@@ -138,6 +140,7 @@ impl ContainerService {
             return Err(e);
         }
         self.emit(&ct, EventKind::Created);
+        tracing::debug!(prepared_us = prepared.as_micros() as u64, total_us = began.elapsed().as_micros() as u64, "container made");
         tracing::info!(container_id = %ct.id, pod_sandbox_id = %pod.id, "container created");
         Ok(ct)
     }
@@ -294,10 +297,15 @@ impl ContainerService {
         }
         let store = self.images.store().clone();
         let vols_asked = !volume_images.is_empty();
-        let (cid, iid, vols) = (ct.id.clone(), ct.image_id.clone(), volume_images);
-        let rootfs = tokio::task::spawn_blocking(move || store.create_container_with_volumes(&cid, &iid, &vols))
-            .await
-            .map_err(ContainerError::Task)??;
+        let (cid, iid, vols, bundle) = (ct.id.clone(), ct.image_id.clone(), volume_images, ct.bundle.clone());
+        // The root filesystem and the bundle's directory: one trip to a blocking thread.
+        let rootfs = tokio::task::spawn_blocking(move || -> Result<PathBuf, ContainerError> {
+            let rootfs = store.create_container_with_volumes(&cid, &iid, &vols)?;
+            crate::secret_files::create_private_dir(&bundle).map_err(io_err("creating bundle", &bundle))?;
+            Ok(rootfs)
+        })
+        .await
+        .map_err(ContainerError::Task)??;
         // The spec binds each image volume from where it is mounted (its sub path inside); a
         // container without one is used as it is, not copied.
         let with_sources;
@@ -313,11 +321,6 @@ impl ContainerService {
             ct
         };
         let rootfs_done = began.elapsed();
-        let bundle = ct.bundle.clone();
-        tokio::task::spawn_blocking(move || crate::secret_files::create_private_dir(&bundle))
-            .await
-            .map_err(ContainerError::Task)?
-            .map_err(io_err("creating bundle", &ct.bundle))?;
         // Reads the image's account files and writes the bundle: blocking work.
         let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
         let written = began.elapsed();

@@ -50,26 +50,19 @@ impl ContainerService {
             None => None,
             Some(s) => {
                 let key = serde_json::to_string(&s).unwrap_or_default();
-                let cached = self.seccomp_programs.get(&key, &ct.id);
-                match cached {
-                    Some(p) => Some(p),
-                    // Milliseconds of CPU for a profile of a few hundred rules: off the
-                    // runtime's threads, and once per distinct profile.
-                    None => match tokio::task::spawn_blocking(move || crate::exec::filter::compile(&s))
+                // Milliseconds of CPU for a profile of a few hundred rules: off the runtime's
+                // threads, and once per distinct profile.
+                let compile = || async move {
+                    tokio::task::spawn_blocking(move || crate::exec::filter::compile(&s))
                         .await
-                        .map_err(|e| crate::exec::ExecError::Filter { why: format!("compile task: {e}") })
-                        .and_then(|r| r)
-                    {
-                        Ok(p) => {
-                            let p = std::sync::Arc::new(p);
-                            self.seccomp_programs.insert(key, &ct.id, p.clone());
-                            Some(p)
-                        }
-                        Err(e) => {
-                            tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
-                            return;
-                        }
-                    },
+                        .map_err(|e| crate::exec::ExecError::Filter { why: format!("compile task: {e}") })?
+                };
+                match self.seccomp_programs.get_or_compile(key, &ct.id, compile).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(container_id = %ct.id, error = %crate::error_chain(&e), "execs go through the OCI runtime");
+                        return;
+                    }
                 }
             }
         };

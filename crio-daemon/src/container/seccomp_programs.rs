@@ -2,9 +2,14 @@
 //! (compiling one costs milliseconds). A program is kept while a container uses it, and the
 //! few most recently unused ones are kept too: pods come and go with the same profiles, and
 //! a node that replaces its containers one by one would otherwise compile each time.
+//! Containers that arrive together with a profile not yet compiled (a node starting its pods
+//! after a reboot) wait for one compile instead of each running their own.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 type Program = Arc<Vec<u8>>;
 
@@ -12,7 +17,8 @@ type Program = Arc<Vec<u8>>;
 const KEPT_UNUSED: usize = 16;
 
 struct Entry {
-    program: Program,
+    /// Empty while its first container compiles it (or after that compile failed).
+    program: Arc<OnceCell<Program>>,
     users: HashSet<String>,
     /// When the last user went (a release counter), for dropping the oldest unused first.
     unused_since: Option<u64>,
@@ -35,20 +41,38 @@ impl SeccompPrograms {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The program compiled for `profile`, if any, now also used by `container`.
-    pub fn get(&self, profile: &str, container: &str) -> Option<Program> {
-        let mut m = self.lock();
-        let e = m.by_profile.get_mut(profile)?;
-        e.users.insert(container.to_string());
-        e.unused_since = None;
-        Some(e.program.clone())
-    }
-
-    pub fn insert(&self, profile: String, container: &str, program: Program) {
-        let mut m = self.lock();
-        let e = m.by_profile.entry(profile).or_insert_with(|| Entry { program, users: HashSet::new(), unused_since: None });
-        e.users.insert(container.to_string());
-        e.unused_since = None;
+    /// The program for `profile`, now also used by `container`: the one compiled before, the
+    /// one another container is compiling, or compiled here by `compile`.
+    pub async fn get_or_compile<E, F, Fut>(&self, profile: String, container: &str, compile: F) -> Result<Program, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, E>>,
+    {
+        let cell = {
+            let mut m = self.lock();
+            let e = m.by_profile.entry(profile.clone()).or_insert_with(|| Entry {
+                program: Arc::new(OnceCell::new()),
+                users: HashSet::new(),
+                unused_since: None,
+            });
+            e.users.insert(container.to_string());
+            e.unused_since = None;
+            e.program.clone()
+        };
+        match cell.get_or_try_init(|| async { compile().await.map(Arc::new) }).await {
+            Ok(p) => Ok(p.clone()),
+            Err(e) => {
+                // Not a user of a program it has not got; a profile nobody holds goes.
+                let mut m = self.lock();
+                if let Some(entry) = m.by_profile.get_mut(&profile) {
+                    entry.users.remove(container);
+                    if entry.users.is_empty() && entry.program.get().is_none() {
+                        m.by_profile.remove(&profile);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `container` is gone: programs no living container uses are kept, the oldest of them
@@ -87,25 +111,75 @@ impl SeccompPrograms {
 mod tests {
     use super::*;
 
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().expect("a test runtime").block_on(f)
+    }
+
+    fn program(p: &SeccompPrograms, profile: &str, container: &str, bytes: u8) -> Program {
+        let compiled = || async move { Ok::<_, ()>(vec![bytes]) };
+        block_on(p.get_or_compile(profile.into(), container, compiled)).unwrap()
+    }
+
     #[test]
     fn programs_outlive_their_last_container_a_little() {
         let p = SeccompPrograms::default();
-        p.insert("default".into(), "a", Arc::new(vec![1]));
-        assert_eq!(p.get("default", "b").as_deref(), Some(&vec![1]));
-        p.insert("custom".into(), "c", Arc::new(vec![2]));
+        assert_eq!(*program(&p, "default", "a", 1), vec![1]);
+        // Compiled once: the next container gets the first program, not its own.
+        assert_eq!(*program(&p, "default", "b", 9), vec![1]);
+        program(&p, "custom", "c", 2);
         p.release("a");
         p.release("b");
         p.release("c");
         // Nobody uses either, but the next container with the default profile finds it.
-        assert_eq!(p.get("default", "d").as_deref(), Some(&vec![1]));
+        assert_eq!(*program(&p, "default", "d", 9), vec![1]);
         // Many profiles, each used once: only the newest unused ones stay, and the one in use.
         for i in 0..1000 {
-            p.insert(format!("profile-{i}"), &format!("ct-{i}"), Arc::new(vec![]));
+            program(&p, &format!("profile-{i}"), &format!("ct-{i}"), 0);
             p.release(&format!("ct-{i}"));
         }
         assert_eq!(p.len(), KEPT_UNUSED + 1);
         assert_eq!(p.in_use(), 1);
-        assert!(p.get("default", "e").is_some(), "in use by d: never dropped");
-        assert!(p.get("profile-999", "f").is_some() && p.get("profile-0", "g").is_none());
+        assert_eq!(*program(&p, "default", "e", 9), vec![1], "in use by d: never dropped");
+        assert_eq!(*program(&p, "profile-999", "f", 9), vec![0]);
+        assert_eq!(*program(&p, "profile-0", "g", 9), vec![9], "dropped: compiled again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn containers_arriving_together_share_one_compile() {
+        let p = Arc::new(SeccompPrograms::default());
+        let compiles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (go, wait) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (p, compiles, mut wait) = (p.clone(), compiles.clone(), wait.clone());
+                tokio::spawn(async move {
+                    p.get_or_compile("default".into(), &format!("ct-{i}"), || async move {
+                        compiles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Held until every container has asked.
+                        let _ = wait.wait_for(|go| *go).await;
+                        Ok::<_, ()>(vec![7])
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while p.lock().by_profile.get("default").map_or(0, |e| e.users.len()) < 20 {
+            tokio::task::yield_now().await;
+        }
+        go.send(true).unwrap();
+        for t in tasks {
+            assert_eq!(*t.await.unwrap().unwrap(), vec![7]);
+        }
+        assert_eq!(compiles.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(p.in_use(), 1);
+    }
+
+    #[test]
+    fn a_failed_compile_leaves_nothing_and_the_next_container_tries_again() {
+        let p = SeccompPrograms::default();
+        let failed = block_on(p.get_or_compile("bad".into(), "a", || async { Err::<Vec<u8>, _>("no") }));
+        assert_eq!(failed, Err("no"));
+        assert_eq!((p.len(), p.in_use()), (0, 0));
+        assert_eq!(*program(&p, "bad", "b", 3), vec![3]);
     }
 }

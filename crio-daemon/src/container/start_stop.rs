@@ -21,7 +21,9 @@ impl ContainerService {
         // Taken before the start: a container that exits at once must not look like it
         // finished before it started.
         let started = now_nanos();
+        let began = std::time::Instant::now();
         self.node.runtime(&self.handler_of(&ct))?.start(&ct.id, ct.pid).await?;
+        let in_runtime = began.elapsed();
         self.stores
             .containers
             .update(&ct.id, &entry, |c| {
@@ -32,6 +34,11 @@ impl ContainerService {
                 c.started_at_nanos = started;
             })
             .await?;
+        tracing::debug!(
+            start_us = in_runtime.as_micros() as u64,
+            record_us = (began.elapsed() - in_runtime).as_micros() as u64,
+            "container start"
+        );
         self.emit(&ct, EventKind::Started);
         tracing::info!(container_id = %ct.id, "container started");
         Ok(())

@@ -51,16 +51,17 @@ impl PodService {
         let created = match self.set_up_pod(&mut pod, &mut attached).await {
             Ok(()) => {
                 let set_up = began.elapsed();
-                // The pod's record and its network's DEL cache: two durable writes at once.
+                // The pod's record, its network's DEL cache and the files its containers
+                // share: written at once.
                 let cache = async {
                     match (&attached, self.node.network()) {
                         (Some((att, added)), Some(net)) => self.node.cni().cache(net, att, added).await.map_err(PodError::from),
                         _ => Ok(()),
                     }
                 };
-                let (record, cached) = tokio::join!(self.stores.pods.insert(&id, pod.clone()), cache);
+                let (record, cached, files) = tokio::join!(self.stores.pods.insert(&id, pod.clone()), cache, self.write_files(&pod));
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
-                match (record, cached) {
+                match (record, cached.and(files)) {
                     (Ok(_), Ok(())) => Ok(()),
                     (Ok(_), Err(e)) => {
                         let _ = self.stores.pods.remove(&id).await;
@@ -159,13 +160,10 @@ impl PodService {
         local_done?;
         network?;
         monitor?;
-        let set_up = began.elapsed();
-        self.write_files(pod, &hostname).await?;
         tracing::debug!(
             pod_sandbox_id = %pod.id,
             dirs_netns_us = netns_done.as_micros() as u64,
-            set_up_us = set_up.as_micros() as u64,
-            files_us = (began.elapsed() - set_up).as_micros() as u64,
+            set_up_us = began.elapsed().as_micros() as u64,
             "pod set up"
         );
         if share_pid {
@@ -233,22 +231,26 @@ impl PodService {
         Ok(())
     }
 
-    /// resolv.conf, hosts and hostname, which every container of the pod mounts.
-    async fn write_files(&self, pod: &PodSandbox, hostname: &str) -> Result<(), PodError> {
-        let resolv = match files::resolv_conf(&pod.spec.dns) {
-            Some(text) => text,
-            None => tokio::fs::read_to_string("/etc/resolv.conf").await.unwrap_or_default(),
-        };
-        let hosts = if pod.spec.host_network {
-            tokio::fs::read_to_string("/etc/hosts").await.unwrap_or_else(|_| files::hosts(hostname, None))
-        } else {
-            files::hosts(hostname, pod.ips.first().map(String::as_str))
-        };
-        for (name, text) in [("resolv.conf", resolv), ("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
-            let path = pod.dir.join(name);
-            tokio::fs::write(&path, text).await.map_err(io_err("writing pod file", &path))?;
-        }
-        Ok(())
+    /// resolv.conf, hosts and hostname, which every container of the pod mounts: one trip to
+    /// a blocking thread.
+    async fn write_files(&self, pod: &PodSandbox) -> Result<(), PodError> {
+        let hostname = pod_hostname(&pod.spec);
+        let (dir, resolv, host_network) = (pod.dir.clone(), files::resolv_conf(&pod.spec.dns), pod.spec.host_network);
+        let ip = pod.ips.first().cloned();
+        tokio::task::spawn_blocking(move || {
+            let resolv = resolv.unwrap_or_else(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+            let hosts = if host_network {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname, None))
+            } else {
+                files::hosts(&hostname, ip.as_deref())
+            };
+            for (name, text) in [("resolv.conf", resolv), ("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(io_err("writing pod file", &path))?;
+            }
+            Ok(())
+        })
+        .await?
     }
 }
 
