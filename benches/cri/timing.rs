@@ -1,8 +1,10 @@
 //! Where a pod start's time goes, measured rather than estimated and without wrapping anything:
 //! both runtimes call the real runc and CNI plugins, and the bench watches the kernel's process
 //! events (the netlink proc connector: fork, exec and exit of every task, stamped by the
-//! kernel's monotonic clock). A call lasts from the fork of its process to its exit, as a
-//! caller's spawn and wait see it. A pod start's share of runc create and of CNI ADD is read
+//! kernel's monotonic clock). A call lasts from the fork of its process to the exit of its last
+//! thread, as a caller's spawn and wait see it: a Go program's main thread may exit while its
+//! other threads and its address space are still being torn down, and until they are, its
+//! parent cannot reap it. A pod start's share of runc create and of CNI ADD is read
 //! from the calls that ended during it; the rest is the runtime's own work (and, for
 //! containerd, its shim).
 
@@ -96,6 +98,10 @@ struct Started {
     cni_command: String,
     start: u64,
     args: Vec<String>,
+    /// Threads started since the exec and not yet exited.
+    threads: u32,
+    /// Whether the main thread has exited (the process ends with its last thread).
+    leader_gone: bool,
 }
 
 fn read_events(fd: rustix::fd::OwnedFd, seen: &(Mutex<Seen>, Condvar), lost: &AtomicU64) {
@@ -127,17 +133,33 @@ fn read_events(fd: rustix::fd::OwnedFd, seen: &(Mutex<Seen>, Condvar), lost: &At
                     let (child, child_tgid) = (u32_at(ev, 24), u32_at(ev, 28));
                     if child == child_tgid {
                         forked.insert(child, ts);
+                    } else if let Some(s) = running.get_mut(&child_tgid) {
+                        s.threads += 1;
                     }
                 }
                 PROC_EVENT_EXEC if pid == tgid => {
                     if let Some((name, cni_command, args)) = named(pid) {
                         let start = forked.get(&pid).copied().unwrap_or(ts);
-                        running.insert(pid, Started { name, cni_command, start, args });
+                        running.insert(pid, Started { name, cni_command, start, args, threads: 0, leader_gone: false });
                     }
                 }
-                PROC_EVENT_EXIT if pid == tgid => {
-                    forked.remove(&pid);
-                    if let Some(s) = running.remove(&pid) {
+                PROC_EVENT_EXIT => {
+                    if pid == tgid {
+                        forked.remove(&pid);
+                    }
+                    let done = match running.get_mut(&tgid) {
+                        Some(s) => {
+                            if pid == tgid {
+                                s.leader_gone = true;
+                            } else {
+                                s.threads = s.threads.saturating_sub(1);
+                            }
+                            s.leader_gone && s.threads == 0
+                        }
+                        None => false,
+                    };
+                    if done {
+                        let s = running.remove(&tgid).expect("just seen");
                         let call = Call { name: s.name, cni_command: s.cni_command, start: s.start, end: ts, args: s.args };
                         seen.0.lock().unwrap().calls.push(call);
                     }

@@ -11,8 +11,10 @@
 //! Header blocks are HPACK-compressed against a table each side keeps, so a block cannot be
 //! edited in place: the client's blocks are decoded with a decoder that tracks the client's
 //! table and re-encoded with an encoder whose table the server's decoder tracks. All other
-//! frames pass through untouched, payloads streamed as they arrive. Anything that is not
-//! HTTP/2 (the status API's HTTP/1.1) passes through as it is. Bytes the decoder cannot make
+//! frames pass through untouched, payloads streamed as they arrive. A connection whose first
+//! request already has an authority the server takes (tonic, newer Go clients) is passed on
+//! as it is from there: a gRPC channel keeps one authority, and decoding every block costs
+//! each RPC. Anything that is not HTTP/2 (the status API's HTTP/1.1) passes through as it is. Bytes the decoder cannot make
 //! sense of are passed on unchanged and the connection falls back to plain passing, so the
 //! server reports the client's error itself.
 
@@ -73,6 +75,9 @@ pub struct AcceptAnyAuthority<S> {
     block: Option<Block>,
     decoder: loona_hpack::Decoder<'static>,
     encoder: loona_hpack::Encoder<'static>,
+    /// Whether a block went to the server re-encoded: from then on the server's table is our
+    /// encoder's, and every block must be.
+    rewritten: bool,
     eof: bool,
 }
 
@@ -89,6 +94,7 @@ impl<S> AcceptAnyAuthority<S> {
             block: None,
             decoder,
             encoder: loona_hpack::Encoder::new(),
+            rewritten: false,
             eof: false,
         }
     }
@@ -213,12 +219,24 @@ impl<S> AcceptAnyAuthority<S> {
             self.mode = Mode::Passing;
             return Some(());
         }
+        let mut replaced = false;
         for (name, value) in &mut fields {
             if name == b":authority" && !acceptable(value) {
                 tracing::trace!(authority = %String::from_utf8_lossy(value), "request authority replaced with localhost");
                 *value = LOCALHOST.to_vec();
+                replaced = true;
             }
         }
+        if !replaced && !self.rewritten {
+            // The server's table is still the client's: the block goes as it came, and once a
+            // request's authority was fine, so is the connection.
+            self.output.unsplit(block.original);
+            if fields.iter().any(|(n, _)| n == b":authority") {
+                self.mode = Mode::Passing;
+            }
+            return Some(());
+        }
+        self.rewritten = true;
         let encoded = self.encoder.encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
         let mut first = Vec::with_capacity(5 + encoded.len().min(MAX_FRAME));
         if let Some(p) = block.priority {
@@ -418,6 +436,19 @@ mod tests {
                 let want: Vec<(&[u8], &[u8])> = expected.iter().map(|(n, v)| (*n, v.as_slice())).collect();
                 assert_eq!(got, want);
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_first_authority_is_fine_passes_as_it_came() {
+        let mut client = loona_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for (stream, authority) in [(1u32, &b"localhost"[..]), (3, b"/run/later/path.sock")] {
+            let fields = request(authority);
+            input.extend(headers_frame(stream, 0, &client.encode(fields.iter().map(|(n, v)| (*n, v.as_slice())))));
+        }
+        for chunk in [1, 4096] {
+            assert_eq!(through(input.clone(), chunk).await, input, "byte for byte (chunk {chunk})");
         }
     }
 
