@@ -160,9 +160,13 @@ async fn teardown_timed(t: &Target, r: &mut Results, pod: String, ct: String) {
     let at = Instant::now();
     rt.remove_container(cri::RemoveContainerRequest { container_id: ct }).await.expect("RemoveContainer");
     timed.push(("pod teardown: RemoveContainer", at.elapsed()));
-    let at = Instant::now();
+    let (mark, at) = (t.calls.mark(), Instant::now());
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
-    timed.push(("pod teardown: StopPodSandbox (no containers left)", at.elapsed()));
+    let stopped = at.elapsed();
+    timed.push(("pod teardown: StopPodSandbox (no containers left)", stopped));
+    let del = t.calls.since(mark).cni_del;
+    r.sample("pod teardown: StopPodSandbox: in CNI DEL", del);
+    r.sample("pod teardown: StopPodSandbox: the rest (runtime's own)", stopped.saturating_sub(del));
     let at = Instant::now();
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
     timed.push(("pod teardown: RemovePodSandbox", at.elapsed()));

@@ -222,8 +222,8 @@ impl Calls {
         self.lost.load(Ordering::Relaxed)
     }
 
-    /// Time in `runc create` and in CNI ADD (top-level plugins) since the mark `from`, and in
-    /// both at once (their union, for "the rest").
+    /// Time in `runc create`, in CNI ADD and in CNI DEL (top-level plugins) since the mark
+    /// `from`, and in runc create or CNI ADD (their union, for "the rest").
     pub fn since(&self, from: usize) -> Spent {
         self.sync();
         let calls: Vec<Call> = self.seen.0.lock().unwrap().calls[from..].to_vec();
@@ -232,8 +232,15 @@ impl Calls {
         // host-local runs inside bridge: only the plugins a runtime calls itself.
         let cni: Vec<(u64, u64)> =
             calls.iter().filter(|c| c.cni_command == "ADD" && c.name != "host-local").map(|c| (c.start, c.end)).collect();
+        let del: Vec<(u64, u64)> =
+            calls.iter().filter(|c| c.cni_command == "DEL" && c.name != "host-local").map(|c| (c.start, c.end)).collect();
         let (ns, union) = (Duration::from_nanos, crio_benches::union_length);
-        Spent { runc_create: ns(union(runc.clone())), cni_add: ns(union(cni.clone())), either: ns(union([runc, cni].concat())) }
+        Spent {
+            runc_create: ns(union(runc.clone())),
+            cni_add: ns(union(cni.clone())),
+            cni_del: ns(union(del)),
+            either: ns(union([runc, cni].concat())),
+        }
     }
 }
 
@@ -241,5 +248,6 @@ impl Calls {
 pub struct Spent {
     pub runc_create: Duration,
     pub cni_add: Duration,
+    pub cni_del: Duration,
     pub either: Duration,
 }

@@ -16,13 +16,21 @@ impl PodService {
     pub(super) async fn tear_down_pod(&self, pod: &PodSandbox, everything: bool) -> bool {
         let net = self.node.network().map(|n| (n, self.node.attachment(pod)));
         let mut released = true;
+        let began = std::time::Instant::now();
         if let Err(e) = self.node.cni().del(&pod.id, net.as_ref().filter(|_| pod.netns.is_some()).map(|(n, a)| (*n, a))).await {
             tracing::warn!(pod_sandbox_id = %pod.id, error = %crate::error_chain(&e), "CNI DEL failed");
             released = false;
         }
+        let deleted = began.elapsed();
         if let Some(ns) = &pod.netns {
             released &= NetNs::remove(ns).is_ok();
         }
+        tracing::debug!(
+            pod_sandbox_id = %pod.id,
+            cni_del_us = deleted.as_micros() as u64,
+            netns_us = (began.elapsed() - deleted).as_micros() as u64,
+            "pod network released"
+        );
         if !everything {
             return released;
         }
