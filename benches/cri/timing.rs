@@ -147,21 +147,17 @@ fn read_events(fd: rustix::fd::OwnedFd, seen: &(Mutex<Seen>, Condvar), lost: &At
                     if pid == tgid {
                         forked.remove(&pid);
                     }
-                    let done = match running.get_mut(&tgid) {
-                        Some(s) => {
-                            if pid == tgid {
-                                s.leader_gone = true;
-                            } else {
-                                s.threads = s.threads.saturating_sub(1);
-                            }
-                            s.leader_gone && s.threads == 0
+                    if let Some(s) = running.get_mut(&tgid) {
+                        if pid == tgid {
+                            s.leader_gone = true;
+                        } else {
+                            s.threads = s.threads.saturating_sub(1);
                         }
-                        None => false,
-                    };
-                    if done {
-                        let s = running.remove(&tgid).expect("just seen");
-                        let call = Call { name: s.name, cni_command: s.cni_command, start: s.start, end: ts, args: s.args };
-                        seen.0.lock().unwrap().calls.push(call);
+                        if s.leader_gone && s.threads == 0 {
+                            let s = running.remove(&tgid).expect("just seen");
+                            let call = Call { name: s.name, cni_command: s.cni_command, start: s.start, end: ts, args: s.args };
+                            seen.0.lock().unwrap().calls.push(call);
+                        }
                     }
                 }
                 _ => {}

@@ -14,9 +14,9 @@
 //! frames pass through untouched, payloads streamed as they arrive. A connection whose first
 //! request already has an authority the server takes (tonic, newer Go clients) is passed on
 //! as it is from there: a gRPC channel keeps one authority, and decoding every block costs
-//! each RPC. Anything that is not HTTP/2 (the status API's HTTP/1.1) passes through as it is. Bytes the decoder cannot make
-//! sense of are passed on unchanged and the connection falls back to plain passing, so the
-//! server reports the client's error itself.
+//! each RPC. Anything that is not HTTP/2 (the status API's HTTP/1.1) passes through as it
+//! is. Bytes the decoder cannot make sense of are passed on unchanged and the connection
+//! falls back to plain passing, so the server reports the client's error itself.
 
 use std::io;
 use std::pin::Pin;
