@@ -348,16 +348,17 @@ async fn an_unreadable_record_is_quarantined_and_its_container_left_alone() {
     let pid = status_pid(&d, &id);
 
     d.kill9();
-    let record = d.dir.path().join("state/containers").join(format!("{id}.json"));
+    let record = d.dir.path().join("state/containers").join(format!("{id}.record"));
     let good = std::fs::read(&record).unwrap();
-    std::fs::write(&record, b"{\"id\": \"truncated by a bad disk").unwrap();
+    // A bad disk: both slots' bytes lost, the file's size kept.
+    std::fs::write(&record, vec![0u8; good.len()]).unwrap();
     d.restart().await;
 
-    let aside = d.dir.path().join("state/containers").join(format!("{id}.json.quarantined"));
+    let aside = d.dir.path().join("state/containers").join(format!("{id}.record.quarantined"));
     assert!(aside.exists() && !record.exists(), "the record is renamed aside");
     let log = d.log();
     let line = log.lines().find(|l| l.contains("quarantined")).unwrap_or_else(|| panic!("logged: {log}"));
-    assert!(line.contains(&aside.display().to_string()) && line.contains("EOF"), "names the path and the parse error: {line}");
+    assert!(line.contains(&aside.display().to_string()) && line.contains("neither slot"), "names the path and the damage: {line}");
     // Left alone: still running, its bundle and root filesystem in place, not listed.
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container's init still runs");
     assert!(d.dir.path().join("state/containers").join(&id).join("config.json").exists(), "bundle kept");
@@ -390,14 +391,19 @@ async fn a_half_created_container_is_deleted_by_the_runtime_it_was_made_with() {
     let pc = host_network_pod_config("half", &d.dir.path().join("logs/half"));
     let pod = run_pod_with(&d, &pc, "flaky").await;
     let id = create(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await.expect("create");
-    // A crash just before the record was written: the bundle and the runtime's container exist.
+    // A crash just before the record was published: the bundle and the runtime's container
+    // exist, the record is still staged.
     d.kill9();
-    std::fs::remove_file(d.dir.path().join("state/containers").join(format!("{id}.json"))).unwrap();
+    let record = d.dir.path().join("state/containers").join(format!("{id}.record"));
+    let bytes = std::fs::read(&record).unwrap();
+    let version = crio::durable::slots::read(&bytes).expect("a whole record");
+    crio::durable::slots::create(&record, version.payload, 1, crio::durable::slots::STAGED).unwrap();
     std::fs::write(flaky.path().join("calls"), "").unwrap();
     d.restart().await;
     let calls = std::fs::read_to_string(flaky.path().join("calls")).unwrap();
     assert!(calls.lines().any(|l| l.contains("delete") && l.contains("--force") && l.ends_with(&id)), "deleted through flaky: {calls}");
     assert!(!d.dir.path().join("state/containers").join(&id).exists(), "bundle gone");
+    assert!(!record.exists(), "the staged record dropped");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
 

@@ -185,6 +185,9 @@ impl ContainerService {
     }
 
     /// Makes the placed container: bundle and runtime create, kernel tracking, hooks, record.
+    /// The record is staged while the bundle is made and the runtime creates (a crash leaves
+    /// it to be dropped, and the bundle to be torn down as one without a record), and
+    /// published, one slot write, once the container is whole.
     async fn make(
         &self,
         ct: &mut Container,
@@ -192,7 +195,46 @@ impl ContainerService {
         run: &spec::ImageRunConfig,
         hook_requests: Option<&crio_hooks::annotations::Requests>,
     ) -> Result<(), ContainerError> {
-        (ct.pid, ct.user) = self.set_up_container(ct, pod, run).await?;
+        let (staged, set_up) = tokio::join!(self.stores.containers.stage(&ct.id, ct), self.set_up_container(ct, pod, run));
+        let staged = staged.map_err(ContainerError::from);
+        let finished = match set_up {
+            Ok(made) => {
+                (ct.pid, ct.user) = made;
+                match &staged {
+                    Ok(_) => self.finish(ct, pod, hook_requests),
+                    Err(_) => Ok(()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let staged = match (staged, finished) {
+            (Ok(staged), Ok(())) => staged,
+            (staged, finished) => {
+                let failed = match staged {
+                    Ok(staged) => {
+                        let _ = self.stores.containers.discard(staged).await;
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+                return Err(finished.err().or(failed).expect("one of the two failed"));
+            }
+        };
+        let began = std::time::Instant::now();
+        self.stores.containers.publish(staged, ct.clone()).await?;
+        tracing::debug!(container_id = %ct.id, record_us = began.elapsed().as_micros() as u64, "container recorded");
+        self.tuning.crash_point("hooks:recorded");
+        Ok(())
+    }
+
+    /// What a created container gets before its record is published: its CPUs counted as
+    /// isolated, its cgroup tracked by the kernel programs, its hooks applied.
+    fn finish(
+        &self,
+        ct: &mut Container,
+        pod: &PodSandbox,
+        hook_requests: Option<&crio_hooks::annotations::Requests>,
+    ) -> Result<(), ContainerError> {
         // CPUs without load balancing or IRQs are meant to be the container's alone: what
         // else runs there is counted from now (the kernel programs' intrusions).
         if hook_requests.is_some_and(|r| r.no_load_balancing || r.irq.is_some()) {
@@ -204,10 +246,6 @@ impl ContainerService {
             let pod_cgroup = self.node.pod_cgroup_path(pod);
             ct.hooks = blocking(|| self.tuning.apply_hooks(ct, &pod_cgroup, req))?;
         }
-        let began = std::time::Instant::now();
-        self.stores.containers.insert(&ct.id, ct.clone()).await?;
-        tracing::debug!(container_id = %ct.id, record_us = began.elapsed().as_micros() as u64, "container recorded");
-        self.tuning.crash_point("hooks:recorded");
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use super::{PodError, PodService, files, io_err};
 use crate::model::{PodSandbox, PodSpec, PodState, check_hostname, check_sysctl, full_name, now_nanos, pod_hostname};
 use crate::monitor::client;
 use crate::namespace::{self, Kind};
-use crate::network::cni::{Added, Attachment};
+use crate::network::cni::{Added, CacheEntry};
 use crate::state::new_id;
 
 impl PodService {
@@ -48,18 +48,22 @@ impl PodService {
         };
         let began = std::time::Instant::now();
         let mut attached = None;
-        let created = match self.set_up_pod(&mut pod, &mut attached).await {
-            Ok(()) => {
+        // The record is staged while the pod is set up (a crash leaves it to be dropped, and
+        // the pod's directories to be torn down as those of a pod without a record).
+        let initial = pod.clone();
+        let (staged, set_up) = tokio::join!(self.stores.pods.stage(&id, &initial), self.set_up_pod(&mut pod, &mut attached));
+        let created = match (staged, set_up) {
+            (Ok(staged), Ok(())) => {
                 let set_up = began.elapsed();
                 // The pod's record, its network's DEL cache and the files its containers
                 // share: written at once.
                 let cache = async {
-                    match (&attached, self.node.network()) {
-                        (Some((att, added)), Some(net)) => self.node.cni().cache(net, att, added).await.map_err(PodError::from),
-                        _ => Ok(()),
+                    match attached.take() {
+                        Some((entry, added)) => self.node.cni().cache(entry, &added).await.map_err(PodError::from),
+                        None => Ok(()),
                     }
                 };
-                let (record, cached, files) = tokio::join!(self.stores.pods.insert(&id, pod.clone()), cache, self.write_files(&pod));
+                let (record, cached, files) = tokio::join!(self.stores.pods.publish(staged, pod.clone()), cache, self.write_files(&pod));
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
                 match (record, cached.and(files)) {
                     (Ok(_), Ok(())) => Ok(()),
@@ -70,7 +74,16 @@ impl PodService {
                     (Err(e), _) => Err(e.into()),
                 }
             }
-            Err(e) => Err(e),
+            (staged, set_up) => {
+                let failed = match staged {
+                    Ok(staged) => {
+                        let _ = self.stores.pods.discard(staged).await;
+                        None
+                    }
+                    Err(e) => Some(PodError::from(e)),
+                };
+                Err(set_up.err().or(failed).expect("one of the two failed"))
+            }
         };
         if let Err(e) = created {
             // Undo whatever was set up: nothing of a failed run may remain.
@@ -112,7 +125,7 @@ impl PodService {
     }
 
     /// Everything the pod has on the node; its CNI attachment (not yet cached) into `attached`.
-    async fn set_up_pod(&self, pod: &mut PodSandbox, attached: &mut Option<(Attachment, Added)>) -> Result<(), PodError> {
+    async fn set_up_pod(&self, pod: &mut PodSandbox, attached: &mut Option<(CacheEntry, Added)>) -> Result<(), PodError> {
         let began = std::time::Instant::now();
         let hostname = pod_hostname(&pod.spec);
         // The directories and the network namespace in one trip to a blocking thread, before
@@ -224,10 +237,10 @@ impl PodService {
         let net = self.node.network().expect("checked before set-up");
         let mut attachment = self.node.attachment(pod);
         attachment.netns = netns.clone();
-        let added = self.node.cni().attach(net, &attachment).await?;
+        let (entry, added) = self.node.cni().attach(net, &attachment).await?;
         tracing::debug!(cni_us = began.elapsed().as_micros() as u64, "pod network set up");
         made.ips = added.ips.iter().map(|ip| ip.to_string()).collect();
-        made.attached = Some((attachment, added));
+        made.attached = Some((entry, added));
         Ok(())
     }
 
@@ -280,5 +293,5 @@ struct Local {
 #[derive(Default)]
 struct Net {
     ips: Vec<String>,
-    attached: Option<(Attachment, Added)>,
+    attached: Option<(CacheEntry, Added)>,
 }

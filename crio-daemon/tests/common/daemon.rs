@@ -338,8 +338,9 @@ fn remove_pod_cgroups(records: &Path) {
             cgroups.push(format!("crio/pod-{}", entry.file_name().to_string_lossy()));
             continue;
         }
-        let Ok(text) = fs::read(entry.path()) else { continue };
-        let Ok(pod) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
+        let Ok(bytes) = fs::read(entry.path()) else { continue };
+        let json = crio::durable::slots::read(&bytes).map(|v| v.payload.to_vec()).unwrap_or(bytes);
+        let Ok(pod) = serde_json::from_slice::<serde_json::Value>(&json) else { continue };
         if let (Some(cgroup), Some(true)) = (pod["cgroup"].as_str(), pod["cgroup_created"].as_bool()) {
             cgroups.push(cgroup.trim_start_matches('/').to_string());
         }

@@ -1,7 +1,8 @@
 //! Running CNI plugins (spec 1.0 and 0.4): ADD through the chain with each result passed on as
 //! `prevResult`, DEL in reverse with the cached ADD result, CHECK where the version has it.
-//! The ADD result and the exact configuration used are cached atomically per pod, so a DEL
-//! after a restart or a config change tears down what was really set up.
+//! The exact configuration used and the ADD result are cached per pod (a two-slot file, the
+//! configuration written while ADD runs, the result one slot write after it), so a DEL after
+//! a restart or a config change tears down what was really set up.
 
 mod config;
 mod exec;
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+use crate::durable::slots::{self, SlotError, Slots};
 
 pub use config::{ConfigError, NetworkConfig, choose, embedded_default, load_dir};
 pub use exec::CniError;
@@ -56,9 +59,15 @@ pub struct Added {
     pub result: Value,
 }
 
-/// A cached ADD and the network configuration it was made with.
+/// A cached ADD and the network configuration it was made with: a slot file, or the whole
+/// JSON file of earlier versions.
 fn parse_cached(bytes: &[u8], path: &Path) -> Result<(Cached, NetworkConfig), CniError> {
-    let cached: Cached = serde_json::from_slice(bytes).map_err(|e| CniError::Cache { path: path.into(), source: e.into() })?;
+    let json = match slots::read(bytes) {
+        Ok(v) => v.payload,
+        Err(SlotError::Size { .. }) => bytes,
+        Err(e) => return Err(CniError::Cache { path: path.into(), source: std::io::Error::other(e) }),
+    };
+    let cached: Cached = serde_json::from_slice(json).map_err(|e| CniError::Cache { path: path.into(), source: e.into() })?;
     let net = NetworkConfig::parse(cached.config.to_string().as_bytes(), &path.display().to_string())
         .map_err(|e| CniError::Cache { path: path.into(), source: std::io::Error::other(e) })?;
     Ok((cached, net))
@@ -68,7 +77,16 @@ fn parse_cached(bytes: &[u8], path: &Path) -> Result<(Cached, NetworkConfig), Cn
 struct Cached {
     config: Value,
     attachment: Attachment,
+    /// Null until ADD has finished: a DEL then goes without a previous result.
     result: Value,
+}
+
+/// A pod's cache entry written as its ADD began: see [`Cni::begin_cache`].
+#[must_use = "a cache entry begun is completed with the ADD's result"]
+pub struct CacheEntry {
+    path: PathBuf,
+    at: Slots,
+    cached: Cached,
 }
 
 pub struct Cni {
@@ -83,20 +101,44 @@ impl Cni {
     }
 
     fn cache_path(&self, container_id: &str) -> PathBuf {
+        self.cache_dir.join(format!("{container_id}.cache"))
+    }
+
+    /// Where earlier versions cached (whole JSON files).
+    fn legacy_cache_path(&self, container_id: &str) -> PathBuf {
         self.cache_dir.join(format!("{container_id}.json"))
     }
 
     /// ADD through the chain, its result cached for DEL. On failure the chain is rolled back
-    /// with DEL before returning.
+    /// with DEL before returning, and nothing stays cached.
     pub async fn add(&self, net: &NetworkConfig, att: &Attachment) -> Result<Added, CniError> {
-        let added = self.attach(net, att).await?;
-        self.cache(net, att, &added).await?;
+        let (entry, added) = self.attach(net, att).await?;
+        self.cache(entry, &added).await?;
         Ok(added)
     }
 
-    /// ADD through the chain, not yet cached: the caller caches it with [`Cni::cache`] (a pod
-    /// writes it beside its own record). On failure the chain is rolled back with DEL first.
-    pub async fn attach(&self, net: &NetworkConfig, att: &Attachment) -> Result<Added, CniError> {
+    /// ADD through the chain with its cache entry begun beside it; the caller completes the
+    /// entry with [`Cni::cache`] (a pod does it beside its own record). On failure the chain
+    /// is rolled back with DEL first and nothing stays cached.
+    pub async fn attach(&self, net: &NetworkConfig, att: &Attachment) -> Result<(CacheEntry, Added), CniError> {
+        match tokio::join!(self.begin_cache(net, att), self.run_add(net, att)) {
+            (Ok(entry), Ok(added)) => Ok((entry, added)),
+            (entry, added) => {
+                if entry.is_ok() {
+                    let _ = tokio::fs::remove_file(self.cache_path(&att.container_id)).await;
+                }
+                let added = added?;
+                // ADD worked but its cache could not be written: a later DEL would not know it.
+                if let Err(undo) = self.del_with(net, att, Some(&added.result)).await {
+                    tracing::warn!(error = %crate::error_chain(&undo), pod_sandbox_id = %att.container_id, "rolling back an uncached CNI ADD");
+                }
+                Err(entry.err().expect("one of the two failed"))
+            }
+        }
+    }
+
+    /// ADD through the chain. On failure the chain is rolled back with DEL first.
+    async fn run_add(&self, net: &NetworkConfig, att: &Attachment) -> Result<Added, CniError> {
         let mut prev: Option<Value> = None;
         for i in 0..net.plugins.len() {
             let input = self.input(net, i, att, prev.as_ref());
@@ -115,20 +157,35 @@ impl Cni {
         Ok(Added { ips: ips_of(&result), result })
     }
 
-    /// Writes what ADD set up, durably: a DEL after a restart or a configuration change tears
-    /// down exactly that. Without it DEL still runs, from the configuration of the day.
-    pub async fn cache(&self, net: &NetworkConfig, att: &Attachment, added: &Added) -> Result<(), CniError> {
-        let began = std::time::Instant::now();
-        let cached = Cached { config: net.to_json(), attachment: att.clone(), result: added.result.clone() };
+    /// Caches the configuration and attachment of an ADD about to run (or running), so a
+    /// crash before [`Cni::cache`] still leaves what a DEL needs; written whole (temp file and
+    /// rename), off the plugins' critical path when run beside them.
+    async fn begin_cache(&self, net: &NetworkConfig, att: &Attachment) -> Result<CacheEntry, CniError> {
+        let cached = Cached { config: net.to_json(), attachment: att.clone(), result: Value::Null };
         let path = self.cache_path(&att.container_id);
-        let write = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(path.parent().expect("cache path has a parent"))?;
-            crate::durable::write_json(&path, &cached)
-        });
-        write
+        let (p, bytes) = (path.clone(), serde_json::to_vec(&cached).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?);
+        let at = tokio::task::spawn_blocking(move || -> std::io::Result<Slots> {
+            std::fs::create_dir_all(p.parent().expect("cache path has a parent"))?;
+            let mut at = Slots::default();
+            slots::update(&p, &mut at, &bytes, 0)?;
+            Ok(at)
+        })
+        .await
+        .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?
+        .map_err(|source| CniError::Cache { path: path.clone(), source })?;
+        Ok(CacheEntry { path, at, cached })
+    }
+
+    /// Completes a cache entry with its ADD's result: one slot write.
+    pub async fn cache(&self, entry: CacheEntry, added: &Added) -> Result<(), CniError> {
+        let began = std::time::Instant::now();
+        let CacheEntry { path, mut at, mut cached } = entry;
+        cached.result = added.result.clone();
+        let (p, bytes) = (path.clone(), serde_json::to_vec(&cached).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?);
+        tokio::task::spawn_blocking(move || slots::update(&p, &mut at, &bytes, 0))
             .await
-            .map_err(|e| CniError::Cache { path: self.cache_dir.clone(), source: std::io::Error::other(e) })?
-            .map_err(|source| CniError::Cache { path: self.cache_path(&att.container_id), source })?;
+            .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?
+            .map_err(|source| CniError::Cache { path, source })?;
         tracing::debug!(cache_us = began.elapsed().as_micros() as u64, "CNI result cached");
         Ok(())
     }
@@ -136,11 +193,11 @@ impl Cni {
     /// DEL for a pod, from its cached ADD when there is one (else `fallback`); idempotent:
     /// nothing cached and no fallback means nothing was set up.
     pub async fn del(&self, container_id: &str, fallback: Option<(&NetworkConfig, &Attachment)>) -> Result<(), CniError> {
-        let path = self.cache_path(container_id);
+        let path = self.cached_path(container_id).await;
         match tokio::fs::read(&path).await {
             Ok(bytes) => {
                 let (cached, net) = parse_cached(&bytes, &path)?;
-                self.del_with(&net, &cached.attachment, Some(&cached.result)).await?;
+                self.del_with(&net, &cached.attachment, Some(&cached.result).filter(|r| !r.is_null())).await?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fallback {
                 Some((net, att)) => self.del_with(net, att, None).await?,
@@ -157,7 +214,7 @@ impl Cni {
 
     /// CHECK against the cached ADD (CNI 0.4.0 and later).
     pub async fn check(&self, container_id: &str) -> Result<(), CniError> {
-        let path = self.cache_path(container_id);
+        let path = self.cached_path(container_id).await;
         let bytes = tokio::fs::read(&path).await.map_err(|source| CniError::Cache { path: path.clone(), source })?;
         let (cached, net) = parse_cached(&bytes, &path)?;
         if net.cni_version.starts_with("0.1") || net.cni_version.starts_with("0.2") || net.cni_version.starts_with("0.3") {
@@ -168,6 +225,15 @@ impl Cni {
             exec::run(&self.plugin_dirs, &net.plugins[i], "CHECK", &input, &cached.attachment, self.timeout).await?;
         }
         Ok(())
+    }
+
+    /// The pod's cache file: this version's, else an earlier version's if that one exists.
+    async fn cached_path(&self, container_id: &str) -> PathBuf {
+        let legacy = self.legacy_cache_path(container_id);
+        match tokio::fs::try_exists(&legacy).await {
+            Ok(true) => legacy,
+            _ => self.cache_path(container_id),
+        }
     }
 
     async fn del_with(&self, net: &NetworkConfig, att: &Attachment, result: Option<&Value>) -> Result<(), CniError> {

@@ -1,5 +1,8 @@
-//! Crash-safe writes: temp file in the same directory, fsync, rename, fsync the directory.
-//! A reader sees the old content or the new, never a torn file.
+//! Crash-safe writes: temp file in the same directory, fsync, rename, fsync the directory; a
+//! reader sees the old content or the new, never a torn file. Records updated in place use
+//! two-slot files instead (`slots`): one data write and sync per update.
+
+pub mod slots;
 
 use std::fs;
 use std::io::{self, Write};

@@ -1,0 +1,355 @@
+//! Records of one kind (pods or containers): in memory for lookups, one `<id>.record` file
+//! each on disk (two slots, `durable::slots`), written before a change is visible and loaded
+//! on start. An update overwrites one slot and syncs its data; a new record is written whole
+//! and renamed in.
+//!
+//! A create may *stage* its record while it makes what the record describes, and *publish*
+//! it (one slot write) when that is done. A staged record that a crash left unpublished is
+//! dropped at load: what it describes is half-made, and the owner cleans it up as it does
+//! what has no record at all.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StateError;
+use crate::durable::slots::{self, STAGED, Slots};
+
+pub struct Entry<T> {
+    /// Serializes operations (create, start, stop, remove) on this entity.
+    pub op: tokio::sync::Mutex<()>,
+    /// Serializes updates: each one changes the record as it is then, persists it and swaps
+    /// it in, so concurrent updates (an exit observed while a status marks an OOM kill) never
+    /// overwrite each other, and the file on disk follows the same order. Holds where the
+    /// record stands in its file.
+    write: tokio::sync::Mutex<Slots>,
+    /// Shared, so a snapshot for a list or a status is a reference count, not a deep copy.
+    record: RwLock<Arc<T>>,
+}
+
+impl<T> Entry<T> {
+    fn new(rec: T, at: Slots) -> Self {
+        Entry { op: tokio::sync::Mutex::new(()), write: tokio::sync::Mutex::new(at), record: RwLock::new(Arc::new(rec)) }
+    }
+}
+
+impl<T: Clone> Entry<T> {
+    pub fn get(&self) -> T {
+        T::clone(&self.record.read().expect("record lock poisoned"))
+    }
+
+    /// The current record, shared: cheap, for readers that only look.
+    pub fn snapshot(&self) -> Arc<T> {
+        self.record.read().expect("record lock poisoned").clone()
+    }
+}
+
+/// A record on disk that is not visible yet: see [`Records::stage`].
+#[must_use = "a staged record is published or discarded"]
+pub struct Staged {
+    id: String,
+    at: Slots,
+}
+
+/// A directory of `<id>.record` files of one kind.
+pub struct Records<T> {
+    dir: PathBuf,
+    map: RwLock<HashMap<String, Arc<Entry<T>>>>,
+    /// Ids whose record could not be read: set aside, never taken for leftovers to clean.
+    quarantined: HashSet<String>,
+}
+
+const SUFFIX: &str = ".record";
+/// What a record that cannot be read is renamed to, beside where it was.
+const QUARANTINE_SUFFIX: &str = ".record.quarantined";
+/// Records of earlier versions: whole JSON files, converted at load.
+const LEGACY_SUFFIX: &str = ".json";
+const LEGACY_QUARANTINE_SUFFIX: &str = ".json.quarantined";
+
+/// What one file in a records directory is.
+enum Found<T> {
+    Record(T, Slots),
+    Legacy(T),
+    Staged,
+    Bad(String),
+}
+
+impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T> {
+    /// Loads every record in `dir`. One that cannot be read is renamed aside (to
+    /// `<id>.record.quarantined`) and its id kept as quarantined, so what it describes is left
+    /// alone, on this start and the next; they are returned (new path, why) for the caller to
+    /// log. Staged records are removed; records of earlier versions are converted.
+    pub fn load(dir: &Path) -> Result<(Self, Vec<(PathBuf, String)>), StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Read { path: dir.into(), source })?;
+        let mut found: HashMap<String, Found<T>> = HashMap::new();
+        let mut quarantined = HashSet::new();
+        for e in fs::read_dir(dir).map_err(|source| StateError::Read { path: dir.into(), source })?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if let Some(id) = name.strip_suffix(QUARANTINE_SUFFIX).or_else(|| name.strip_suffix(LEGACY_QUARANTINE_SUFFIX)) {
+                quarantined.insert(id.to_string());
+            } else if name.starts_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+                // A write a crash interrupted leaves its temp file (the record itself is whole).
+                let _ = fs::remove_file(&path);
+            } else if let Some(id) = name.strip_suffix(SUFFIX) {
+                found.insert(id.to_string(), read_record(&path));
+            } else if let Some(id) = name.strip_suffix(LEGACY_SUFFIX) {
+                // A record of this version under the same id was written later.
+                let legacy = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+                found.entry(id.to_string()).or_insert(match legacy {
+                    Ok(rec) => Found::Legacy(rec),
+                    Err(why) => Found::Bad(why),
+                });
+            }
+        }
+        let mut map = HashMap::new();
+        let mut bad = Vec::new();
+        for (id, f) in found {
+            let (path, legacy) = (dir.join(format!("{id}{SUFFIX}")), dir.join(format!("{id}{LEGACY_SUFFIX}")));
+            match f {
+                Found::Record(rec, at) => {
+                    let _ = fs::remove_file(&legacy);
+                    map.insert(id, Arc::new(Entry::new(rec, at)));
+                }
+                Found::Legacy(rec) => {
+                    let bytes =
+                        serde_json::to_vec(&rec).map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+                    let at = slots::create(&path, &bytes, 1, 0).map_err(|source| StateError::Write { path: path.clone(), source })?;
+                    fs::remove_file(&legacy).map_err(|source| StateError::Write { path: legacy, source })?;
+                    map.insert(id, Arc::new(Entry::new(rec, at)));
+                }
+                Found::Staged => {
+                    tracing::info!(path = %path.display(), "dropping a record whose create never finished");
+                    fs::remove_file(&path).map_err(|source| StateError::Write { path: path.clone(), source })?;
+                }
+                Found::Bad(why) => {
+                    let from = if path.exists() {
+                        // An earlier version's file of the same id is older still: aside too.
+                        let _ = fs::rename(&legacy, dir.join(format!("{id}{LEGACY_QUARANTINE_SUFFIX}")));
+                        path
+                    } else {
+                        legacy
+                    };
+                    let aside = dir.join(format!("{id}{QUARANTINE_SUFFIX}"));
+                    let kept = match fs::rename(&from, &aside) {
+                        Ok(()) => aside,
+                        Err(e) => {
+                            tracing::warn!(path = %from.display(), error = %e, "could not rename an unreadable record aside");
+                            from
+                        }
+                    };
+                    quarantined.insert(id);
+                    bad.push((kept, why));
+                }
+            }
+        }
+        Ok((Self { dir: dir.into(), map: RwLock::new(map), quarantined }, bad))
+    }
+
+    /// Whether `id`'s record was unreadable and set aside.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.quarantined.contains(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry<T>>> {
+        self.map.read().expect("records lock poisoned").get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Entry<T>>> {
+        self.map.read().expect("records lock poisoned").values().cloned().collect()
+    }
+
+    /// Ids starting with `prefix` (CRI accepts unique id prefixes).
+    pub fn resolve(&self, prefix: &str) -> Option<Arc<Entry<T>>> {
+        let map = self.map.read().expect("records lock poisoned");
+        if let Some(e) = map.get(prefix) {
+            return Some(e.clone());
+        }
+        let mut hits = map.iter().filter(|(id, _)| id.starts_with(prefix));
+        match (hits.next(), hits.next()) {
+            (Some((_, e)), None) if !prefix.is_empty() => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}{SUFFIX}"))
+    }
+
+    /// Persists a new record, then makes it visible.
+    pub async fn insert(&self, id: &str, rec: T) -> Result<Arc<Entry<T>>, StateError> {
+        let at = self.write(id, &rec, Slots::default(), 0).await?;
+        Ok(self.show(id, rec, at))
+    }
+
+    /// Persists a new record marked as staged, not visible: its create is still making what
+    /// it describes. A crash before [`Records::publish`] leaves it to be dropped at load.
+    pub async fn stage(&self, id: &str, rec: &T) -> Result<Staged, StateError> {
+        let at = self.write(id, rec, Slots::default(), STAGED).await?;
+        Ok(Staged { id: id.into(), at })
+    }
+
+    /// Persists `rec` (the finished record) over its staged version, then makes it visible.
+    pub async fn publish(&self, staged: Staged, rec: T) -> Result<Arc<Entry<T>>, StateError> {
+        let at = self.write(&staged.id, &rec, staged.at, 0).await?;
+        Ok(self.show(&staged.id, rec, at))
+    }
+
+    /// Removes a staged record whose create failed.
+    pub async fn discard(&self, staged: Staged) -> Result<(), StateError> {
+        self.remove_file(&staged.id).await
+    }
+
+    fn show(&self, id: &str, rec: T, at: Slots) -> Arc<Entry<T>> {
+        let entry = Arc::new(Entry::new(rec, at));
+        self.map.write().expect("records lock poisoned").insert(id.into(), entry.clone());
+        entry
+    }
+
+    /// Applies `change` to the record as it is now, persists the result, then swaps it in.
+    /// Updates of one entry run one at a time; `change` sees every earlier one.
+    pub async fn update(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T)) -> Result<T, StateError> {
+        let mut at = entry.write.lock().await;
+        let mut next = entry.get();
+        change(&mut next);
+        *at = self.write(id, &next, *at, 0).await?;
+        *entry.record.write().expect("record lock poisoned") = Arc::new(next.clone());
+        Ok(next)
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), StateError> {
+        self.remove_file(id).await?;
+        self.map.write().expect("records lock poisoned").remove(id);
+        Ok(())
+    }
+
+    async fn remove_file(&self, id: &str) -> Result<(), StateError> {
+        let path = self.path(id);
+        let p = path.clone();
+        let res = tokio::task::spawn_blocking(move || match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        res.map_err(|source| StateError::Write { path, source })
+    }
+
+    /// Writes `rec` as the next version after `at` (a new file from `Slots::default()`).
+    async fn write(&self, id: &str, rec: &T, mut at: Slots, flags: u32) -> Result<Slots, StateError> {
+        let path = self.path(id);
+        let bytes = serde_json::to_vec(rec).map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || slots::update(&p, &mut at, &bytes, flags).map(|()| at))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| StateError::Write { path, source })
+    }
+}
+
+/// A record file, as far as it can be read.
+fn read_record<T: DeserializeOwned>(path: &Path) -> Found<T> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Found::Bad(e.to_string()),
+    };
+    match slots::read(&bytes) {
+        Ok(v) if v.flags & STAGED != 0 => Found::Staged,
+        Ok(v) => serde_json::from_slice(v.payload).map_or_else(|e| Found::Bad(e.to_string()), |rec| Found::Record(rec, v.at)),
+        Err(e) => Found::Bad(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_persist_and_reload() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty());
+        let e = r.insert("abc123", vec![1]).await.unwrap();
+        r.update("abc123", &e, |v| v.push(2)).await.unwrap();
+        r.insert("abd999", vec![]).await.unwrap();
+        fs::write(t.path().join("broken.record"), "{").unwrap();
+        let (again, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert_eq!(again.get("abc123").unwrap().get(), vec![1, 2]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, t.path().join("broken.record.quarantined"), "renamed aside");
+        assert!(again.is_quarantined("broken") && again.get("broken").is_none());
+        // Still known as quarantined on the next start, with nothing more to report.
+        let (third, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty() && third.is_quarantined("broken"));
+        assert!(again.resolve("abc").is_some(), "unique prefix");
+        assert!(again.resolve("ab").is_none(), "ambiguous prefix");
+        again.remove("abc123").await.unwrap();
+        again.remove("abc123").await.unwrap();
+        assert!(!t.path().join("abc123.record").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_are_never_lost() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        let r = Arc::new(r);
+        let e = r.insert("rec", vec![]).await.unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (r, e) = (r.clone(), e.clone());
+                tokio::spawn(async move { r.update("rec", &e, |v| v.push(i)).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut got = e.get();
+        got.sort();
+        assert_eq!(got, (0..32).collect::<Vec<_>>(), "every update applied to its predecessor's result");
+        let (again, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert_eq!(again.get("rec").unwrap().get().len(), 32, "the file holds the last update");
+    }
+
+    #[tokio::test]
+    async fn a_staged_record_is_invisible_until_published_and_dropped_if_never() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        let staged = r.stage("made", &vec![1]).await.unwrap();
+        assert!(r.get("made").is_none(), "not visible while staged");
+        let entry = r.publish(staged, vec![1, 2]).await.unwrap();
+        assert_eq!(entry.get(), vec![1, 2]);
+        let abandoned = r.stage("half", &vec![9]).await.unwrap();
+        let discarded = r.stage("failed", &vec![8]).await.unwrap();
+        r.discard(discarded).await.unwrap();
+        assert!(!t.path().join("failed.record").exists());
+        // A crash here: "half" was never published.
+        drop(abandoned);
+        let (again, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(again.get("made").unwrap().get(), vec![1, 2], "published: whole and loaded");
+        assert!(again.get("half").is_none(), "a create that never finished leaves no record");
+        assert!(!t.path().join("half.record").exists(), "and its file is gone");
+    }
+
+    #[tokio::test]
+    async fn records_of_the_earlier_json_format_are_converted() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("old.json"), "[1,2,3]").unwrap();
+        fs::write(t.path().join("gone.json.quarantined"), "{").unwrap();
+        let (r, bad) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert!(bad.is_empty() && r.is_quarantined("gone"));
+        let e = r.get("old").unwrap();
+        assert_eq!(e.get(), vec![1, 2, 3]);
+        assert!(!t.path().join("old.json").exists() && t.path().join("old.record").exists());
+        r.update("old", &e, |v| v.push(4)).await.unwrap();
+        let (again, _) = Records::<Vec<u32>>::load(t.path()).unwrap();
+        assert_eq!(again.get("old").unwrap().get(), vec![1, 2, 3, 4]);
+    }
+}
