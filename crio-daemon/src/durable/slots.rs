@@ -143,6 +143,11 @@ pub fn update(path: &Path, at: &mut Slots, payload: &[u8], flags: u32) -> io::Re
 }
 
 impl Slots {
+    /// Whether the file holds its first version.
+    pub fn is_new(&self) -> bool {
+        self.seq == 1
+    }
+
     /// Where the slot of sequence number `seq` starts.
     fn offset(&self, seq: u64) -> u64 {
         (seq % 2) * self.size

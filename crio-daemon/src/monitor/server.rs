@@ -167,7 +167,6 @@ impl Monitor {
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
             return Err(format!("container {id} already exists in this monitor").into());
         }
-        let log = LogSink::open(&req.log_path, req.log_max_size).map_err(|e| format!("opening log {}: {e}", req.log_path.display()))?;
         let pid_file = req.bundle.join("pid");
         let runtime_log = req.bundle.join("runtime.log");
         let mut cmd = runtime_create(&req, &pid_file, &runtime_log);
@@ -178,6 +177,29 @@ impl Monitor {
         let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
         // Our copies of the write ends must close, or the pumps would never see EOF.
         drop(cmd);
+        // The log is opened and the output pumps started while the runtime runs: a new file's
+        // inode and two threads, off the create's path.
+        let attachers = Arc::new(Attachers::default());
+        let log = match LogSink::open(&req.log_path, req.log_max_size) {
+            Ok(log) => log,
+            Err(e) => {
+                if let Some(p) = rustix::process::Pid::from_raw(runtime_pid) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+                self.reaper.wait(runtime_pid);
+                if let Some(c) = &console {
+                    ConsoleSocket::wake(c.path());
+                }
+                return Err(format!("opening log {}: {e}", req.log_path.display()).into());
+            }
+        };
+        let mut pumps = match pipes {
+            Some((out_r, err_r)) => vec![
+                spawn_pump(out_r, Stream::Stdout, log.clone(), attachers.clone()),
+                spawn_pump(err_r, Stream::Stderr, log.clone(), attachers.clone()),
+            ],
+            None => Vec::new(),
+        };
         let status = if req.timeout_ms == 0 {
             self.reaper.wait(runtime_pid)
         } else {
@@ -219,29 +241,23 @@ impl Monitor {
             .parse()
             .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
         self.reaper.watch(pid);
-        let attachers = Arc::new(Attachers::default());
         let tty = master.is_some();
-        let pumps = match (pipes, master) {
-            (Some((out_r, err_r)), _) => {
-                vec![
-                    spawn_pump(out_r, Stream::Stdout, log.clone(), attachers.clone()),
-                    spawn_pump(err_r, Stream::Stderr, log.clone(), attachers.clone()),
-                ]
-            }
-            (None, Some(master)) => {
+        match master {
+            Some(master) => {
                 // The container's stdin too: kept open for as long as the container runs.
                 let reader = std::fs::File::from(master.try_clone().map_err(|e| format!("dup of the pty master: {e}"))?);
                 stdin = Some(master);
-                vec![spawn_pump(reader, Stream::Stdout, log.clone(), attachers.clone())]
+                pumps.push(spawn_pump(reader, Stream::Stdout, log.clone(), attachers.clone()));
             }
-            (None, None) => {
+            None if pumps.is_empty() => {
                 let _ = rustix::process::kill_process(
                     rustix::process::Pid::from_raw(pid).expect("a positive pid"),
                     rustix::process::Signal::KILL,
                 );
                 return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()).into());
             }
-        };
+            None => {}
+        }
         let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
         self.containers.lock().expect("containers poisoned").insert(id.into(), c);
         self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);

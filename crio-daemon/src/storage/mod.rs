@@ -5,7 +5,8 @@
 //! layers/<diff-id hex>/layer.json  its record, written before the directory is renamed in
 //! l/<short id> -> ../layers/<hex>/diff   short names for mount(2) on older kernels
 //! images/<id>/{manifest,config}.json
-//! index.json                       images and container root filesystems: the truth on restart
+//! index.record                     images and container root filesystems: the truth on restart
+//!                                  (a two-slot file; earlier versions' index.json is converted)
 //! containers/<id>/{upper,work}     a container's writable layer
 //! tmp/                             downloads and layers being unpacked; emptied on start
 //! ```
@@ -27,7 +28,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{write_atomic, write_json};
+use crate::durable::slots::{self, Slots};
+use crate::durable::write_atomic;
 use digest::Digest;
 pub use layers::{LayerLease, LayerRecord, diff_dir, short_link};
 pub use unpack::LayerStats;
@@ -45,6 +47,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("damaged store index {path}")]
+    DamagedIndex {
+        path: PathBuf,
+        #[source]
+        source: crate::durable::slots::SlotError,
     },
     #[error("image {id} not found in the store")]
     ImageNotFound { id: String },
@@ -103,11 +111,36 @@ pub struct Store {
     runroot: PathBuf,
     /// Readers take a snapshot; writers copy, persist, then swap, so reads never wait on fsync.
     index: RwLock<Arc<Index>>,
-    /// Serializes index writers.
-    writer: Mutex<()>,
+    /// Serializes index writers; where the index stands in its file.
+    writer: Mutex<Slots>,
     layers: RwLock<BTreeMap<Digest, LayerRecord>>,
     layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<Digest, usize>>,
+}
+
+const INDEX: &str = "index.record";
+const LEGACY_INDEX: &str = "index.json";
+
+/// The index under `root` and where it stands in its file: this version's two-slot file, else
+/// an earlier version's whole JSON file (replaced at the first update), else an empty one.
+fn load_index(root: &Path) -> Result<(Index, Slots), StoreError> {
+    let path = root.join(INDEX);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let v = slots::read(&bytes).map_err(|source| StoreError::DamagedIndex { path: path.clone(), source })?;
+            let index = serde_json::from_slice(v.payload).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
+            let _ = fs::remove_file(root.join(LEGACY_INDEX));
+            return Ok((index, v.at));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StoreError::Io { path, source }),
+    }
+    let legacy = root.join(LEGACY_INDEX);
+    match fs::read(&legacy) {
+        Ok(bytes) => Ok((serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: legacy, source })?, Slots::default())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Index::default(), Slots::default())),
+        Err(source) => Err(StoreError::Io { path: legacy, source }),
+    }
 }
 
 impl Store {
@@ -121,18 +154,13 @@ impl Store {
         let tmp = root.join("tmp");
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let index_path = root.join("index.json");
-        let index: Index = match fs::read(&index_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: index_path.clone(), source })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Index::default(),
-            Err(source) => return Err(StoreError::Io { path: index_path, source }),
-        };
+        let (index, at) = load_index(root)?;
         let layers = layers::load_all(root)?;
         let store = Self {
             root: root.into(),
             runroot: runroot.into(),
             index: RwLock::new(Arc::new(index)),
-            writer: Mutex::new(()),
+            writer: Mutex::new(at),
             layers: RwLock::new(layers),
             layer_locks: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
@@ -240,11 +268,17 @@ impl Store {
 
     /// Copy-on-write update of the index, persisted before readers see it.
     fn update(&self, change: impl FnOnce(&mut Index) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let _writer = self.writer.lock().expect("index writer lock poisoned");
+        let mut at = self.writer.lock().expect("index writer lock poisoned");
         let mut next = (*self.snapshot()).clone();
         change(&mut next)?;
-        let p = self.root.join("index.json");
-        write_json(&p, &next).map_err(io_err(&p))?;
+        let p = self.root.join(INDEX);
+        let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Io { path: p.clone(), source: e.into() })?;
+        slots::update(&p, &mut at, &bytes, 0).map_err(io_err(&p))?;
+        // The first write of this version's index retires an earlier version's.
+        let legacy = self.root.join(LEGACY_INDEX);
+        if at.is_new() {
+            let _ = fs::remove_file(&legacy);
+        }
         *self.index.write().expect("index lock poisoned") = Arc::new(next);
         Ok(())
     }

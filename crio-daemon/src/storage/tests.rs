@@ -121,7 +121,7 @@ fn recommitting_the_same_image_writes_nothing() {
     let store = Store::open(&t.path().join("root"), &t.path().join("run")).unwrap();
     let l = add_layer(&store, b"l");
     store.commit_image(record(b"a", vec![l.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
-    let index = t.path().join("root/index.json");
+    let index = t.path().join("root/index.record");
     let before = fs::metadata(&index).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     store.commit_image(record(b"a", vec![l.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
@@ -129,4 +129,24 @@ fn recommitting_the_same_image_writes_nothing() {
     // A new tag is a change.
     store.commit_image(record(b"a", vec![l], &["r/x:2"]), b"{}", b"{}").unwrap();
     assert_eq!(store.snapshot().images[&Digest::of(b"a").hex().to_string()].repo_tags, ["r/x:1", "r/x:2"]);
+}
+
+#[test]
+fn an_index_of_the_earlier_json_format_is_read_and_replaced() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let store = Store::open(&root, &t.path().join("run")).unwrap();
+    let l = add_layer(&store, b"l");
+    store.commit_image(record(b"a", vec![l.clone()], &["r/x:1"]), b"{}", b"{}").unwrap();
+    // The same index as an earlier version wrote it.
+    let index = serde_json::to_vec(&*store.snapshot()).unwrap();
+    drop(store);
+    fs::remove_file(root.join("index.record")).unwrap();
+    fs::write(root.join("index.json"), index).unwrap();
+    let store = Store::open(&root, &t.path().join("run")).unwrap();
+    assert_eq!(store.snapshot().images.len(), 1, "read from index.json");
+    store.commit_image(record(b"a", vec![l], &["r/x:2"]), b"{}", b"{}").unwrap();
+    assert!(!root.join("index.json").exists() && root.join("index.record").exists(), "replaced at the first update");
+    let again = Store::open(&root, &t.path().join("run")).unwrap();
+    assert_eq!(again.snapshot().images[&Digest::of(b"a").hex().to_string()].repo_tags, ["r/x:1", "r/x:2"]);
 }
