@@ -361,14 +361,11 @@ impl ContainerService {
         let rootfs_done = began.elapsed();
         // Reads the image's account files and writes the bundle: blocking work.
         let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
-        let written = began.elapsed();
         let user = oci.process().as_ref().map(|p| crate::model::RunUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
             supplemental_groups: p.user().additional_gids().clone().unwrap_or_default(),
         });
-        self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
-        tracing::debug!(prepare_exec_us = (began.elapsed() - written).as_micros() as u64, "exec prepared");
         // Unix socket paths are short (108 bytes): under the runroot, by a prefix of the id.
         let console_socket = ct.spec.tty.then(|| self.config.crio.runroot.join(format!("tty-{}.sock", &ct.id[..16])));
         let req = Request::Create(CreateRequest {
@@ -386,7 +383,15 @@ impl ContainerService {
             timeout_ms: runtime.timeout.as_millis() as u64,
         });
         let spec_done = began.elapsed();
-        let resp = MonitorClient::new(&pod.monitor_socket()).request(&req).await?;
+        // What execs need is made while the runtime creates.
+        let prepare_exec = async {
+            let began = std::time::Instant::now();
+            self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
+            tracing::debug!(prepare_exec_us = began.elapsed().as_micros() as u64, "exec prepared");
+        };
+        let monitor = MonitorClient::new(&pod.monitor_socket());
+        let (resp, ()) = tokio::join!(monitor.request(&req), prepare_exec);
+        let resp = resp?;
         let created = began.elapsed();
         let pid = resp.pid.unwrap_or(0);
         if let Some(unified) = self.node.unified().cloned() {

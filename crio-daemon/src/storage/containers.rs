@@ -1,6 +1,8 @@
 //! Container root filesystems: an overlay of the image's layers under a writable upper that
-//! belongs to the container. The record is written before any directory, so a crash leaves a
-//! record that `remove_container` can clean, never an orphaned directory the index forgot.
+//! belongs to the container. The record is in the index (in memory) before any directory is
+//! made, so an image in use cannot be removed under the mount, and it is persisted while the
+//! directories are made and mounted; a crash between leaves directories the index does not
+//! name, which the store removes when it opens.
 //! Image volumes are the same kind of overlay of another image, mounted beside the root
 //! filesystem (`<runroot>/overlay/<id>/volumes/<n>`); the container bind-mounts them
 //! read-only, so their writable layers stay empty.
@@ -40,7 +42,7 @@ impl Store {
     /// Creates and mounts a root filesystem for container `id` from image `image_id`, and one
     /// image volume per id in `volume_images` (at `volume_mountpoint(id, n)`).
     pub fn create_container_with_volumes(&self, id: &str, image_id: &str, volume_images: &[String]) -> Result<PathBuf, StoreError> {
-        self.update(|index| {
+        self.apply(|index| {
             if index.containers.contains_key(id) {
                 return Err(StoreError::ContainerExists { id: id.into() });
             }
@@ -53,12 +55,21 @@ impl Store {
             index.containers.insert(id.into(), record);
             Ok(())
         })?;
-        match self.mount_container(id) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                // Undo: nothing of a failed create may remain.
+        let (persisted, mounted) = std::thread::scope(|s| {
+            let persisting = s.spawn(|| self.persist());
+            let mounted = self.mount_container(id);
+            (persisting.join().expect("persisting the store index panicked"), mounted)
+        });
+        match (persisted, mounted) {
+            (Ok(()), Ok(p)) => Ok(p),
+            (persisted, mounted) => {
+                // Undo: nothing of a failed create may remain, on disk or in memory.
                 let _ = self.remove_container(id);
-                Err(e)
+                let _ = self.apply(|index| {
+                    index.containers.remove(id);
+                    Ok(())
+                });
+                Err(persisted.err().or(mounted.err()).expect("one of the two failed"))
             }
         }
     }
@@ -117,6 +128,15 @@ impl Store {
 
     /// Unmounts and deletes a container's root filesystem; a missing one is success.
     pub fn remove_container(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_container_dirs(id)?;
+        self.update(|index| {
+            index.containers.remove(id);
+            Ok(())
+        })
+    }
+
+    /// Unmounts a container's root filesystem and image volumes and deletes their directories.
+    pub(super) fn remove_container_dirs(&self, id: &str) -> Result<(), StoreError> {
         self.unmount_container(id)?;
         for dir in [self.container_mountpoint(id).parent().map(PathBuf::from), Some(self.container_dir(id))].into_iter().flatten() {
             match fs::remove_dir_all(&dir) {
@@ -125,9 +145,6 @@ impl Store {
                 Err(source) => return Err(StoreError::Io { path: dir, source }),
             }
         }
-        self.update(|index| {
-            index.containers.remove(id);
-            Ok(())
-        })
+        Ok(())
     }
 }

@@ -109,10 +109,15 @@ pub struct Index {
 pub struct Store {
     root: PathBuf,
     runroot: PathBuf,
-    /// Readers take a snapshot; writers copy, persist, then swap, so reads never wait on fsync.
+    /// Readers take a snapshot; writers copy, persist, then swap, so reads never wait on fsync
+    /// (a container's create swaps first and persists beside its mount: see `apply`).
     index: RwLock<Arc<Index>>,
-    /// Serializes index writers; where the index stands in its file.
-    writer: Mutex<Slots>,
+    /// Serializes index writers.
+    writer: Mutex<()>,
+    /// Serializes writes of the index file; where the index stands in it. Taken after
+    /// `writer`, and a writer swaps its index in before letting go, so whoever writes next
+    /// writes a snapshot that holds every change already persisted.
+    disk: Mutex<Slots>,
     layers: RwLock<BTreeMap<Digest, LayerRecord>>,
     layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<Digest, usize>>,
@@ -160,7 +165,8 @@ impl Store {
             root: root.into(),
             runroot: runroot.into(),
             index: RwLock::new(Arc::new(index)),
-            writer: Mutex::new(at),
+            writer: Mutex::new(()),
+            disk: Mutex::new(at),
             layers: RwLock::new(layers),
             layer_locks: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
@@ -268,18 +274,39 @@ impl Store {
 
     /// Copy-on-write update of the index, persisted before readers see it.
     fn update(&self, change: impl FnOnce(&mut Index) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let mut at = self.writer.lock().expect("index writer lock poisoned");
+        let _writer = self.writer.lock().expect("index writer lock poisoned");
         let mut next = (*self.snapshot()).clone();
         change(&mut next)?;
-        let p = self.root.join(INDEX);
-        let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Io { path: p.clone(), source: e.into() })?;
-        slots::update(&p, &mut at, &bytes, 0).map_err(io_err(&p))?;
-        // The first write of this version's index retires an earlier version's.
-        let legacy = self.root.join(LEGACY_INDEX);
-        if at.is_new() {
-            let _ = fs::remove_file(&legacy);
-        }
+        let mut at = self.disk.lock().expect("index file lock poisoned");
+        self.write_index(&next, &mut at)?;
         *self.index.write().expect("index lock poisoned") = Arc::new(next);
+        Ok(())
+    }
+
+    /// Copy-on-write update of the index, seen by readers at once and not yet persisted: the
+    /// caller persists it with [`Store::persist`] before it tells anyone the change was made.
+    fn apply(&self, change: impl FnOnce(&mut Index) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().expect("index writer lock poisoned");
+        let mut next = (*self.snapshot()).clone();
+        change(&mut next)?;
+        *self.index.write().expect("index lock poisoned") = Arc::new(next);
+        Ok(())
+    }
+
+    /// Writes the index as it is now.
+    fn persist(&self) -> Result<(), StoreError> {
+        let mut at = self.disk.lock().expect("index file lock poisoned");
+        self.write_index(&self.snapshot(), &mut at)
+    }
+
+    fn write_index(&self, index: &Index, at: &mut Slots) -> Result<(), StoreError> {
+        let p = self.root.join(INDEX);
+        let bytes = serde_json::to_vec(index).map_err(|e| StoreError::Io { path: p.clone(), source: e.into() })?;
+        slots::update(&p, at, &bytes, 0).map_err(io_err(&p))?;
+        // The first write of this version's index retires an earlier version's.
+        if at.is_new() {
+            let _ = fs::remove_file(self.root.join(LEGACY_INDEX));
+        }
         Ok(())
     }
 
@@ -294,6 +321,21 @@ impl Store {
                 let p = entry.path();
                 fs::remove_dir_all(&p).map_err(io_err(&p))?;
             }
+        }
+        // A create persists its record beside making its directories: a crash between leaves
+        // directories the index does not name.
+        let mut orphans = BTreeSet::new();
+        for dir in [self.root.join("containers"), self.runroot.join("overlay")] {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !index.containers.contains_key(&id) {
+                    orphans.insert(id);
+                }
+            }
+        }
+        for id in orphans {
+            tracing::warn!(container_id = %id, "removing a root filesystem the store index does not name (a create cut short)");
+            self.remove_container_dirs(&id)?;
         }
         let leased = self.leased();
         let mut used: BTreeSet<&Digest> = index.images.values().flat_map(|i| &i.layers).collect();

@@ -150,3 +150,23 @@ fn an_index_of_the_earlier_json_format_is_read_and_replaced() {
     let again = Store::open(&root, &t.path().join("run")).unwrap();
     assert_eq!(again.snapshot().images[&Digest::of(b"a").hex().to_string()].repo_tags, ["r/x:1", "r/x:2"]);
 }
+
+#[test]
+fn directories_of_a_create_cut_short_are_removed_at_open() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, run) = (t.path().join("root"), t.path().join("run"));
+    let store = Store::open(&root, &run).unwrap();
+    let l = add_layer(&store, b"l");
+    store.commit_image(record(b"a", vec![l], &["r/x:1"]), b"{}", b"{}").unwrap();
+    let id = Digest::of(b"a").hex().to_string();
+    store.create_container("kept", &id).unwrap();
+    drop(store);
+    // A crash after the directories were made, before the index named them.
+    for d in [root.join("containers/ghost/upper"), run.join("overlay/ghost/merged")] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let store = Store::open(&root, &run).unwrap();
+    assert!(!root.join("containers/ghost").exists() && !run.join("overlay/ghost").exists(), "collected");
+    assert!(root.join("containers/kept/upper").exists(), "a named container's layer stays");
+    store.remove_container("kept").unwrap();
+}
