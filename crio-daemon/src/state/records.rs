@@ -183,21 +183,24 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
 
     /// Persists a new record, then makes it visible.
     pub async fn insert(&self, id: &str, rec: T) -> Result<Arc<Entry<T>>, StateError> {
-        let at = self.write(id, &rec, Slots::default(), 0).await?;
+        let mut at = Slots::default();
+        self.write(id, &rec, &mut at, 0).await?;
         Ok(self.show(id, rec, at))
     }
 
     /// Persists a new record marked as staged, not visible: its create is still making what
     /// it describes. A crash before [`Records::publish`] leaves it to be dropped at load.
     pub async fn stage(&self, id: &str, rec: &T) -> Result<Staged, StateError> {
-        let at = self.write(id, rec, Slots::default(), STAGED).await?;
+        let mut at = Slots::default();
+        self.write(id, rec, &mut at, STAGED).await?;
         Ok(Staged { id: id.into(), at })
     }
 
     /// Persists `rec` (the finished record) over its staged version, then makes it visible.
     pub async fn publish(&self, staged: Staged, rec: T) -> Result<Arc<Entry<T>>, StateError> {
-        let at = self.write(&staged.id, &rec, staged.at, 0).await?;
-        Ok(self.show(&staged.id, rec, at))
+        let Staged { id, mut at } = staged;
+        self.write(&id, &rec, &mut at, 0).await?;
+        Ok(self.show(&id, rec, at))
     }
 
     /// Removes a staged record whose create failed.
@@ -217,7 +220,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
         let mut at = entry.write.lock().await;
         let mut next = entry.get();
         change(&mut next);
-        *at = self.write(id, &next, *at, 0).await?;
+        self.write(id, &next, &mut at, 0).await?;
         *entry.record.write().expect("record lock poisoned") = Arc::new(next.clone());
         Ok(next)
     }
@@ -241,16 +244,18 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
         res.map_err(|source| StateError::Write { path, source })
     }
 
-    /// Writes `rec` as the next version after `at` (a new file from `Slots::default()`).
-    async fn write(&self, id: &str, rec: &T, mut at: Slots, flags: u32) -> Result<Slots, StateError> {
+    /// Writes `rec` as the next version after `at` (a new file from `Slots::default()`) and
+    /// moves `at` along, also when the write fails (a file replaced by bigger slots whose sync
+    /// then failed is made again by the next write, never written at the old offsets).
+    async fn write(&self, id: &str, rec: &T, at: &mut Slots, flags: u32) -> Result<(), StateError> {
         let path = self.path(id);
         let bytes = serde_json::to_vec(rec).map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || slots::update(&p, &mut at, &bytes, flags).map(|()| at))
+        let (p, mut next) = (path.clone(), *at);
+        let (written, next) = tokio::task::spawn_blocking(move || (slots::update(&p, &mut next, &bytes, flags), next))
             .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|source| StateError::Write { path, source })
+            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        *at = next;
+        written.map_err(|source| StateError::Write { path, source })
     }
 }
 
