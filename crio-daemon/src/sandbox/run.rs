@@ -124,7 +124,7 @@ impl PodService {
         Ok(())
     }
 
-    /// Everything the pod has on the node; its CNI attachment (not yet cached) into `attached`.
+    /// Everything the pod has on the node; its CNI result and begun cache entry into `attached`.
     async fn set_up_pod(&self, pod: &mut PodSandbox, attached: &mut Option<(CacheEntry, Added)>) -> Result<(), PodError> {
         let began = std::time::Instant::now();
         let hostname = pod_hostname(&pod.spec);
