@@ -183,13 +183,7 @@ impl Monitor {
         let log = match LogSink::open(&req.log_path, req.log_max_size) {
             Ok(log) => log,
             Err(e) => {
-                if let Some(p) = rustix::process::Pid::from_raw(runtime_pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                }
-                self.reaper.wait(runtime_pid);
-                if let Some(c) = &console {
-                    ConsoleSocket::wake(c.path());
-                }
+                self.abandon(runtime_pid, console.as_deref());
                 return Err(format!("opening log {}: {e}", req.log_path.display()).into());
             }
         };
@@ -208,13 +202,7 @@ impl Monitor {
                 Some(status) => status,
                 None => {
                     // A hung runtime: killed and reaped, and the daemon told it was a deadline.
-                    if let Some(p) = rustix::process::Pid::from_raw(runtime_pid) {
-                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                    }
-                    self.reaper.wait(runtime_pid);
-                    if let Some(c) = &console {
-                        ConsoleSocket::wake(c.path());
-                    }
+                    self.abandon(runtime_pid, console.as_deref());
                     let error = format!("{} create {id} did not finish within {limit:?}; killed", req.runtime.display());
                     return Err(Failure { error, timed_out: true });
                 }
@@ -262,6 +250,18 @@ impl Monitor {
         self.containers.lock().expect("containers poisoned").insert(id.into(), c);
         self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);
         Ok((pid, runtime_us))
+    }
+
+    /// Kills and reaps a runtime whose create is given up, and wakes the console receiver
+    /// waiting for its pty.
+    fn abandon(&self, runtime_pid: i32, console: Option<&ConsoleSocket>) {
+        if let Some(p) = rustix::process::Pid::from_raw(runtime_pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        self.reaper.wait(runtime_pid);
+        if let Some(c) = console {
+            ConsoleSocket::wake(c.path());
+        }
     }
 
     /// Once the container's init exits and its output is drained, its exit record is written

@@ -166,9 +166,7 @@ impl Cni {
         let (p, bytes) = (path.clone(), serde_json::to_vec(&cached).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?);
         let at = tokio::task::spawn_blocking(move || -> std::io::Result<Slots> {
             std::fs::create_dir_all(p.parent().expect("cache path has a parent"))?;
-            let mut at = Slots::default();
-            slots::update(&p, &mut at, &bytes, 0)?;
-            Ok(at)
+            slots::create(&p, &bytes, 1, 0)
         })
         .await
         .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?
