@@ -87,6 +87,7 @@ fn spec_generation(c: &mut Criterion) {
         labels: &Default::default(),
         cgroups_path: "/crio/pod-a/ctr",
         cgroup_v2: false,
+        abis: crio::seccomp::Abis::ALL,
     };
     c.bench_function("spec: CRI -> OCI spec (RuntimeDefault seccomp)", |b| b.iter(|| spec::build(std::hint::black_box(&input)).unwrap()));
     let oci = spec::build(&input).unwrap();
@@ -134,7 +135,7 @@ fn record_lookups(c: &mut Criterion) {
 }
 
 fn exec_path(c: &mut Criterion) {
-    let seccomp = section(&Profile::RuntimeDefault, false, &Default::default()).unwrap().unwrap();
+    let seccomp = section(&Profile::RuntimeDefault, false, &Default::default(), crio::seccomp::Abis::ALL).unwrap().unwrap();
     c.bench_function("exec: compile RuntimeDefault seccomp (once per profile)", |b| {
         b.iter(|| crio::exec::filter::compile(&seccomp).unwrap())
     });

@@ -34,3 +34,15 @@ pub fn memory(pid: u32) -> (u64, u64) {
     };
     (kb("Rss:") * 1024, kb("Pss:") * 1024)
 }
+
+/// The node's CPU time so far, from /proc/stat's first line: (busy, total) in ticks, busy being
+/// all but idle and iowait. Two readings tell whether a stretch was bound by CPU.
+pub fn node_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
+    let Some(line) = stat.lines().next() else { return (0, 0) };
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}

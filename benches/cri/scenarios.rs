@@ -179,6 +179,9 @@ async fn teardown_timed(t: &Target, r: &mut Results, pod: String, ct: String) {
 /// `n` pods with one container each, started concurrently: time until all run.
 pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
     let cpu = runtime_cpu(t);
+    let node = super::procs::node_ticks();
+    // Marks the window on stderr, for a profiler watching the run.
+    eprintln!("burst of {n}: begins");
     let at = Instant::now();
     // The clock stops when every container reads RUNNING, not when StartContainer returns.
     let started = futures::future::join_all((0..n).map(|i| {
@@ -191,8 +194,13 @@ pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
     }))
     .await;
     r.sample(&format!("burst: {n} pods until every container reads RUNNING"), at.elapsed());
+    eprintln!("burst of {n}: ends");
     // Read while the pods run: the monitors or shims that reaped the runc calls are alive.
     r.value("burst: runtime CPU ms per pod started", (runtime_cpu(t) - cpu) * 1000.0 / n as f64);
+    // How busy the node's CPUs were: near 100 means the burst is bound by CPU, not by waiting.
+    let after = super::procs::node_ticks();
+    let (busy, total) = (after.0 - node.0, after.1 - node.1);
+    r.value("burst: node CPU busy %", busy as f64 * 100.0 / total.max(1) as f64);
     remove_all(t, started.into_iter().map(|(p, _, _)| p).collect()).await;
 }
 

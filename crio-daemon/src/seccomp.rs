@@ -441,16 +441,59 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
 /// NEWPID, NEWNET): without CAP_SYS_ADMIN both are allowed only with none of them set.
 const NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
-fn architectures() -> Vec<&'static str> {
+/// The system-call ABIs beside the native one that RuntimeDefault filters cover. Each one
+/// listed costs the container's init a libseccomp compile of every rule again (about 8 ms of
+/// CPU per container for x32, measured), so one the kernel cannot run is left out: x32, absent
+/// from most distributions' kernels (`CONFIG_X86_X32_ABI` unset or `syscall.x32=N`). There its
+/// calls could never run; with it left out the filter kills a caller of one (libseccomp's
+/// bad-architecture action, as systemd's `SystemCallArchitectures=native`) instead of
+/// answering EPERM or ENOSYS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abis {
+    pub x32: bool,
+}
+
+impl Abis {
+    /// Every ABI of the architecture, as Docker's, containerd's and CRI-O's profiles list them.
+    pub const ALL: Abis = Abis { x32: true };
+
+    /// What this kernel runs, probed once. A daemon already under a seccomp filter (its
+    /// `/proc/self/status` says so) does not probe, since a filter without x32 would kill it:
+    /// it keeps every ABI.
+    pub fn detect() -> Abis {
+        let filtered = std::fs::read_to_string("/proc/self/status").map(|s| under_filter(&s)).unwrap_or(true);
+        Abis { x32: filtered || kernel_runs_x32() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn kernel_runs_x32() -> bool {
+    crate::sys::x32_syscalls_run()
+}
+
+/// x32 is an x86_64 ABI; elsewhere the field is not read.
+#[cfg(not(target_arch = "x86_64"))]
+fn kernel_runs_x32() -> bool {
+    false
+}
+
+/// Whether `/proc/<pid>/status` text shows a seccomp mode other than 0 (none); unreadable or
+/// missing counts as filtered, the safe answer.
+fn under_filter(status: &str) -> bool {
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).is_none_or(|v| v.trim() != "0")
+}
+
+fn architectures(abis: Abis) -> Vec<&'static str> {
     match std::env::consts::ARCH {
-        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "x86_64" if abis.x32 => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
         "aarch64" => vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
         _ => vec![],
     }
 }
 
-/// The RuntimeDefault rules for a container holding `caps`.
-fn runtime_default(caps: &HashSet<Capability>) -> serde_json::Value {
+/// The RuntimeDefault rules for a container holding `caps`, for the ABIs in `abis`.
+fn runtime_default(caps: &HashSet<Capability>, abis: Abis) -> serde_json::Value {
     let mut granted: Vec<&str> =
         BY_CAPABILITY.iter().filter(|(c, _)| caps.contains(c)).flat_map(|(_, names)| names.iter().copied()).collect();
     granted.sort_unstable();
@@ -473,20 +516,20 @@ fn runtime_default(caps: &HashSet<Capability>) -> serde_json::Value {
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": libc::EPERM,
-        "architectures": architectures(),
+        "architectures": architectures(abis),
         "syscalls": syscalls,
     })
 }
 
 /// The OCI seccomp section for `profile` and a container holding `caps`; `None` means
-/// unconfined.
-pub fn section(profile: &Profile, privileged: bool, caps: &HashSet<Capability>) -> Result<Option<LinuxSeccomp>, SeccompError> {
+/// unconfined. `abis` shapes RuntimeDefault only: a Localhost profile lists its own.
+pub fn section(profile: &Profile, privileged: bool, caps: &HashSet<Capability>, abis: Abis) -> Result<Option<LinuxSeccomp>, SeccompError> {
     if privileged {
         return Ok(None);
     }
     let value = match profile {
         Profile::Unconfined => return Ok(None),
-        Profile::RuntimeDefault => runtime_default(caps),
+        Profile::RuntimeDefault => runtime_default(caps, abis),
         Profile::Localhost(path) => {
             if !Path::new(path).is_absolute() {
                 return Err(SeccompError::Relative { path: path.clone() });
@@ -536,7 +579,7 @@ mod tests {
 
     /// Names allowed unconditionally, and names allowed only with argument conditions.
     fn allowed(caps: &[Capability]) -> (Vec<String>, Vec<String>) {
-        let s = section(&Profile::RuntimeDefault, false, &caps.iter().copied().collect()).unwrap().unwrap();
+        let s = section(&Profile::RuntimeDefault, false, &caps.iter().copied().collect(), Abis::ALL).unwrap().unwrap();
         let (mut plain, mut conditional) = (Vec::new(), Vec::new());
         for rule in s.syscalls().as_ref().unwrap() {
             if rule.action() != oci_spec::runtime::LinuxSeccompAction::ScmpActAllow {
@@ -546,6 +589,30 @@ mod tests {
             into.extend(rule.names().iter().cloned());
         }
         (plain, conditional)
+    }
+
+    #[test]
+    fn an_abi_the_kernel_lacks_is_left_out_of_runtime_default_only() {
+        let arches = |abis| section(&Profile::RuntimeDefault, false, &HashSet::new(), abis).unwrap().unwrap().architectures().clone();
+        let (all, no_x32) = (arches(Abis::ALL).unwrap_or_default(), arches(Abis { x32: false }).unwrap_or_default());
+        if cfg!(target_arch = "x86_64") {
+            use oci_spec::runtime::Arch;
+            assert_eq!(all, [Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]);
+            assert_eq!(no_x32, [Arch::ScmpArchX86_64, Arch::ScmpArchX86]);
+        }
+        // A node's own profile keeps what it lists.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("p.json");
+        std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X32"],"syscalls":[]}"#).unwrap();
+        let s = section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new(), Abis { x32: false }).unwrap().unwrap();
+        assert_eq!(s.architectures().as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn the_probe_is_skipped_under_a_filter() {
+        assert!(!under_filter("Name:\tcrio\nSeccomp:\t0\nSeccomp_filters:\t0\n"));
+        assert!(under_filter("Name:\tcrio\nSeccomp:\t2\nSeccomp_filters:\t1\n"));
+        assert!(under_filter("Name:\tcrio\n"), "a kernel that does not say");
     }
 
     #[test]
@@ -589,8 +656,8 @@ mod tests {
     #[test]
     fn unconfined_and_privileged_have_no_filter() {
         let none = HashSet::new();
-        assert!(section(&Profile::Unconfined, false, &none).unwrap().is_none());
-        assert!(section(&Profile::RuntimeDefault, true, &none).unwrap().is_none());
+        assert!(section(&Profile::Unconfined, false, &none, Abis::ALL).unwrap().is_none());
+        assert!(section(&Profile::RuntimeDefault, true, &none, Abis::ALL).unwrap().is_none());
     }
 
     #[test]
@@ -598,16 +665,25 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("p.json");
         std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#).unwrap();
-        let s = section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()).unwrap().unwrap();
+        let s = section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new(), Abis::ALL).unwrap().unwrap();
         assert_eq!(s.syscalls().as_ref().unwrap()[0].names(), &["mkdir".to_string()]);
-        assert!(matches!(section(&Profile::Localhost("rel.json".into()), false, &HashSet::new()), Err(SeccompError::Relative { .. })));
+        assert!(matches!(
+            section(&Profile::Localhost("rel.json".into()), false, &HashSet::new(), Abis::ALL),
+            Err(SeccompError::Relative { .. })
+        ));
         // A device or a huge file is refused without reading it all.
-        assert!(matches!(section(&Profile::Localhost("/dev/zero".into()), false, &HashSet::new()), Err(SeccompError::Read { .. })));
+        assert!(matches!(
+            section(&Profile::Localhost("/dev/zero".into()), false, &HashSet::new(), Abis::ALL),
+            Err(SeccompError::Read { .. })
+        ));
         let big = tempfile::NamedTempFile::new().unwrap();
         big.as_file().set_len(MAX_PROFILE + 1).unwrap();
-        let err = section(&Profile::Localhost(big.path().display().to_string()), false, &HashSet::new()).unwrap_err();
+        let err = section(&Profile::Localhost(big.path().display().to_string()), false, &HashSet::new(), Abis::ALL).unwrap_err();
         assert!(matches!(err, SeccompError::Read { .. }), "{err:?}");
         std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#).unwrap();
-        assert!(matches!(section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new()), Err(SeccompError::Invalid { .. })));
+        assert!(matches!(
+            section(&Profile::Localhost(p.display().to_string()), false, &HashSet::new(), Abis::ALL),
+            Err(SeccompError::Invalid { .. })
+        ));
     }
 }

@@ -511,6 +511,23 @@ async fn seccomp_runtime_default_unconfined_and_localhost() {
         assert_eq!(line.split_whitespace().nth(1), Some(mode), "{name}: {line}");
         let mk = rt.exec_sync(exec("/bin/busybox mkdir /probe")).await.unwrap().into_inner();
         assert_eq!(mk.exit_code == 0, name != "local", "{name}: the localhost profile denies mkdir");
+        if name == "default" && cfg!(target_arch = "x86_64") {
+            // RuntimeDefault covers the x32 ABI only where the kernel runs it (asked here by
+            // another process: x32's getpid answers a pid there, ENOSYS elsewhere).
+            let probe = std::process::Command::new("python3")
+                .args(["-c", "import ctypes; print(ctypes.CDLL(None).syscall(0x40000027) > 0)"])
+                .output()
+                .expect("python3 probes the x32 ABI");
+            let x32 = String::from_utf8_lossy(&probe.stdout).trim() == "True";
+            let spec: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.dir.path().join("state/containers").join(&id).join("config.json")).unwrap())
+                    .unwrap();
+            let mut want = vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"];
+            if x32 {
+                want.push("SCMP_ARCH_X32");
+            }
+            assert_eq!(spec["linux"]["seccomp"]["architectures"], serde_json::json!(want), "x32 runs here: {x32}");
+        }
     }
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }

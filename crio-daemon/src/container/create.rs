@@ -285,6 +285,7 @@ impl ContainerService {
             pid_namespace: &pid_namespace,
             cgroups_path: &self.node.container_cgroup(pod, &ct.id).1,
             cgroup_v2: self.node.cgroups().layout() == crate::cgroups::Layout::V2,
+            abis: self.abis,
         };
         let mut oci = spec::build(&input).map_err(|e| ContainerError::InvalidArgument { field: "config", why: e.to_string() })?;
         if !ct.spec.cdi_devices.is_empty() {

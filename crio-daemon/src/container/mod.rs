@@ -128,6 +128,8 @@ pub struct ContainerService {
     /// What this daemon holds, read once at start: privileged containers get it, and without
     /// CAP_SYS_RESOURCE negative oom_score_adj values are clamped.
     held_capabilities: Vec<String>,
+    /// The system-call ABIs the kernel runs (RuntimeDefault filters cover those alone).
+    abis: crate::seccomp::Abis,
     /// The host's /dev, whose devices privileged containers get.
     host_dev: std::path::PathBuf,
     /// The host's AppArmor and SELinux, detected once at start.
@@ -167,6 +169,10 @@ impl ContainerService {
         std::fs::create_dir_all(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(events::EVENT_BUFFER);
         let lsm = lsm::HostLsm::detect(&node.host().sys);
+        let abis = crate::seccomp::Abis::detect();
+        if !abis.x32 && cfg!(target_arch = "x86_64") {
+            tracing::info!("the kernel runs no x32 system calls: RuntimeDefault seccomp filters leave that ABI out");
+        }
         Ok(Self {
             config,
             images,
@@ -183,6 +189,7 @@ impl ContainerService {
             exits_seen: tokio::sync::watch::Sender::new(0),
             hooks_restore: tokio::sync::Mutex::new(()),
             held_capabilities: crate::capabilities::held(),
+            abis,
             host_dev: "/dev".into(),
             lsm,
         })

@@ -215,6 +215,8 @@ pub struct SpecInput<'a> {
     /// A pure cgroup v2 host: unprivileged containers get a cgroup namespace of their own
     /// (as CRI-O), so their /sys/fs/cgroup is their own cgroup.
     pub cgroup_v2: bool,
+    /// The system-call ABIs this kernel runs, which RuntimeDefault's filter covers.
+    pub abis: crate::seccomp::Abis,
 }
 
 /// A capability by its kernel name, with or without `CAP_`, in any case.
@@ -227,7 +229,8 @@ pub fn capability(name: &str) -> Result<Capability, SpecError> {
 pub const RUNTIME_HANDLER_ANNOTATION: &str = "io.kubernetes.cri-o.RuntimeHandler";
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, labels, cgroups_path, cgroup_v2 } = input;
+    let SpecInput { spec, image, pod, rootfs, user, held_capabilities, pid_namespace, host_dev, labels, cgroups_path, cgroup_v2, abis } =
+        input;
     let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default().trim().to_string();
     let sec = &spec.security;
     let caps = capability_set(sec, held_capabilities)?;
@@ -270,7 +273,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if let Some(l) = &labels.mount_label {
         linux = linux.mount_label(l.clone());
     }
-    if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps)? {
+    if let Some(filter) = crate::seccomp::section(&sec.seccomp, sec.privileged, &caps, *abis)? {
         linux = linux.seccomp(filter);
     }
     if !pod.spec.sysctls.is_empty() {
@@ -565,6 +568,7 @@ mod tests {
             labels: &UNCONFINED,
             cgroups_path: "/crio/pod-a/ctr",
             cgroup_v2: false,
+            abis: crate::seccomp::Abis::ALL,
         }
     }
 
@@ -628,6 +632,7 @@ mod tests {
             labels: &labels,
             cgroups_path: "/crio/pod-a/ctr",
             cgroup_v2: false,
+            abis: crate::seccomp::Abis::ALL,
         };
         let v = serde_json::to_value(build(&input).unwrap()).unwrap();
         assert_eq!(v["process"]["apparmorProfile"], "crio-default");

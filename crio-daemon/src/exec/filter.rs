@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn runtime_default_compiles_to_a_program_that_returns_eperm_by_default() {
-        let s = section(&Profile::RuntimeDefault, false, &Default::default()).unwrap().unwrap();
+        let s = section(&Profile::RuntimeDefault, false, &Default::default(), crate::seccomp::Abis::ALL).unwrap().unwrap();
         let prog = compile(&s).unwrap();
         assert!(prog.len().is_multiple_of(8));
         let ins = instructions(&prog);

@@ -54,6 +54,17 @@ pub fn set_loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the kernel runs x32-ABI system calls: `getpid` by its x32 number (the x86_64 number
+/// with bit 30 set) answers a pid there and ENOSYS on a kernel built or booted without x32.
+/// Only for a caller under no seccomp filter: a filter without the x32 ABI kills the caller.
+#[cfg(target_arch = "x86_64")]
+pub fn x32_syscalls_run() -> bool {
+    const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+    // SAFETY: getpid takes no arguments, reads and writes no memory and cannot fail; under the
+    // x32 ABI it is the same call. On a kernel without x32 the number is simply unknown.
+    unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) >= 0 }
+}
+
 /// Blocks until some child has exited and returns its pid, leaving it unreaped (`WNOWAIT`), so
 /// the one reaper can decide who gets its status. `None` when there are no children.
 pub fn wait_any_exited() -> io::Result<Option<i32>> {
