@@ -570,6 +570,21 @@ async fn users_groups_env_and_mounts() {
     assert_eq!(lines[1][1], "5678", "{text}");
     assert!(lines[2].contains(&"42"), "{text}");
     assert_eq!(&text.lines().skip(3).collect::<Vec<_>>(), &["hi", "/etc", "from the host", "read-only"]);
+    // A second container of the image has its spec written while its root mounts (the image's
+    // accounts are known now): a user the image lacks still fails it, and leaves nothing.
+    let dirs = |sub: &str| std::fs::read_dir(d.dir.path().join(sub)).map(|r| r.count()).unwrap_or(0);
+    let before = (dirs("state/containers"), dirs("run/overlay"), dirs("root/containers"));
+    assert!(before.0 > 0 && before.1 > 0 && before.2 > 0, "the first container's files are where this test counts: {before:?}");
+    let mut named = container_config("named", &e.image, "exec sleep 60");
+    named.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext { run_as_username: "nobody".into(), ..Default::default() }),
+        ..Default::default()
+    });
+    let err = create(d, &pod, &pc, named).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("nobody"), "{err:?}");
+    let after = (dirs("state/containers"), dirs("run/overlay"), dirs("root/containers"));
+    assert_eq!(before, after, "(bundles and records, mount points, layers) before and after the failed create");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 

@@ -249,20 +249,21 @@ impl ContainerService {
         Ok(())
     }
 
-    /// The OCI spec from the request, the image config and the placement, in the bundle.
+    /// The OCI spec from the request, the image config and the placement, in the bundle
+    /// (made here). `rootfs` is where the root filesystem is (or is being) mounted; the user
+    /// is resolved in the image's `accounts`.
     fn write_spec(
         &self,
         ct: &Container,
         pod: &PodSandbox,
         run: &spec::ImageRunConfig,
         rootfs: &Path,
+        accounts: &user::Accounts,
     ) -> Result<oci_spec::runtime::Spec, ContainerError> {
-        for vol in spec::make_image_volumes(rootfs, run) {
-            tracing::warn!(container_id = %ct.id, volume = %vol, "image volume not created: its path leaves the root filesystem");
-        }
         let sec = &ct.spec.security;
-        let resolved = user::resolve(rootfs, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
-            .map_err(|e| ContainerError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
+        let resolved =
+            user::resolve(accounts, &run.user, sec.run_as_user, sec.run_as_group, &sec.run_as_username, &sec.supplemental_groups)
+                .map_err(|e| ContainerError::InvalidArgument { field: "config.linux.security_context", why: e.to_string() })?;
         let held = &self.held_capabilities;
         if ct.spec.resources.oom_score_adj < 0 && !held.iter().any(|c| c == "CAP_SYS_RESOURCE") {
             tracing::info!(container_id = %ct.id, requested = ct.spec.resources.oom_score_adj, "negative oom_score_adj needs CAP_SYS_RESOURCE, which this daemon lacks; clamped to 0");
@@ -299,6 +300,7 @@ impl ContainerService {
                 _ => ContainerError::Unsupported { field: "config.CDI_devices", why: e.to_string() },
             })?;
         }
+        crate::secret_files::create_private_dir(&ct.bundle).map_err(io_err("creating bundle", &ct.bundle))?;
         let config_path = ct.bundle.join("config.json");
         // The environment holds Secret-backed variables: readable by root alone.
         let bytes = serde_json::to_vec(&oci).map_err(|e| ContainerError::Io {
@@ -336,32 +338,54 @@ impl ContainerService {
         }
         let store = self.images.store().clone();
         let vols_asked = !volume_images.is_empty();
-        let (cid, iid, vols, bundle) = (ct.id.clone(), ct.image_id.clone(), volume_images, ct.bundle.clone());
-        // The root filesystem and the bundle's directory: one trip to a blocking thread.
-        let rootfs = tokio::task::spawn_blocking(move || -> Result<PathBuf, ContainerError> {
+        let (cid, iid, vols, image_run) = (ct.id.clone(), ct.image_id.clone(), volume_images, run.clone());
+        // The root filesystem, with the image's VOLUME directories made in it.
+        let mount = tokio::task::spawn_blocking(move || -> Result<PathBuf, ContainerError> {
             let rootfs = store.create_container_with_volumes(&cid, &iid, &vols)?;
-            crate::secret_files::create_private_dir(&bundle).map_err(io_err("creating bundle", &bundle))?;
-            Ok(rootfs)
-        })
-        .await
-        .map_err(ContainerError::Task)??;
-        // The spec binds each image volume from where it is mounted (its sub path inside); a
-        // container without one is used as it is, not copied.
-        let with_sources;
-        let ct = if vols_asked {
-            let mut copy = ct.clone();
-            let store = self.images.store();
-            for (n, m) in copy.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
-                m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
+            for vol in spec::make_image_volumes(&rootfs, &image_run) {
+                tracing::warn!(container_id = %cid, volume = %vol, "image volume not created: its path leaves the root filesystem");
             }
-            with_sources = copy;
-            &with_sources
+            Ok(rootfs)
+        });
+        // With the image's accounts known (an earlier container of it), the spec is written
+        // while the root filesystem mounts; image volumes' sources are known only once mounted.
+        let known = if vols_asked { None } else { self.accounts.get(&ct.image_id) };
+        let beside = known.is_some();
+        let (oci, rootfs_took, spec_took) = if let Some(accounts) = known {
+            let rootfs = self.rootfs_of(&ct.id);
+            let timed_spec = async {
+                let at = std::time::Instant::now();
+                (blocking(|| self.write_spec(ct, pod, run, &rootfs, &accounts)), at.elapsed())
+            };
+            let (mounted, (oci, spec_took)) = tokio::join!(mount, timed_spec);
+            let rootfs_took = began.elapsed();
+            mounted.map_err(ContainerError::Task)??;
+            (oci?, rootfs_took, spec_took)
         } else {
-            ct
+            let rootfs = mount.await.map_err(ContainerError::Task)??;
+            let rootfs_took = began.elapsed();
+            // The spec binds each image volume from where it is mounted (its sub path inside);
+            // a container without one is used as it is, not copied.
+            let with_sources;
+            let ct = if vols_asked {
+                let mut copy = ct.clone();
+                let store = self.images.store();
+                for (n, m) in copy.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
+                    m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
+                }
+                with_sources = copy;
+                &with_sources
+            } else {
+                ct
+            };
+            // Reads the image's account files and writes the bundle: blocking work.
+            let oci = blocking(|| {
+                let accounts = std::sync::Arc::new(user::Accounts::read(&rootfs));
+                self.accounts.insert(&ct.image_id, accounts.clone());
+                self.write_spec(ct, pod, run, &rootfs, &accounts)
+            })?;
+            (oci, rootfs_took, began.elapsed() - rootfs_took)
         };
-        let rootfs_done = began.elapsed();
-        // Reads the image's account files and writes the bundle: blocking work.
-        let oci = blocking(|| self.write_spec(ct, pod, run, &rootfs))?;
         let user = oci.process().as_ref().map(|p| crate::model::RunUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
@@ -383,7 +407,7 @@ impl ContainerService {
             exit_file: ct.exit_file(),
             timeout_ms: runtime.timeout.as_millis() as u64,
         });
-        let spec_done = began.elapsed();
+        let ready = began.elapsed();
         // What execs need is made while the runtime creates.
         let prepare_exec = async {
             let began = std::time::Instant::now();
@@ -403,9 +427,10 @@ impl ContainerService {
         // Where CreateContainer's time goes, for whoever profiles it.
         tracing::debug!(
             container_id = %ct.id,
-            rootfs_us = rootfs_done.as_micros() as u64,
-            spec_us = (spec_done - rootfs_done).as_micros() as u64,
-            runtime_create_us = (created - spec_done).as_micros() as u64,
+            rootfs_us = rootfs_took.as_micros() as u64,
+            spec_us = spec_took.as_micros() as u64,
+            spec_beside_rootfs = beside,
+            runtime_create_us = (created - ready).as_micros() as u64,
             in_runtime_us = resp.runtime_us.unwrap_or(0),
             unified_us = (began.elapsed() - created).as_micros() as u64,
             "container set up"

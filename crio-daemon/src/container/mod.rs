@@ -130,6 +130,9 @@ pub struct ContainerService {
     held_capabilities: Vec<String>,
     /// The system-call ABIs the kernel runs (RuntimeDefault filters cover those alone).
     abis: crate::seccomp::Abis,
+    /// Images' parsed account files, for writing specs while root filesystems mount (bounded
+    /// by images, not containers: not one of the tables that follow live objects).
+    accounts: user::AccountsCache,
     /// The host's /dev, whose devices privileged containers get.
     host_dev: std::path::PathBuf,
     /// The host's AppArmor and SELinux, detected once at start.
@@ -190,6 +193,7 @@ impl ContainerService {
             hooks_restore: tokio::sync::Mutex::new(()),
             held_capabilities: crate::capabilities::held(),
             abis,
+            accounts: Default::default(),
             host_dev: "/dev".into(),
             lsm,
         })

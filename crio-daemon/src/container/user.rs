@@ -3,7 +3,9 @@
 //! size cap (`crate::rootfs`); a file that cannot be read that way holds no users. Blocking:
 //! callers run `resolve` off the async workers.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -64,17 +66,67 @@ fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
         .collect()
 }
 
+/// An image's /etc/passwd and /etc/group, parsed: all that resolving a user reads.
+pub struct Accounts {
+    passwd: Vec<PasswdEntry>,
+    groups: Vec<(String, u32, Vec<String>)>,
+}
+
+impl Accounts {
+    /// Reads them inside `rootfs` (blocking).
+    pub fn read(rootfs: &Path) -> Accounts {
+        Accounts { passwd: passwd(rootfs), groups: groups(rootfs) }
+    }
+}
+
+/// Images whose accounts are kept; beyond it one is dropped for each added.
+const CACHED_IMAGES: usize = 64;
+/// Accounts with more entries than this are not kept (real images have tens).
+const CACHED_ENTRIES: usize = 4096;
+
+/// Accounts by image id. A new container's root is its image's layers under an empty upper
+/// layer, so its account files are the image's, the same for every container of it; known,
+/// they let a container's spec be written while its root filesystem mounts.
+#[derive(Default)]
+pub struct AccountsCache {
+    by_image: Mutex<HashMap<String, Arc<Accounts>>>,
+}
+
+impl AccountsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Accounts>>> {
+        self.by_image.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, image_id: &str) -> Option<Arc<Accounts>> {
+        self.lock().get(image_id).cloned()
+    }
+
+    pub fn insert(&self, image_id: &str, accounts: Arc<Accounts>) {
+        if accounts.passwd.len() + accounts.groups.len() > CACHED_ENTRIES {
+            return;
+        }
+        let mut m = self.lock();
+        if m.len() >= CACHED_IMAGES
+            && !m.contains_key(image_id)
+            && let Some(k) = m.keys().next().cloned()
+        {
+            m.remove(&k);
+        }
+        m.insert(image_id.to_string(), accounts);
+    }
+}
+
 /// `user` is the image config's form (`uid`, `uid:gid`, `name`, `name:group`, or empty);
 /// `uid`/`gid`/`username` from the request win over it.
 pub fn resolve(
-    rootfs: &Path,
+    accounts: &Accounts,
     image_user: &str,
     uid: Option<i64>,
     gid: Option<i64>,
     username: &str,
     supplemental: &[i64],
 ) -> Result<ResolvedUser, UserError> {
-    let entries = passwd(rootfs);
+    let entries = &accounts.passwd;
     let (user_part, group_part) = match image_user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (image_user, None),
@@ -96,7 +148,7 @@ pub fn resolve(
             }
         }
     };
-    let group_list = groups(rootfs);
+    let group_list = &accounts.groups;
     if uid.is_none()
         && username.is_empty()
         && let Some(g) = group_part.filter(|g| !g.is_empty())
@@ -135,14 +187,47 @@ mod tests {
     fn names_numbers_and_overrides() {
         let r = rootfs();
         let p = r.path();
-        assert_eq!(resolve(p, "", None, None, "", &[]).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
-        assert_eq!(resolve(p, "web", None, None, "", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29] });
-        assert_eq!(resolve(p, "1000:44", None, None, "", &[]).unwrap().gid, 44);
-        assert_eq!(resolve(p, "web:video", None, None, "", &[]).unwrap().gid, 44);
-        assert_eq!(resolve(p, "web", Some(2000), None, "", &[7]).unwrap(), ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![7] });
-        assert_eq!(resolve(p, "", None, Some(5), "web", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] });
-        assert_eq!(resolve(p, "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
-        assert_eq!(resolve(p, "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
+        assert_eq!(resolve(&Accounts::read(p), "", None, None, "", &[]).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
+        assert_eq!(
+            resolve(&Accounts::read(p), "web", None, None, "", &[]).unwrap(),
+            ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29] }
+        );
+        assert_eq!(resolve(&Accounts::read(p), "1000:44", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(resolve(&Accounts::read(p), "web:video", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(
+            resolve(&Accounts::read(p), "web", Some(2000), None, "", &[7]).unwrap(),
+            ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![7] }
+        );
+        assert_eq!(
+            resolve(&Accounts::read(p), "", None, Some(5), "web", &[]).unwrap(),
+            ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] }
+        );
+        assert_eq!(resolve(&Accounts::read(p), "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
+        assert_eq!(resolve(&Accounts::read(p), "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
+    }
+
+    #[test]
+    fn accounts_are_kept_per_image_within_bounds() {
+        let r = rootfs();
+        let cache = AccountsCache::default();
+        assert!(cache.get("sha256:a").is_none());
+        cache.insert("sha256:a", Arc::new(Accounts::read(r.path())));
+        let kept = cache.get("sha256:a").expect("kept");
+        assert_eq!(resolve(&kept, "web", None, None, "", &[]).unwrap().uid, 1000);
+        for n in 0..2 * CACHED_IMAGES {
+            cache.insert(&format!("sha256:{n}"), Arc::new(Accounts::read(r.path())));
+        }
+        assert_eq!(cache.lock().len(), CACHED_IMAGES);
+        // An image with an absurd number of accounts is read each time, not kept.
+        let big = tempfile::tempdir().unwrap();
+        std::fs::create_dir(big.path().join("etc")).unwrap();
+        std::fs::write(
+            big.path().join("etc/passwd"),
+            (0..=CACHED_ENTRIES).map(|i| format!("u{i}:x:{i}:{i}::/:/bin/sh\n")).collect::<String>(),
+        )
+        .unwrap();
+        cache.insert("sha256:big", Arc::new(Accounts::read(big.path())));
+        assert!(cache.get("sha256:big").is_none());
     }
 
     #[test]
@@ -154,11 +239,11 @@ mod tests {
         std::fs::create_dir(t.path().join("etc")).unwrap();
         symlink("/etc/passwd", t.path().join("etc/group")).unwrap();
         symlink("../../../../../../etc/passwd", t.path().join("etc/passwd")).unwrap();
-        assert_eq!(resolve(t.path(), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
+        assert_eq!(resolve(&Accounts::read(t.path()), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
         // /etc -> / : the image's own root, which has no etc/passwd of its own.
         let t = tempfile::tempdir().unwrap();
         symlink("/", t.path().join("etc")).unwrap();
-        assert_eq!(resolve(t.path(), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
+        assert_eq!(resolve(&Accounts::read(t.path()), "daemon", None, None, "", &[]), Err(UserError::NoSuchUser("daemon".into())));
         // /etc/passwd -> /dev/zero, a FIFO, or a huge file: no hang, no unbounded read.
         for make in [
             (|p: &Path| symlink("/dev/zero", p).unwrap()) as fn(&Path),
@@ -168,8 +253,8 @@ mod tests {
             let t = tempfile::tempdir().unwrap();
             std::fs::create_dir(t.path().join("etc")).unwrap();
             make(&t.path().join("etc/passwd"));
-            assert_eq!(resolve(t.path(), "web", None, None, "", &[]), Err(UserError::NoSuchUser("web".into())));
-            assert_eq!(resolve(t.path(), "1000", None, None, "", &[]).unwrap().gid, 0);
+            assert_eq!(resolve(&Accounts::read(t.path()), "web", None, None, "", &[]), Err(UserError::NoSuchUser("web".into())));
+            assert_eq!(resolve(&Accounts::read(t.path()), "1000", None, None, "", &[]).unwrap().gid, 0);
         }
     }
 }
