@@ -458,10 +458,10 @@ impl Abis {
     pub const ALL: Abis = Abis { x32: true };
 
     /// What this kernel runs, probed once. A daemon already under a seccomp filter (its
-    /// `/proc/self/status` says so) does not probe, since a filter without x32 would kill it:
+    /// `<proc>/self/status` says so) does not probe, since a filter without x32 would kill it:
     /// it keeps every ABI.
-    pub fn detect() -> Abis {
-        let filtered = std::fs::read_to_string("/proc/self/status").map(|s| under_filter(&s)).unwrap_or(true);
+    pub fn detect(proc: &Path) -> Abis {
+        let filtered = std::fs::read_to_string(proc.join("self/status")).map(|s| under_filter(&s)).unwrap_or(true);
         Abis { x32: filtered || kernel_runs_x32() }
     }
 }

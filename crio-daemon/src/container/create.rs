@@ -349,13 +349,13 @@ impl ContainerService {
         });
         // With the image's accounts known (an earlier container of it), the spec is written
         // while the root filesystem mounts; image volumes' sources are known only once mounted.
-        let known = if vols_asked { None } else { self.accounts.get(&ct.image_id) };
-        let beside = known.is_some();
-        let (oci, rootfs_took, spec_took) = if let Some(accounts) = known {
+        let known = self.accounts.get(&ct.image_id);
+        let beside = !vols_asked && known.is_some();
+        let (oci, rootfs_took, spec_took) = if let Some(accounts) = known.as_ref().filter(|_| beside) {
             let rootfs = self.rootfs_of(&ct.id);
             let timed_spec = async {
                 let at = std::time::Instant::now();
-                (blocking(|| self.write_spec(ct, pod, run, &rootfs, &accounts)), at.elapsed())
+                (blocking(|| self.write_spec(ct, pod, run, &rootfs, accounts)), at.elapsed())
             };
             let (mounted, (oci, spec_took)) = tokio::join!(mount, timed_spec);
             let rootfs_took = began.elapsed();
@@ -378,10 +378,14 @@ impl ContainerService {
             } else {
                 ct
             };
-            // Reads the image's account files and writes the bundle: blocking work.
+            // Reads the image's account files (the first container of it) and writes the
+            // bundle: blocking work.
             let oci = blocking(|| {
-                let accounts = std::sync::Arc::new(user::Accounts::read(&rootfs));
-                self.accounts.insert(&ct.image_id, accounts.clone());
+                let accounts = known.unwrap_or_else(|| {
+                    let read = std::sync::Arc::new(user::Accounts::read(&rootfs));
+                    self.accounts.insert(&ct.image_id, read.clone());
+                    read
+                });
                 self.write_spec(ct, pod, run, &rootfs, &accounts)
             })?;
             (oci, rootfs_took, began.elapsed() - rootfs_took)

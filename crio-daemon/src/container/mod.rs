@@ -172,7 +172,7 @@ impl ContainerService {
         std::fs::create_dir_all(&exits).map_err(io_err("creating", &exits))?;
         let (events, _) = tokio::sync::broadcast::channel(events::EVENT_BUFFER);
         let lsm = lsm::HostLsm::detect(&node.host().sys);
-        let abis = crate::seccomp::Abis::detect();
+        let abis = crate::seccomp::Abis::detect(&node.host().proc);
         if !abis.x32 && cfg!(target_arch = "x86_64") {
             tracing::info!("the kernel runs no x32 system calls: RuntimeDefault seccomp filters leave that ABI out");
         }

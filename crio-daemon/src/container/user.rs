@@ -1,7 +1,8 @@
 //! Resolving the user a container runs as: numeric ids, or names looked up in the image's own
 //! /etc/passwd and /etc/group (never the host's). Both are read inside the image's root with a
-//! size cap (`crate::rootfs`); a file that cannot be read that way holds no users. Blocking:
-//! callers run `resolve` off the async workers.
+//! size cap (`crate::rootfs`); a file that cannot be read that way holds no users. Reading
+//! them ([`Accounts::read`]) blocks: callers run it off the async workers; `resolve` only
+//! looks in what was read.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -186,24 +187,15 @@ mod tests {
     #[test]
     fn names_numbers_and_overrides() {
         let r = rootfs();
-        let p = r.path();
-        assert_eq!(resolve(&Accounts::read(p), "", None, None, "", &[]).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
-        assert_eq!(
-            resolve(&Accounts::read(p), "web", None, None, "", &[]).unwrap(),
-            ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29] }
-        );
-        assert_eq!(resolve(&Accounts::read(p), "1000:44", None, None, "", &[]).unwrap().gid, 44);
-        assert_eq!(resolve(&Accounts::read(p), "web:video", None, None, "", &[]).unwrap().gid, 44);
-        assert_eq!(
-            resolve(&Accounts::read(p), "web", Some(2000), None, "", &[7]).unwrap(),
-            ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![7] }
-        );
-        assert_eq!(
-            resolve(&Accounts::read(p), "", None, Some(5), "web", &[]).unwrap(),
-            ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] }
-        );
-        assert_eq!(resolve(&Accounts::read(p), "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
-        assert_eq!(resolve(&Accounts::read(p), "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
+        let a = Accounts::read(r.path());
+        assert_eq!(resolve(&a, "", None, None, "", &[]).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
+        assert_eq!(resolve(&a, "web", None, None, "", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29] });
+        assert_eq!(resolve(&a, "1000:44", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(resolve(&a, "web:video", None, None, "", &[]).unwrap().gid, 44);
+        assert_eq!(resolve(&a, "web", Some(2000), None, "", &[7]).unwrap(), ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![7] });
+        assert_eq!(resolve(&a, "", None, Some(5), "web", &[]).unwrap(), ResolvedUser { uid: 1000, gid: 5, additional_gids: vec![29] });
+        assert_eq!(resolve(&a, "nobody", None, None, "", &[]), Err(UserError::NoSuchUser("nobody".into())));
+        assert_eq!(resolve(&a, "web:nogroup", None, None, "", &[]), Err(UserError::NoSuchGroup("nogroup".into())));
     }
 
     #[test]
