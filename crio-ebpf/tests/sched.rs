@@ -115,9 +115,21 @@ fn a_busy_neighbour_makes_a_task_wait_and_is_counted_as_an_intruder() {
     let text = String::from_utf8_lossy(&dump.stdout);
     assert!(text.contains("\"cpu\":1") && text.contains("\"kind\":1"), "{text}");
 
+    // A restarted daemon finds the counts in the pinned maps and reports them.
+    tracer.end_isolation(cg.id()).unwrap();
+    drop(tracer);
+    let tracer = Tracer::load(Path::new("/sys/fs/bpf"), &_pins.0, Features::default()).expect("loading the programs again");
+    assert!(!tracer.intrusions(cg.id()).is_empty(), "the pinned intrusions are read after a restart");
+    assert!(!tracer.intruders(cg.id(), 20).is_empty(), "the pinned intruders are read after a restart");
+
     tracer.forget_sched(cg.id(), 0).unwrap();
     assert!(tracer.intrusions(cg.id()).is_empty() && tracer.intruders(cg.id(), 20).is_empty());
     assert!(tracer.isolated_cpus(cg.id()).is_empty());
+    for map in ["intrusions", "intruders"] {
+        let dump = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(_pins.0.join(map)).output().expect("bpftool");
+        let text = String::from_utf8_lossy(&dump.stdout);
+        assert!(!text.contains(&format!("\"cgroup_id\":{}", cg.id())), "{map} keeps nothing of the forgotten cgroup: {text}");
+    }
     drop(inside);
     tracer.untrack(cg.id()).unwrap();
 }

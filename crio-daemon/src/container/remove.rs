@@ -18,11 +18,22 @@ impl ContainerService {
         let _op = entry.op.lock().await;
         self.give_back(id).await;
         let ct = entry.get();
-        self.release_runtime_state(&ct, &self.handler_of(&ct)).await;
-        // Unmounted before the answer (a lazy unmount: cheap): nothing of the container stays
-        // mounted on the host, and its image volumes' images are free.
+        // Unmounted before the answer: nothing of the container stays mounted on the host, and
+        // its image volumes' images are free. Even lazy, an unmount waits for an RCU grace
+        // period (about a millisecond), so it runs beside the runtime's cleanup, unless that
+        // may run hooks, which may read the root filesystem.
         let (store, cid) = (self.images.store().clone(), ct.id.clone());
-        warn_failed(&ct.id, "unmounting root filesystem failed", tokio::task::spawn_blocking(move || store.unmount_container(&cid)).await);
+        let unmount = move || store.unmount_container(&cid);
+        let handler = self.handler_of(&ct);
+        let unmounted = if has_hooks(&ct) {
+            self.release_runtime_state(&ct, &handler).await;
+            tokio::task::spawn_blocking(unmount).await
+        } else {
+            let unmounted = tokio::task::spawn_blocking(unmount);
+            self.release_runtime_state(&ct, &handler).await;
+            unmounted.await
+        };
+        warn_failed(&ct.id, "unmounting root filesystem failed", unmounted);
         self.stores.containers.remove(&ct.id).await?;
         self.stores.names.release(&ct.full_name);
         self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
@@ -82,7 +93,7 @@ impl ContainerService {
     /// whose spec may hold hooks the runtime runs at delete (only CDI adds hooks), systemd
     /// scopes. Returns whether it was done.
     async fn deleted_without_runtime(&self, ct: &Container, rt: &crate::oci::OciRuntime) -> bool {
-        if ct.state != ContainerState::Exited || !ct.spec.cdi_devices.is_empty() || rt.systemd_cgroup {
+        if ct.state != ContainerState::Exited || has_hooks(ct) || rt.systemd_cgroup {
             return false;
         }
         let (cgroups, path, state_dir) = (self.node.cgroups().clone(), ct.cgroup_path.clone(), rt.root.join(&ct.id));
@@ -158,6 +169,12 @@ impl ContainerFiles {
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
         let _ = tokio::fs::remove_file(&self.exit_file).await;
     }
+}
+
+/// Whether the container's spec may hold hooks the runtime runs at delete (only CDI adds
+/// hooks to our specs).
+fn has_hooks(ct: &Container) -> bool {
+    !ct.spec.cdi_devices.is_empty()
 }
 
 /// Logs a store operation on the blocking pool that failed (or whose task did).

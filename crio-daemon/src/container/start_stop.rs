@@ -24,9 +24,12 @@ impl ContainerService {
         let began = std::time::Instant::now();
         self.node.runtime(&self.handler_of(&ct))?.start(&ct.id, ct.pid).await?;
         let in_runtime = began.elapsed();
+        // Not flushed: a daemon crash keeps the write (the page cache does), and what could
+        // lose it, the node going down, ends the container too, which recovery then finds
+        // gone whether its record says created or running. Its exit's write flushes it.
         self.stores
             .containers
-            .update(&ct.id, &entry, |c| {
+            .update_unflushed(&ct.id, &entry, |c| {
                 // An init that exited at once may already be recorded as Exited by the exit watch.
                 if c.state == ContainerState::Created {
                     c.state = ContainerState::Running;

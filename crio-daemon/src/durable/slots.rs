@@ -7,6 +7,11 @@
 //! outgrows its slots, is written whole to a temp file and renamed in, so a file under its
 //! final name always has a valid slot.
 //!
+//! A version may be written without its flush (`update_unflushed`) when losing it to a power
+//! failure loses nothing the node still has (a container's start: the failure ends the
+//! container too). The two-slot promise then rests on the next write, which flushes that
+//! version before it overwrites the only other whole one.
+//!
 //! Slot header (32 bytes, little endian): magic `CRIOREC1`, sequence (u64), payload length
 //! (u32), flags (u32), CRC-32 of sequence, length, flags and payload (u32), four zero bytes.
 
@@ -27,12 +32,13 @@ const MAX_SLOT: u64 = 16 << 20;
 pub const STAGED: u32 = 1;
 
 /// Where a record stands in its file: the slot size and the sequence number of the slot
-/// holding it (the next write goes to the other one). Starts at `Slots::default()`, which
-/// makes the first `update` write a new file.
+/// holding it (the next write goes to the other one), and whether that slot awaits its flush.
+/// Starts at `Slots::default()`, which makes the first `update` write a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Slots {
     size: u64,
     seq: u64,
+    unflushed: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,7 +96,7 @@ fn decode(slot: &[u8], size: u64) -> Option<Version<'_>> {
     let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let (len, flags, want) = (word(16), word(20), word(24));
     let payload = slot.get(HEADER..HEADER.checked_add(len as usize)?)?;
-    (checksum(seq, len, flags, payload) == want).then_some(Version { payload, flags, at: Slots { size, seq } })
+    (checksum(seq, len, flags, payload) == want).then_some(Version { payload, flags, at: Slots { size, seq, unflushed: false } })
 }
 
 /// The current record of a record file's bytes.
@@ -111,7 +117,7 @@ pub fn read(bytes: &[u8]) -> Result<Version<'_>, SlotError> {
 /// Writes a new record file for `payload`, whole: temp file, fsync, rename, directory fsync.
 /// Replaces whatever `path` held.
 pub fn create(path: &Path, payload: &[u8], seq: u64, flags: u32) -> io::Result<Slots> {
-    let slots = Slots { size: slot_size(payload.len()), seq };
+    let slots = Slots { size: slot_size(payload.len()), seq, unflushed: false };
     let mut bytes = vec![0u8; 2 * slots.size as usize];
     let at = slots.offset(seq) as usize;
     let slot = encode(seq, flags, payload);
@@ -128,6 +134,17 @@ pub fn create(path: &Path, payload: &[u8], seq: u64, flags: u32) -> io::Result<S
 /// Writes `payload` as the record's next version: into the other slot and synced, or, when
 /// it does not fit, as a new file with bigger slots.
 pub fn update(path: &Path, at: &mut Slots, payload: &[u8], flags: u32) -> io::Result<()> {
+    write(path, at, payload, flags, true)
+}
+
+/// As `update`, without waiting for the version to reach the disk (a new file is still
+/// written whole and synced). A crash of the process keeps it (the page cache does); a power
+/// failure may lose it, leaving the version before.
+pub fn update_unflushed(path: &Path, at: &mut Slots, payload: &[u8], flags: u32) -> io::Result<()> {
+    write(path, at, payload, flags, false)
+}
+
+fn write(path: &Path, at: &mut Slots, payload: &[u8], flags: u32, flush: bool) -> io::Result<()> {
     let seq = at.seq + 1;
     if (HEADER + payload.len()) as u64 > at.size {
         // Until the new file is known whole, the next write makes one again.
@@ -136,9 +153,16 @@ pub fn update(path: &Path, at: &mut Slots, payload: &[u8], flags: u32) -> io::Re
         return Ok(());
     }
     let file = fs::OpenOptions::new().write(true).open(path)?;
+    if at.unflushed {
+        // The slot about to be overwritten holds the only flushed version.
+        file.sync_data()?;
+        at.unflushed = false;
+    }
     file.write_all_at(&encode(seq, flags, payload), at.offset(seq))?;
-    file.sync_data()?;
-    at.seq = seq;
+    if flush {
+        file.sync_data()?;
+    }
+    *at = Slots { seq, unflushed: !flush, ..*at };
     Ok(())
 }
 
@@ -199,6 +223,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unflushed_version_is_flushed_before_the_other_slot_is_overwritten() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("r.record");
+        let mut at = create(&p, b"created", 1, 0).unwrap();
+        update_unflushed(&p, &mut at, b"running", 0).unwrap();
+        assert_eq!(payload(&p), b"running", "the process reads its own unflushed write");
+        assert!(at.unflushed, "the slot of \"running\" awaits its flush");
+        // The next write goes over "created", the only flushed version: "running" first.
+        update(&p, &mut at, b"exited", 0).unwrap();
+        assert_eq!(payload(&p), b"exited");
+        assert!(!at.unflushed);
+        assert_eq!(at.seq, 3);
+        // An unflushed write that outgrows its slots makes a new file, which is synced whole.
+        update_unflushed(&p, &mut at, &vec![b'x'; 10_000], 0).unwrap();
+        assert!(!at.unflushed);
+    }
+
+    #[test]
     fn a_first_update_from_nothing_makes_the_file() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("r.record");
@@ -229,7 +271,7 @@ mod tests {
         let mut bytes = vec![0u8; 8192];
         let slot = encode(3, 0, b"ok");
         bytes[4096..4096 + slot.len()].copy_from_slice(&slot);
-        assert_eq!(read(&bytes).unwrap(), Version { payload: b"ok", flags: 0, at: Slots { size: 4096, seq: 3 } });
+        assert_eq!(read(&bytes).unwrap(), Version { payload: b"ok", flags: 0, at: Slots { size: 4096, seq: 3, unflushed: false } });
         // A length past the slot's end is damage, not a read past it.
         bytes[4096 + 16..4096 + 20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(read(&bytes).unwrap_err(), SlotError::NoValidSlot);

@@ -217,10 +217,20 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
     /// Applies `change` to the record as it is now, persists the result, then swaps it in.
     /// Updates of one entry run one at a time; `change` sees every earlier one.
     pub async fn update(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T)) -> Result<T, StateError> {
+        self.update_with(id, entry, change, Flush::Now).await
+    }
+
+    /// As `update`, without waiting for the disk: for a change that a power failure may undo
+    /// because the failure undoes what it records too (see `slots::update_unflushed`).
+    pub async fn update_unflushed(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T)) -> Result<T, StateError> {
+        self.update_with(id, entry, change, Flush::Later).await
+    }
+
+    async fn update_with(&self, id: &str, entry: &Entry<T>, change: impl FnOnce(&mut T), flush: Flush) -> Result<T, StateError> {
         let mut at = entry.write.lock().await;
         let mut next = entry.get();
         change(&mut next);
-        self.write(id, &next, &mut at, 0).await?;
+        self.write_with(id, &next, &mut at, 0, flush).await?;
         *entry.record.write().expect("record lock poisoned") = Arc::new(next.clone());
         Ok(next)
     }
@@ -248,15 +258,30 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
     /// moves `at` along, also when the write fails (a file replaced by bigger slots whose sync
     /// then failed is made again by the next write, never written at the old offsets).
     async fn write(&self, id: &str, rec: &T, at: &mut Slots, flags: u32) -> Result<(), StateError> {
+        self.write_with(id, rec, at, flags, Flush::Now).await
+    }
+
+    async fn write_with(&self, id: &str, rec: &T, at: &mut Slots, flags: u32, flush: Flush) -> Result<(), StateError> {
         let path = self.path(id);
         let bytes = serde_json::to_vec(rec).map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
         let (p, mut next) = (path.clone(), *at);
-        let (written, next) = tokio::task::spawn_blocking(move || (slots::update(&p, &mut next, &bytes, flags), next))
+        let write = match flush {
+            Flush::Now => slots::update,
+            Flush::Later => slots::update_unflushed,
+        };
+        let (written, next) = tokio::task::spawn_blocking(move || (write(&p, &mut next, &bytes, flags), next))
             .await
             .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
         *at = next;
         written.map_err(|source| StateError::Write { path, source })
     }
+}
+
+/// Whether a write waits for the disk.
+#[derive(Clone, Copy)]
+enum Flush {
+    Now,
+    Later,
 }
 
 /// A record file, as far as it can be read.
