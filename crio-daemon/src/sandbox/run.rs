@@ -55,15 +55,14 @@ impl PodService {
         let created = match (staged, set_up) {
             (Ok(staged), Ok(())) => {
                 let set_up = began.elapsed();
-                // The pod's record, its network's DEL cache and the files its containers
-                // share: written at once.
+                // The pod's record, its network's DEL cache and its hosts file: written at once.
                 let cache = async {
                     match attached.take() {
                         Some((entry, added)) => self.node.cni().cache(entry, &added).await.map_err(PodError::from),
                         None => Ok(()),
                     }
                 };
-                let (record, cached, files) = tokio::join!(self.stores.pods.publish(staged, pod.clone()), cache, self.write_files(&pod));
+                let (record, cached, files) = tokio::join!(self.stores.pods.publish(staged, pod.clone()), cache, self.write_hosts(&pod));
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
                 match (record, cached.and(files)) {
                     (Ok(_), Ok(())) => Ok(()),
@@ -226,7 +225,7 @@ impl PodService {
             .map_err(io_err("creating UTS namespace", &path))?;
             made.utsns = Some(path);
         }
-        Ok(())
+        self.write_early_files(pod, hostname).await
     }
 
     /// The pod's CNI attachment in its network namespace (nothing for host-network pods),
@@ -244,27 +243,39 @@ impl PodService {
         Ok(())
     }
 
-    /// resolv.conf, hosts and hostname, which every container of the pod mounts: one trip to
-    /// a blocking thread.
-    async fn write_files(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        let hostname = pod_hostname(&pod.spec);
-        let (dir, resolv, host_network) = (pod.dir.clone(), files::resolv_conf(&pod.spec.dns), pod.spec.host_network);
-        let ip = pod.ips.first().cloned();
+    /// resolv.conf and hostname, which every container of the pod mounts, and, on the host's
+    /// network, hosts: nothing of them waits for the pod's network, so they are written while
+    /// its plugins run. One trip to a blocking thread.
+    async fn write_early_files(&self, pod: &PodSandbox, hostname: &str) -> Result<(), PodError> {
+        let (dir, resolv, host_network, hostname) =
+            (pod.dir.clone(), files::resolv_conf(&pod.spec.dns), pod.spec.host_network, hostname.to_string());
         tokio::task::spawn_blocking(move || {
             let resolv = resolv.unwrap_or_else(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-            let hosts = if host_network {
-                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname, None))
-            } else {
-                files::hosts(&hostname, ip.as_deref())
-            };
-            for (name, text) in [("resolv.conf", resolv), ("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
-                let path = dir.join(name);
-                std::fs::write(&path, text).map_err(io_err("writing pod file", &path))?;
+            let mut list = vec![("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))];
+            if host_network {
+                list.push(("hosts", std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname, None))));
             }
-            Ok(())
+            write_pod_files(&dir, list)
         })
         .await?
     }
+
+    /// hosts, which names the pod's IP, once its network is up (host-network pods have theirs).
+    async fn write_hosts(&self, pod: &PodSandbox) -> Result<(), PodError> {
+        if pod.spec.host_network {
+            return Ok(());
+        }
+        let (dir, hosts) = (pod.dir.clone(), files::hosts(&pod_hostname(&pod.spec), pod.ips.first().map(String::as_str)));
+        tokio::task::spawn_blocking(move || write_pod_files(&dir, vec![("hosts", hosts)])).await?
+    }
+}
+
+fn write_pod_files(dir: &Path, list: Vec<(&str, String)>) -> Result<(), PodError> {
+    for (name, text) in list {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io_err("writing pod file", &path))?;
+    }
+    Ok(())
 }
 
 /// The pod's shared /dev/shm: a tmpfs of CRI-O's default size.
