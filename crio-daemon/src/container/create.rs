@@ -341,7 +341,15 @@ impl ContainerService {
         let (cid, iid, vols, image_run) = (ct.id.clone(), ct.image_id.clone(), volume_images, run.clone());
         // The root filesystem, with the image's VOLUME directories made in it.
         let mount = tokio::task::spawn_blocking(move || -> Result<PathBuf, ContainerError> {
-            let rootfs = store.create_container_with_volumes(&cid, &iid, &vols)?;
+            let rootfs = store.create_container_with_volumes(&cid, &iid, &vols);
+            // The next container's directories, made while this one's runtime creates.
+            let ahead = store.clone();
+            drop(tokio::task::spawn_blocking(move || {
+                if let Err(e) = ahead.make_dirs_ahead() {
+                    tracing::debug!(error = %crate::error_chain(&e), "directories made ahead");
+                }
+            }));
+            let rootfs = rootfs?;
             for vol in spec::make_image_volumes(&rootfs, &image_run) {
                 tracing::warn!(container_id = %cid, volume = %vol, "image volume not created: its path leaves the root filesystem");
             }

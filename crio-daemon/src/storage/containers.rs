@@ -57,6 +57,7 @@ impl Store {
         })?;
         let (persisted, mounted) = std::thread::scope(|s| {
             let persisting = s.spawn(|| self.persist());
+            self.take_dirs_ahead(id);
             let mounted = self.mount_container(id);
             (persisting.join().expect("persisting the store index panicked"), mounted)
         });

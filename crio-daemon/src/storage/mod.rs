@@ -14,6 +14,7 @@
 //! the old state or the new one, and `open` clears what a dead pull left half-done.
 //! Methods block: callers run them on the blocking pool.
 
+mod ahead;
 mod containers;
 pub mod digest;
 mod layers;
@@ -172,6 +173,9 @@ impl Store {
             leases: Mutex::new(HashMap::new()),
         };
         store.collect_garbage()?;
+        if let Err(e) = store.make_dirs_ahead() {
+            tracing::warn!(error = %crate::error_chain(&e), "could not make a container's directories ahead; each create makes its own");
+        }
         Ok(store)
     }
 
@@ -334,7 +338,9 @@ impl Store {
             }
         }
         for id in orphans {
-            tracing::warn!(container_id = %id, "removing a root filesystem the store index does not name (a create cut short)");
+            if !ahead::is_ahead(&id) {
+                tracing::warn!(container_id = %id, "removing a root filesystem the store index does not name (a create cut short)");
+            }
             self.remove_container_dirs(&id)?;
         }
         let leased = self.leased();

@@ -170,3 +170,40 @@ fn directories_of_a_create_cut_short_are_removed_at_open() {
     assert!(root.join("containers/kept/upper").exists(), "a named container's layer stays");
     store.remove_container("kept").unwrap();
 }
+
+#[test]
+fn a_containers_directories_are_made_ahead_and_taken_by_rename() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let (root, run) = (t.path().join("root"), t.path().join("run"));
+    let store = Store::open(&root, &run).unwrap();
+    let ahead = [root.join("containers/.ahead"), run.join("overlay/.ahead")];
+    for d in ["containers/.ahead/upper", "containers/.ahead/work"] {
+        assert!(root.join(d).is_dir(), "{d} made at open");
+    }
+    assert!(run.join("overlay/.ahead/merged").is_dir());
+    let inodes: Vec<u64> = ahead.iter().map(|d| fs::metadata(d).unwrap().ino()).collect();
+    store.take_dirs_ahead("c1");
+    assert_eq!(fs::metadata(root.join("containers/c1")).unwrap().ino(), inodes[0], "renamed, not made");
+    assert_eq!(fs::metadata(run.join("overlay/c1")).unwrap().ino(), inodes[1]);
+    assert!(ahead.iter().all(|d| !d.exists()), "taken");
+    // Nothing ahead: a create takes nothing and makes its own.
+    store.take_dirs_ahead("c2");
+    assert!(!root.join("containers/c2").exists());
+    // Made again by several threads at once: one set is kept, no half-made one is left.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| store.make_dirs_ahead().unwrap());
+        }
+    });
+    for parent in [root.join("containers"), run.join("overlay")] {
+        let names: Vec<String> = fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names.iter().filter(|n| n.starts_with(".ahead")).count(), 1, "{names:?}");
+    }
+    // A set cut short by a crash is collected at open, and a whole one made again.
+    drop(store);
+    fs::create_dir_all(root.join("containers/.ahead-x1/upper")).unwrap();
+    let _store = Store::open(&root, &run).unwrap();
+    assert!(!root.join("containers/.ahead-x1").exists());
+    assert!(root.join("containers/.ahead/work").is_dir());
+}
