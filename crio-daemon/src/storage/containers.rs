@@ -1,8 +1,8 @@
 //! Container root filesystems: an overlay of the image's layers under a writable upper that
 //! belongs to the container. The record is in the index (in memory) before any directory is
-//! made, so an image in use cannot be removed under the mount, and it is persisted while the
-//! directories are made and mounted; a crash between leaves directories the index does not
-//! name, which the store removes when it opens.
+//! made, so an image in use cannot be removed under the mount, and it is persisted (unflushed:
+//! see `persist_unflushed`) while the directories are made and mounted; a crash between leaves
+//! directories the index does not name, which the store removes when it opens.
 //! Image volumes are the same kind of overlay of another image, mounted beside the root
 //! filesystem (`<runroot>/overlay/<id>/volumes/<n>`); the container bind-mounts them
 //! read-only, so their writable layers stay empty.
@@ -56,7 +56,7 @@ impl Store {
             Ok(())
         })?;
         let (persisted, mounted) = std::thread::scope(|s| {
-            let persisting = s.spawn(|| self.persist());
+            let persisting = s.spawn(|| self.persist_unflushed());
             self.take_dirs_ahead(id);
             let mounted = self.mount_container(id);
             (persisting.join().expect("persisting the store index panicked"), mounted)

@@ -282,7 +282,7 @@ impl Store {
         let mut next = (*self.snapshot()).clone();
         change(&mut next)?;
         let mut at = self.disk.lock().expect("index file lock poisoned");
-        self.write_index(&next, &mut at)?;
+        self.write_index(&next, &mut at, true)?;
         *self.index.write().expect("index lock poisoned") = Arc::new(next);
         Ok(())
     }
@@ -297,16 +297,20 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the index as it is now.
-    fn persist(&self) -> Result<(), StoreError> {
+    /// Writes the index as it is now, without waiting for the disk: only a new container's
+    /// root filesystem is persisted so. A power failure that loses it ends the container too,
+    /// and the store opening after it collects the directories its index no longer names; the
+    /// next flushed write (an image's, a removal's) flushes it first.
+    fn persist_unflushed(&self) -> Result<(), StoreError> {
         let mut at = self.disk.lock().expect("index file lock poisoned");
-        self.write_index(&self.snapshot(), &mut at)
+        self.write_index(&self.snapshot(), &mut at, false)
     }
 
-    fn write_index(&self, index: &Index, at: &mut Slots) -> Result<(), StoreError> {
+    fn write_index(&self, index: &Index, at: &mut Slots, flush: bool) -> Result<(), StoreError> {
         let p = self.root.join(INDEX);
         let bytes = serde_json::to_vec(index).map_err(|e| StoreError::Io { path: p.clone(), source: e.into() })?;
-        slots::update(&p, at, &bytes, 0).map_err(io_err(&p))?;
+        let write = if flush { slots::update } else { slots::update_unflushed };
+        write(&p, at, &bytes, 0).map_err(io_err(&p))?;
         // The first write of this version's index retires an earlier version's.
         if at.is_new() {
             let _ = fs::remove_file(self.root.join(LEGACY_INDEX));
