@@ -63,6 +63,11 @@ impl Fixture {
         spec.save(bundle.join("config.json")).unwrap();
         let log = self.dir.join(format!("logs/{name}.log"));
         let exit = self.dir.join(format!("{name}.exit.json"));
+        // Outside the bundle, as the daemon puts it (in the pod's volatile directory).
+        let pids = self.dir.join("pids");
+        fs::create_dir_all(&pids).unwrap();
+        let pid_file = pids.join(format!("{name}.pid"));
+        let bundle_dir = bundle.clone();
         let req = Request::Create(CreateRequest {
             id: id.clone(),
             bundle,
@@ -71,11 +76,14 @@ impl Fixture {
             log_path: log.clone(),
             log_max_size,
             exit_file: exit.clone(),
+            pid_file: Some(pid_file.clone()),
             ..Default::default()
         });
         let resp = self.monitor.request(&req).await.expect("create through the monitor");
         let pid = resp.pid.unwrap();
         assert!(pid > 0);
+        assert!(!pid_file.exists(), "the pid file is read once and removed");
+        assert!(!bundle_dir.join("pid").exists(), "the runtime wrote where it was told, not in the bundle");
         self.runtime.start(&id, pid).await.expect("start");
         (id, log, exit)
     }

@@ -417,6 +417,7 @@ impl ContainerService {
             log_path: if ct.log_path.as_os_str().is_empty() { ct.bundle.join("output.log") } else { ct.log_path.clone() },
             log_max_size: self.config.crio.runtime.log_size_max.max(0) as u64,
             exit_file: ct.exit_file(),
+            pid_file: Some(pod.run_dir.join(format!("{}.pid", ct.id))),
             timeout_ms: runtime.timeout.as_millis() as u64,
         });
         let ready = began.elapsed();

@@ -172,6 +172,11 @@ impl Slots {
         self.seq == 1
     }
 
+    /// Whether the version last written may not have reached the disk yet.
+    pub fn is_unflushed(&self) -> bool {
+        self.unflushed
+    }
+
     /// Where the slot of sequence number `seq` starts.
     fn offset(&self, seq: u64) -> u64 {
         (seq % 2) * self.size

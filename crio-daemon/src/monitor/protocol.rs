@@ -79,6 +79,11 @@ pub struct CreateRequest {
     /// Close the container's stdin when its first attacher leaves.
     #[serde(default)]
     pub stdin_once: bool,
+    /// Where the runtime writes the container's pid (read once, then removed). runc writes it
+    /// with O_SYNC: in the volatile runroot (tmpfs on nodes) that costs nothing, in the bundle
+    /// on the state disk a flush. Unset (a daemon of an earlier version): `pid` in the bundle.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
     /// Milliseconds `<runtime> create` may take before it is killed; 0 is no limit.
     #[serde(default)]
     pub timeout_ms: u64,

@@ -167,7 +167,7 @@ impl Monitor {
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
             return Err(format!("container {id} already exists in this monitor").into());
         }
-        let pid_file = req.bundle.join("pid");
+        let pid_file = req.pid_file.clone().unwrap_or_else(|| req.bundle.join("pid"));
         let runtime_log = req.bundle.join("runtime.log");
         let mut cmd = runtime_create(&req, &pid_file, &runtime_log);
         let Stdio3 { console, pipes, mut stdin } = stdio(&mut cmd, &req)?;
@@ -220,10 +220,18 @@ impl Monitor {
         };
         drop(console);
         if status.code != 0 {
+            if req.pid_file.is_some() {
+                let _ = std::fs::remove_file(&pid_file);
+            }
             let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
             return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code).into());
         }
-        let pid: i32 = std::fs::read_to_string(&pid_file)
+        let read = std::fs::read_to_string(&pid_file);
+        if req.pid_file.is_some() {
+            // Read once: nothing else looks at it, and the runroot outlives the container.
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        let pid: i32 = read
             .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
             .trim()
             .parse()

@@ -55,14 +55,17 @@ impl PodService {
         let created = match (staged, set_up) {
             (Ok(staged), Ok(())) => {
                 let set_up = began.elapsed();
-                // The pod's record, its network's DEL cache and its hosts file: written at once.
+                // The pod's record, its network's DEL cache and its hosts file: written at once,
+                // the first two without waiting for the disk (the staged record and the begun
+                // cache entry are durable; a power failure that loses the rest ends the pod).
                 let cache = async {
                     match attached.take() {
                         Some((entry, added)) => self.node.cni().cache(entry, &added).await.map_err(PodError::from),
                         None => Ok(()),
                     }
                 };
-                let (record, cached, files) = tokio::join!(self.stores.pods.publish(staged, pod.clone()), cache, self.write_hosts(&pod));
+                let (record, cached, files) =
+                    tokio::join!(self.stores.pods.publish_unflushed(staged, pod.clone()), cache, self.write_hosts(&pod));
                 tracing::debug!(record_us = (began.elapsed() - set_up).as_micros() as u64, "pod recorded");
                 match (record, cached.and(files)) {
                     (Ok(_), Ok(())) => Ok(()),
@@ -243,9 +246,9 @@ impl PodService {
         Ok(())
     }
 
-    /// resolv.conf and hostname, which every container of the pod mounts, and, on the host's
-    /// network, hosts: nothing of them waits for the pod's network, so they are written while
-    /// its plugins run. One trip to a blocking thread.
+    /// resolv.conf, hostname and hosts, which every container of the pod mounts: nothing of
+    /// them waits for the pod's network (a pod network's hosts is rewritten with its IP by
+    /// `write_hosts`), so they are written while its plugins run. One trip to a blocking thread.
     async fn write_early_files(&self, pod: &PodSandbox, hostname: &str) -> Result<(), PodError> {
         let (dir, resolv, host_network, hostname) =
             (pod.dir.clone(), files::resolv_conf(&pod.spec.dns), pod.spec.host_network, hostname.to_string());
@@ -254,6 +257,11 @@ impl PodService {
             let mut list = vec![("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))];
             if host_network {
                 list.push(("hosts", std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname, None))));
+            } else {
+                // Without the pod's IP yet: the file is made now (a new inode costs more than
+                // rewriting one) and rewritten once the IP is known, before any container
+                // can mount it.
+                list.push(("hosts", files::hosts(&hostname, None)));
             }
             write_pod_files(&dir, list)
         })

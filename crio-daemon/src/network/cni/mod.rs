@@ -174,13 +174,16 @@ impl Cni {
         Ok(CacheEntry { path, at, cached })
     }
 
-    /// Completes a cache entry with its ADD's result: one slot write.
+    /// Completes a cache entry with its ADD's result: one slot write, not waited to the disk.
+    /// The entry is only read by a later DEL or CHECK; a power failure that loses the result
+    /// leaves the begun entry, whose DEL runs without a previous result, as after a crash
+    /// during ADD (plugins must accept that).
     pub async fn cache(&self, entry: CacheEntry, added: &Added) -> Result<(), CniError> {
         let began = std::time::Instant::now();
         let CacheEntry { path, mut at, mut cached } = entry;
         cached.result = added.result.clone();
         let (p, bytes) = (path.clone(), serde_json::to_vec(&cached).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?);
-        tokio::task::spawn_blocking(move || slots::update(&p, &mut at, &bytes, 0))
+        tokio::task::spawn_blocking(move || slots::update_unflushed(&p, &mut at, &bytes, 0))
             .await
             .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| CniError::Cache { path, source })?;
