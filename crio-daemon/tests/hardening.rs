@@ -345,7 +345,7 @@ async fn an_unreadable_record_is_quarantined_and_its_container_left_alone() {
     let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
     let id = start(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await;
     wait_state(&d, &id, cri::ContainerState::ContainerRunning).await;
-    let pid = status_pid(&d, &id);
+    let pid = status_pid(&d, &id).await;
 
     d.kill9();
     let record = d.dir.path().join("state/containers").join(format!("{id}.record"));
@@ -376,10 +376,12 @@ async fn an_unreadable_record_is_quarantined_and_its_container_left_alone() {
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
 
-/// The pid of a container's init, from its bundle (the runtime writes it there).
-fn status_pid(d: &common::Daemon, id: &str) -> i32 {
-    let pid = std::fs::read_to_string(d.dir.path().join("state/containers").join(id).join("pid")).expect("pid file");
-    pid.trim().parse().unwrap()
+/// The pid of a container's init, from its verbose status (the record the daemon keeps).
+async fn status_pid(d: &common::Daemon, id: &str) -> i32 {
+    let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: true };
+    let info = d.runtime().await.container_status(req).await.expect("ContainerStatus").into_inner().info;
+    let record: serde_json::Value = serde_json::from_str(info.get("info").expect("verbose info")).expect("info is JSON");
+    record["pid"].as_i64().filter(|p| *p > 0).expect("a running container's pid") as i32
 }
 
 #[tokio::test(flavor = "multi_thread")]
