@@ -221,7 +221,9 @@ impl ContainerService {
             }
         };
         let began = std::time::Instant::now();
-        self.stores.containers.publish(staged, ct.clone()).await?;
+        // Its flush is done behind the answer: a power failure that loses this version leaves
+        // the staged one, dropped at load with what it describes, which the failure ended too.
+        self.stores.containers.publish_flushed_behind(staged, ct.clone()).await?;
         tracing::debug!(container_id = %ct.id, record_us = began.elapsed().as_micros() as u64, "container recorded");
         self.tuning.crash_point("hooks:recorded");
         Ok(())

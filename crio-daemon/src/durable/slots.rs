@@ -166,6 +166,16 @@ fn write(path: &Path, at: &mut Slots, payload: &[u8], flags: u32, flush: bool) -
     Ok(())
 }
 
+/// Flushes the version last written, if it was written without its flush (a record whose
+/// flush is done behind its writer: see `Records::publish_flushed_behind`).
+pub fn flush(path: &Path, at: &mut Slots) -> io::Result<()> {
+    if at.unflushed {
+        fs::File::open(path)?.sync_data()?;
+        at.unflushed = false;
+    }
+    Ok(())
+}
+
 impl Slots {
     /// Whether the file holds its first version.
     pub fn is_new(&self) -> bool {
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(payload(&p), b"exited");
         assert!(!at.unflushed);
         assert_eq!(at.seq, 3);
+        update_unflushed(&p, &mut at, b"stopped", 0).unwrap();
+        flush(&p, &mut at).unwrap();
+        assert!(!at.unflushed, "flushed on its own");
         // An unflushed write that outgrows its slots makes a new file, which is synced whole.
         update_unflushed(&p, &mut at, &vec![b'x'; 10_000], 0).unwrap();
         assert!(!at.unflushed);
