@@ -32,6 +32,25 @@ impl tower::Service<http::Request<tonic::body::Body>> for Direct {
     }
 }
 
+/// A transport the generated CRI clients run on: tonic's `Channel` or the lean `Direct`.
+pub trait Transport:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: hyper::body::Body<Data = bytes::Bytes, Error: Into<tonic::codegen::StdError> + Send> + Send + 'static,
+    >
+{
+}
+
+impl<T> Transport for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: hyper::body::Body<Data = bytes::Bytes, Error: Into<tonic::codegen::StdError> + Send> + Send + 'static,
+        >
+{
+}
+
 /// The authority the generated clients put in each request.
 pub fn origin() -> http::Uri {
     http::Uri::from_static("http://localhost")

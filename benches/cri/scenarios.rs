@@ -9,7 +9,7 @@ use crio::cri::v1::image_service_client::ImageServiceClient;
 use crio::cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use super::client::{Samples, on_lean_client, origin, timed};
+use super::client::{Samples, Transport, on_lean_client, origin, timed};
 
 /// A runtime under test, reached over its CRI socket.
 pub struct Target {
@@ -91,17 +91,20 @@ pub(super) fn container_config(t: &Target, name: &str) -> cri::ContainerConfig {
 
 /// One pod with one running container; the three stages' times.
 pub(super) async fn start_pod(t: &Target, name: &str) -> (String, String, [Duration; 3]) {
-    start_pod_with(t, pod_config(t, name)).await
+    start_pod_on(&mut t.rt.clone(), pod_config(t, name), container_config(t, "c")).await
 }
 
-async fn start_pod_with(t: &Target, pc: cri::PodSandboxConfig) -> (String, String, [Duration; 3]) {
-    let mut rt = t.rt.clone();
+async fn start_pod_on<S: Transport>(
+    rt: &mut RuntimeServiceClient<S>,
+    pc: cri::PodSandboxConfig,
+    cc: cri::ContainerConfig,
+) -> (String, String, [Duration; 3]) {
     let at = Instant::now();
     let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() }).await;
     let pod = pod.expect("RunPodSandbox").into_inner().pod_sandbox_id;
     let ran = at.elapsed();
     let at = Instant::now();
-    let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(container_config(t, "c")), sandbox_config: Some(pc) };
+    let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(cc), sandbox_config: Some(pc) };
     let ct = rt.create_container(req).await.expect("CreateContainer").into_inner().container_id;
     let created = at.elapsed();
     let at = Instant::now();
@@ -124,35 +127,56 @@ pub(super) async fn remove_all(t: &Target, pods: Vec<String>) {
 
 /// Sequential pod starts, per stage and total, with where the time went; then the teardown,
 /// timed apart. Each start in the kubelet's flow (pod cgroup given) is followed by one whose
-/// cgroup the runtime makes (no `cgroup_parent`, as crictl and other direct clients).
+/// cgroup the runtime makes (no `cgroup_parent`, as crictl and other direct clients). One
+/// caller, as the kubelet's pod worker, on the lean client (see `client`): through tonic's
+/// shared channel each call paid the client's own thread hops, counted as the runtime's.
 pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
+    let mut starts = Vec::new();
     for i in 0..n {
         for (flow, given) in [("pod start", true), ("pod start (no cgroup_parent)", false)] {
             let name = format!("start-{round}-{i}{}", if given { "" } else { "-np" });
-            let pc = if given { pod_config(t, &name) } else { pod_config_in(t, &name, "") };
-            let mark = t.calls.mark();
-            let (pod, ct, stages) = start_pod_with(t, pc).await;
-            let spent = t.calls.since(mark);
+            starts.push((flow, given, if given { pod_config(t, &name) } else { pod_config_in(t, &name, "") }));
+        }
+    }
+    let (calls, cc) = (t.calls.clone(), container_config(t, "c"));
+    let samples = on_lean_client(&t.socket, move |direct| async move {
+        let mut rt = RuntimeServiceClient::with_origin(direct, origin());
+        let mut out = Samples::new();
+        for (flow, given, pc) in starts {
+            let mark = calls.mark();
+            let (pod, ct, stages) = start_pod_on(&mut rt, pc, cc.clone()).await;
+            let spent = calls.since(mark);
             for (stage, d) in ["RunPodSandbox", "CreateContainer", "StartContainer"].iter().zip(stages) {
-                r.sample(&format!("{flow}: {stage}"), d);
+                out.push((format!("{flow}: {stage}"), d));
             }
             let total: Duration = stages.iter().sum();
-            r.sample(&format!("{flow}: total"), total);
-            r.sample(&format!("{flow}: in runc create"), spent.runc_create);
-            r.sample(&format!("{flow}: in CNI ADD"), spent.cni_add);
-            r.sample(&format!("{flow}: the rest (runtime's own)"), total.saturating_sub(spent.either));
-            if !given {
-                remove_pod(t, &pod).await;
-                continue;
+            out.push((format!("{flow}: total"), total));
+            out.push((format!("{flow}: in runc create"), spent.runc_create));
+            out.push((format!("{flow}: in CNI ADD"), spent.cni_add));
+            out.push((format!("{flow}: the rest (runtime's own)"), total.saturating_sub(spent.either)));
+            if given {
+                teardown_timed(&mut rt, &calls, &mut out, pod, ct).await;
+            } else {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
             }
-            teardown_timed(t, r, pod, ct).await;
         }
+        out
+    })
+    .await;
+    for (name, d) in samples {
+        r.sample(&name, d);
     }
 }
 
 /// Teardown as the kubelet does it, each call timed, and in all.
-async fn teardown_timed(t: &Target, r: &mut Results, pod: String, ct: String) {
-    let mut rt = t.rt.clone();
+async fn teardown_timed<S: Transport>(
+    rt: &mut RuntimeServiceClient<S>,
+    calls: &super::timing::Calls,
+    out: &mut Samples,
+    pod: String,
+    ct: String,
+) {
     let mut timed = Vec::new();
     let at = Instant::now();
     rt.stop_container(cri::StopContainerRequest { container_id: ct.clone(), timeout: 0 }).await.expect("StopContainer");
@@ -160,20 +184,18 @@ async fn teardown_timed(t: &Target, r: &mut Results, pod: String, ct: String) {
     let at = Instant::now();
     rt.remove_container(cri::RemoveContainerRequest { container_id: ct }).await.expect("RemoveContainer");
     timed.push(("pod teardown: RemoveContainer", at.elapsed()));
-    let (mark, at) = (t.calls.mark(), Instant::now());
+    let (mark, at) = (calls.mark(), Instant::now());
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
     let stopped = at.elapsed();
     timed.push(("pod teardown: StopPodSandbox (no containers left)", stopped));
-    let del = t.calls.since(mark).cni_del;
-    r.sample("pod teardown: StopPodSandbox: in CNI DEL", del);
-    r.sample("pod teardown: StopPodSandbox: the rest (runtime's own)", stopped.saturating_sub(del));
+    let del = calls.since(mark).cni_del;
+    out.push(("pod teardown: StopPodSandbox: in CNI DEL".into(), del));
+    out.push(("pod teardown: StopPodSandbox: the rest (runtime's own)".into(), stopped.saturating_sub(del)));
     let at = Instant::now();
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
     timed.push(("pod teardown: RemovePodSandbox", at.elapsed()));
-    r.sample("pod teardown: stop + remove", timed.iter().map(|(_, d)| *d).sum());
-    for (name, d) in timed {
-        r.sample(name, d);
-    }
+    out.push(("pod teardown: stop + remove".into(), timed.iter().map(|(_, d)| *d).sum()));
+    out.extend(timed.into_iter().map(|(name, d)| (name.to_string(), d)));
 }
 
 /// `n` pods with one container each, started concurrently: time until all run.
