@@ -38,7 +38,9 @@ impl Fixture {
         let runtime = OciRuntime::new("runc", Path::new(RUNC), &dir.join("runc"));
         let socket = dir.join("monitor.sock");
         let monitor_pid =
-            client::spawn(Path::new(env!("CARGO_BIN_EXE_crio-monitor")), &socket, &dir.join("monitor.log"), false).await.expect("monitor");
+            client::spawn(Path::new(env!("CARGO_BIN_EXE_crio-monitor")), &socket, &dir.join("monitor.log"), &Default::default())
+                .await
+                .expect("monitor");
         Fixture { monitor: MonitorClient::new(&socket), dir, store, image, runtime, monitor_pid, ids: vec![], _daemon: d, _registry: reg }
     }
 

@@ -158,6 +158,16 @@ async fn containers_survive_a_daemon_crash() {
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 
+/// The pid of the monitor of pod `id` (its socket's path names the pod).
+fn monitor_of(id: &str) -> String {
+    let needle = id.as_bytes();
+    let found = std::fs::read_dir("/proc").unwrap().flatten().find(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"crio-monitor")) && cmd.windows(needle.len()).any(|w| w == needle)
+    });
+    found.expect("the pod's monitor").file_name().to_string_lossy().into_owned()
+}
+
 /// Monitor processes serving sockets under `dir`.
 fn monitors_under(dir: &Path) -> usize {
     let needle = dir.as_os_str().as_encoded_bytes();
@@ -472,6 +482,24 @@ async fn shared_shm_and_namespaced_sysctls() {
     assert!(out.starts_with("20000\t30000\n1\n"), "{out}");
     assert!(out.contains("size=65536k"), "64 MiB shm: {out}");
     assert_ne!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap(), "20000\t30000\n", "the node is untouched");
+    // Both containers are in the pod's IPC and UTS namespaces, which are its monitor's own:
+    // no pin for them in the node's mount table (its network namespace is pinned).
+    let ns = "cat /proc/sys/kernel/hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts";
+    let seen: Vec<String> = futures::future::join_all([&writer, &reader].map(|c| {
+        let mut rt = rt.clone();
+        async move { String::from_utf8(rt.exec_sync(exec(c, ns)).await.unwrap().into_inner().stdout).unwrap() }
+    }))
+    .await;
+    let monitor = monitor_of(&pod);
+    let link = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().display().to_string();
+    assert_eq!(seen[0], format!("shm-host\n{}\n{}\n", link(&monitor, "ipc"), link(&monitor, "uts")), "the monitor's namespaces");
+    assert_eq!(seen[0], seen[1], "shared by the pod's containers");
+    assert_ne!(link("self", "ipc"), link(&monitor, "ipc"), "not the node's");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let pod_mounts: Vec<&str> = mounts.lines().filter(|l| l.contains(&pod)).collect();
+    let pinned = |kind: &str| pod_mounts.iter().any(|l| l.contains(&format!("{kind}:[")) && l.contains(" - nsfs "));
+    assert!(pinned("net"), "the network namespace is pinned: {pod_mounts:?}");
+    assert!(!pinned("ipc") && !pinned("uts"), "IPC and UTS are not: {pod_mounts:?}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(d.dir.path().to_str().unwrap()));
 }

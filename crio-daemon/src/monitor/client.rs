@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::protocol::{Request, Response};
+use super::server::Holds;
 
 /// How long a monitor may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,15 +57,17 @@ pub struct MonitorClient {
 }
 
 /// Starts a monitor serving `socket`; it detaches into its own session and outlives us. Its
-/// stderr goes to `log`. With `pid_namespace` it also holds a PID namespace for the pod.
-/// Returns its pid.
-pub async fn spawn(binary: &Path, socket: &Path, log: &Path, pid_namespace: bool) -> Result<u32, MonitorError> {
+/// stderr goes to `log`. It holds the pod's namespaces that `holds` names (see
+/// `server::run`). Returns its pid.
+pub async fn spawn(binary: &Path, socket: &Path, log: &Path, holds: &Holds) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn { binary: binary.into(), source };
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
     let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = tokio::process::Command::new(binary)
         .arg(socket)
-        .args(pid_namespace.then_some("--pid-namespace"))
+        .args(holds.pid_namespace.then_some("--pid-namespace"))
+        .args(holds.ipc.then_some("--ipc"))
+        .args(holds.uts.iter().flat_map(|hostname| ["--uts", hostname.as_str()]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -185,7 +188,7 @@ mod tests {
         std::fs::write(&log, "an earlier monitor's line\n").unwrap();
         // `sh <socket>` fails at once, as a monitor that cannot bind does: it prints why and exits.
         let socket = dir.path().join("no-such-dir/monitor.sock");
-        let err = spawn(Path::new("/bin/sh"), &socket, &log, false).await.expect_err("it died");
+        let err = spawn(Path::new("/bin/sh"), &socket, &log, &Holds::default()).await.expect_err("it died");
         let MonitorError::Died { status, last_line, .. } = &err else { panic!("not reported as a death: {err:?}") };
         assert!(status.starts_with("exit status"), "the status it exited with: {status}");
         assert!(last_line.contains("no-such-dir/monitor.sock"), "its own last line, not an earlier one: {last_line}");

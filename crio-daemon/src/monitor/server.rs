@@ -43,9 +43,32 @@ struct Monitor {
     pid_holder: Option<i32>,
 }
 
-/// Runs the monitor on `socket` until killed; with `pid_namespace`, it first starts the holder
-/// of the pod's shared PID namespace.
-pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
+/// The pod's namespaces a monitor holds for its containers to join.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Holds {
+    /// A shared PID namespace, whose PID 1 (the holder) the monitor starts.
+    pub pid_namespace: bool,
+    /// An IPC namespace: the monitor's own, made at its start.
+    pub ipc: bool,
+    /// A UTS namespace with this hostname: the monitor's own, made at its start.
+    pub uts: Option<String>,
+}
+
+/// Runs the monitor on `socket` until killed. Before anything else, while it has one thread,
+/// it moves into the pod's new IPC and UTS namespaces (`holds`), so that
+/// `/proc/<its pid>/ns/{ipc,uts}` are the pod's for as long as it lives: the runtime it starts
+/// joins them by that path, and no mount pins them on the host. With `pid_namespace`, it then
+/// starts the holder of the pod's shared PID namespace.
+pub fn run(socket: &Path, holds: &Holds) -> io::Result<()> {
+    // The main thread, before any other exists: the namespaces are the process's, and every
+    // thread and child after this one inherits them.
+    if holds.ipc {
+        crate::sys::unshare(crate::sys::ThreadNamespace::Ipc)?;
+    }
+    if let Some(hostname) = &holds.uts {
+        crate::sys::unshare(crate::sys::ThreadNamespace::Uts)?;
+        rustix::system::sethostname(hostname.as_bytes()).map_err(io::Error::from)?;
+    }
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)?;
     // Its own session: signals aimed at the daemon's process group do not reach it.
     let _ = rustix::process::setsid();
@@ -57,7 +80,7 @@ pub fn run(socket: &Path, pid_namespace: bool) -> io::Result<()> {
     let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     let reaper = Reaper::start();
     // From this thread, which serves until the monitor dies: the holder dies with it.
-    let pid_holder = if pid_namespace { Some(crate::sys::spawn_pid_namespace_holder()?) } else { None };
+    let pid_holder = if holds.pid_namespace { Some(crate::sys::spawn_pid_namespace_holder()?) } else { None };
     let monitor = Monitor { reaper, containers: Arc::default(), pid_holder };
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -285,10 +308,13 @@ impl Monitor {
             }
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
             let record = ExitRecord { exit_code: exit.code, signal: exit.signal, exited_at_unix_nanos: now };
+            // Written under the lock, so a State request never sees the file without the
+            // record or the record without the file (the daemon reads either).
+            let mut containers = m.containers.lock().expect("containers poisoned");
             if let Err(e) = crate::durable::write_json(&exit_file, &record) {
                 eprintln!("crio-monitor: writing exit record {}: {e}", exit_file.display());
             }
-            if let Some(c) = m.containers.lock().expect("containers poisoned").get_mut(&id) {
+            if let Some(c) = containers.get_mut(&id) {
                 c.exit = Some(record);
                 c.stdin = None;
                 c.attachers.end(record.exit_code);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{PodError, PodService, files, io_err};
 use crate::model::{PodSandbox, PodSpec, PodState, check_hostname, check_sysctl, full_name, now_nanos, pod_hostname};
 use crate::monitor::client;
-use crate::namespace::{self, Kind};
+use crate::namespace;
 use crate::network::cni::{Added, CacheEntry};
 use crate::state::new_id;
 
@@ -159,18 +159,29 @@ impl PodService {
         let socket = pod.monitor_socket();
         let log = pod.run_dir.join("monitor.log");
         let share_pid = pod.spec.share_pid && !pod.spec.host_pid;
+        // The pod's IPC and UTS namespaces are the monitor's own (a host-network pod keeps
+        // the node's UTS namespace, as its hostname is the node's).
+        let holds = crate::monitor::server::Holds {
+            pid_namespace: share_pid,
+            ipc: !pod.spec.host_ipc,
+            uts: (!pod.spec.host_network).then(|| hostname.clone()),
+        };
         let (mut local, mut net) = (Local::default(), Net::default());
         let (network, local_done, monitor) = tokio::join!(
             self.set_up_network(pod, &mut net),
             self.set_up_local(pod, &hostname, &mut local),
-            client::spawn(self.node.monitor_binary(), &socket, &log, share_pid)
+            client::spawn(self.node.monitor_binary(), &socket, &log, &holds)
         );
         // Recorded before any error is returned, so teardown finds what was made.
-        (pod.cgroup_created, pod.cgroup_id, pod.ipcns, pod.utsns) = (local.cgroup_created, local.cgroup_id, local.ipcns, local.utsns);
+        (pod.cgroup_created, pod.cgroup_id) = (local.cgroup_created, local.cgroup_id);
         pod.ips = net.ips;
         *attached = net.attached;
         if let Ok(pid) = &monitor {
             pod.monitor_pid = *pid;
+            // Joined by the runtime the monitor starts, so while the monitor (its parent, which
+            // waits for it) lives: the pid cannot name another process then.
+            let held = |kind: &str| PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+            (pod.ipcns, pod.utsns) = (holds.ipc.then(|| held("ipc")), holds.uts.is_some().then(|| held("uts")));
         }
         local_done?;
         network?;
@@ -193,8 +204,8 @@ impl PodService {
         Ok(())
     }
 
-    /// What the pod has on this node alone: cgroups, IPC and UTS namespaces (into `made` as
-    /// they are made).
+    /// What the pod has on this node alone: cgroups and /dev/shm (into `made` as they are
+    /// made); its IPC and UTS namespaces are its monitor's.
     async fn set_up_local(&self, pod: &PodSandbox, hostname: &str, made: &mut Local) -> Result<(), PodError> {
         // Slices are systemd's (the kubelet asks it for them); cgroupfs pod cgroups may be ours.
         if !self.node.systemd() {
@@ -210,23 +221,7 @@ impl PodService {
             made.cgroup_id = self.kernel.track_pod(&pod.id, &dir).unwrap_or(0);
         }
         if !pod.spec.host_ipc {
-            let path = pod.run_dir.join("ipc");
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || namespace::pin_new(Kind::Ipc, &p, || Ok(())))
-                .await?
-                .map_err(io_err("creating IPC namespace", &path))?;
-            made.ipcns = Some(path);
             mount_shm(&pod.run_dir.join("shm")).await?;
-        }
-        if !pod.spec.host_network {
-            let path = pod.run_dir.join("uts");
-            let (p, name) = (path.clone(), hostname.to_string());
-            tokio::task::spawn_blocking(move || {
-                namespace::pin_new(Kind::Uts, &p, move || rustix::system::sethostname(name.as_bytes()).map_err(std::io::Error::from))
-            })
-            .await?
-            .map_err(io_err("creating UTS namespace", &path))?;
-            made.utsns = Some(path);
         }
         self.write_early_files(pod, hostname).await
     }
@@ -304,8 +299,6 @@ async fn mount_shm(shm: &Path) -> Result<(), PodError> {
 struct Local {
     cgroup_created: bool,
     cgroup_id: u64,
-    ipcns: Option<PathBuf>,
-    utsns: Option<PathBuf>,
 }
 
 /// A pod's network, as far as it was made.

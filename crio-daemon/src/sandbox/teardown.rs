@@ -34,7 +34,9 @@ impl PodService {
         if !everything {
             return released;
         }
-        for ns in [&pod.ipcns, &pod.utsns, &pod.pidns].into_iter().flatten() {
+        // Pins are the pod's files; a namespace its monitor holds (`/proc/<pid>/ns/...`) goes
+        // with the monitor.
+        for ns in [&pod.ipcns, &pod.utsns, &pod.pidns].into_iter().flatten().filter(|ns| ns.starts_with(&pod.run_dir)) {
             let _ = namespace::unpin(ns);
         }
         if let Some(shm) = pod.shm() {
