@@ -113,7 +113,10 @@ async fn start_pod_on<S: Transport>(
 }
 
 pub(super) async fn remove_pod(t: &Target, pod: &str) {
-    let mut rt = t.rt.clone();
+    remove_pod_on(&mut t.rt.clone(), pod).await;
+}
+
+async fn remove_pod_on<S: Transport>(rt: &mut RuntimeServiceClient<S>, pod: &str) {
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("StopPodSandbox");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await.expect("RemovePodSandbox");
 }
@@ -157,8 +160,7 @@ pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
             if given {
                 teardown_timed(&mut rt, &calls, &mut out, pod, ct).await;
             } else {
-                rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
-                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+                remove_pod_on(&mut rt, &pod).await;
             }
         }
         out

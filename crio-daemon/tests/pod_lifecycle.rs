@@ -160,17 +160,17 @@ async fn containers_survive_a_daemon_crash() {
 
 /// The pid of the monitor of pod `id` (its socket's path names the pod).
 fn monitor_of(id: &str) -> String {
-    let needle = id.as_bytes();
-    let found = std::fs::read_dir("/proc").unwrap().flatten().find(|e| {
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"crio-monitor")) && cmd.windows(needle.len()).any(|w| w == needle)
-    });
-    found.expect("the pod's monitor").file_name().to_string_lossy().into_owned()
+    let found = monitors_naming(id.as_bytes()).into_iter().next();
+    found.expect("the pod's monitor")
 }
 
 /// Monitor processes serving sockets under `dir`.
 fn monitors_under(dir: &Path) -> usize {
-    let needle = dir.as_os_str().as_encoded_bytes();
+    monitors_naming(dir.as_os_str().as_encoded_bytes()).len()
+}
+
+/// Pids of monitor processes whose command line holds `needle`.
+fn monitors_naming(needle: &[u8]) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -178,7 +178,8 @@ fn monitors_under(dir: &Path) -> usize {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"crio-monitor")) && cmd.windows(needle.len()).any(|w| w == needle)
         })
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -242,18 +242,16 @@ impl Monitor {
             _ => None,
         };
         drop(console);
-        if status.code != 0 {
-            if req.pid_file.is_some() {
-                let _ = std::fs::remove_file(&pid_file);
-            }
-            let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
-            return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code).into());
-        }
-        let read = std::fs::read_to_string(&pid_file);
+        let read = (status.code == 0).then(|| std::fs::read_to_string(&pid_file));
         if req.pid_file.is_some() {
-            // Read once: nothing else looks at it, and the runroot outlives the container.
+            // Read once (or never, after a failed create): nothing else looks at it, and the
+            // runroot outlives the container.
             let _ = std::fs::remove_file(&pid_file);
         }
+        let Some(read) = read else {
+            let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
+            return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code).into());
+        };
         let pid: i32 = read
             .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
             .trim()

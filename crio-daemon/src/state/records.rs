@@ -216,10 +216,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
     /// As `publish_unflushed`, with the flush done behind the caller: the create answers while
     /// the disk catches up, and the next write waits for the flush (both hold the entry's
     /// write lock) instead of paying it. A flush that fails is left to that next write.
-    pub async fn publish_flushed_behind(&self, staged: Staged, rec: T) -> Result<Arc<Entry<T>>, StateError>
-    where
-        T: Send + Sync + 'static,
-    {
+    pub async fn publish_flushed_behind(&self, staged: Staged, rec: T) -> Result<Arc<Entry<T>>, StateError> {
         let path = self.path(&staged.id);
         let entry = self.publish_unflushed(staged, rec).await?;
         let behind = entry.clone();
