@@ -27,7 +27,7 @@ pub mod user;
 pub use attach::Attachment;
 pub use exec_session::{ExecSession, Reader as ExecReader, Wants, Writer as ExecWriter};
 pub use signal::{cri_name as signal_name_of, number as signal_number_of};
-pub use stats::Sample;
+pub use stats::{ContainerSample, LayerUse, Sample};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -87,11 +87,9 @@ where
     move |chunk| {
         let s = s.clone();
         Box::pin(async move {
-            let mut items = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                items.extend(one(s.clone(), id).await);
-            }
-            items
+            // Side by side, one per CPU, in the order of the chunk.
+            let each = futures::stream::iter(chunk).map(|id| one(s.clone(), id)).buffered(stats::width());
+            each.filter_map(std::future::ready).collect().await
         })
     }
 }
@@ -101,7 +99,16 @@ pub async fn stream_container_stats(
     req: cri::StreamContainerStatsRequest,
 ) -> Result<ItemStream<cri::StreamContainerStatsResponse>, Status> {
     let ids = stats::listed_containers(s, req.filter).await;
-    let build = by_id(s, |s, id| async move { stats::container_stats_of(&s, &id).await.ok() });
+    let s = s.clone();
+    let build = move |chunk: Vec<String>| {
+        let s = s.clone();
+        async move {
+            stats::containers_stats_of(&s, &chunk).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e.message(), containers = chunk.len(), "sampling a chunk of containers failed; left out");
+                Vec::new()
+            })
+        }
+    };
     Ok(lazy(ids, build, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
 }
 

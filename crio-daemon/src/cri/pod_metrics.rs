@@ -14,7 +14,7 @@ use tonic::Status;
 use super::v1 as cri;
 use super::{Services, container_status, pod_status};
 use crate::cgroups::pressure::Resource;
-use crate::container::Sample;
+use crate::container::{ContainerSample, Sample};
 use crate::model::{Container, ContainerState, PodSandbox, PodState};
 use crate::network::stats::InterfaceCounters;
 
@@ -228,20 +228,18 @@ fn container_labels(p: &PodSandbox, c: &Container) -> [String; 6] {
     [c.spec.name.clone(), c.cgroup_path.clone(), c.spec.image.clone(), c.id.clone(), p.spec.namespace.clone(), p.spec.name.clone()]
 }
 
-async fn container_metrics(s: &Services, p: &PodSandbox, id: &str) -> Result<cri::ContainerMetrics, Status> {
-    let (c, sample) = s.containers.container_stats(id).await.map_err(|e| container_status(&e))?;
+fn container_metrics(s: &Services, p: &PodSandbox, cs: ContainerSample) -> cri::ContainerMetrics {
+    let ContainerSample { container: c, sample, layer } = cs;
     let mut series = Series::new(container_labels(p, &c));
     series.cgroup(&sample);
     series.push("container_start_time_seconds", u64::try_from(c.started_at_nanos / 1_000_000_000).unwrap_or(0), &[]);
-    let upper = s.images.store().container_upper(&c.id);
-    let (used_bytes, inodes) = tokio::task::spawn_blocking(move || crate::storage::unpack::tree_usage(&upper)).await.unwrap_or_default();
     let device = s.images.store().root().display().to_string();
-    series.push("container_fs_usage_bytes", used_bytes, &[&device]);
-    series.push("container_fs_inodes_used", inodes, &[&device]);
+    series.push("container_fs_usage_bytes", layer.bytes, &[&device]);
+    series.push("container_fs_inodes_used", layer.inodes, &[&device]);
     if let Some(r) = s.kernel.sched_report(&c.id) {
         series.sched(&r);
     }
-    Ok(cri::ContainerMetrics { container_id: c.id, metrics: series.out })
+    cri::ContainerMetrics { container_id: c.id, metrics: series.out }
 }
 
 async fn pod_metrics(s: &Services, id: &str) -> Result<cri::PodSandboxMetrics, Status> {
@@ -249,13 +247,11 @@ async fn pod_metrics(s: &Services, id: &str) -> Result<cri::PodSandboxMetrics, S
     let mut series = Series::new(pod_labels(&p));
     series.cgroup(&sample);
     series.network(&interfaces);
-    let mut container_metrics = Vec::new();
-    for c in s.pods.containers_of(&p.id).into_iter().filter(|c| c.state == ContainerState::Running) {
-        // A container removed meanwhile is simply not listed.
-        if let Ok(m) = self::container_metrics(s, &p, &c.id).await {
-            container_metrics.push(m);
-        }
-    }
+    let running: Vec<String> =
+        s.pods.containers_of(&p.id).into_iter().filter(|c| c.state == ContainerState::Running).map(|c| c.id).collect();
+    // A container removed meanwhile is simply not listed.
+    let sampled = s.containers.containers_stats(&running).await.map_err(|e| container_status(&e))?;
+    let container_metrics = sampled.into_iter().map(|cs| container_metrics(s, &p, cs)).collect();
     Ok(cri::PodSandboxMetrics { pod_sandbox_id: p.id, metrics: series.out, container_metrics })
 }
 

@@ -182,7 +182,9 @@ impl Slots {
         self.seq == 1
     }
 
-    /// Whether the version last written may not have reached the disk yet.
+    /// Whether the version last written may not have reached the disk yet (the tests' view of
+    /// a flush behind the answer).
+    #[cfg(test)]
     pub fn is_unflushed(&self) -> bool {
         self.unflushed
     }

@@ -33,25 +33,23 @@ impl PodService {
             Vec::new()
         };
         let node = self.node.clone();
-        let (usage, pressure, oom_kills) = tokio::task::spawn_blocking(move || {
+        let netns = pod.netns.clone().filter(|_| pod.state == PodState::Ready);
+        // The cgroup files and the interfaces' counters in one blocking trip.
+        let (usage, pressure, oom_kills, interfaces) = tokio::task::spawn_blocking(move || {
+            let interfaces = netns.and_then(|ns| crate::network::stats::read(&ns).ok()).unwrap_or_default();
             if pod_cgroup.is_empty() {
                 let samples: Vec<_> = running.iter().filter_map(|p| node.cgroups().usage(p)).collect();
                 let ooms = running.iter().map(|p| node.cgroups().oom_kills(p)).sum();
-                (crate::cgroups::Usage::sum(&samples), None, ooms)
+                (crate::cgroups::Usage::sum(&samples), None, ooms, interfaces)
             } else {
-                (node.cgroups().usage(&pod_cgroup), node.pressure(&pod_cgroup), node.cgroups().oom_kills(&pod_cgroup))
+                let cg = node.cgroups();
+                (cg.usage(&pod_cgroup), node.pressure(&pod_cgroup), cg.oom_kills(&pod_cgroup), interfaces)
             }
         })
         .await?;
         let nano_cores = usage.and_then(|u| self.cpu_rates.sample(&pod.id, u.cpu_nanos));
         let sample = Sample { usage, nano_cores, pressure, oom_kills };
-        let mut interfaces = match &pod.netns {
-            Some(ns) if pod.state == PodState::Ready => {
-                let ns = ns.clone();
-                tokio::task::spawn_blocking(move || crate::network::stats::read(&ns)).await?.unwrap_or_default()
-            }
-            _ => Vec::new(),
-        };
+        let mut interfaces = interfaces;
         // With the kernel's accounting, the pod's own sockets' traffic is the measure (host
         // network pods too), on the pod's primary interface; its error counts stay.
         if let Some(net) = self.kernel.pod_network(&pod.id) {
