@@ -7,7 +7,6 @@ use std::path::{Component, Path, PathBuf};
 use super::spec::{self, ImageConfig, PidNamespace, SpecInput};
 use super::{ContainerError, ContainerService, blocking, io_err, user};
 use crate::model::{Container, ContainerSpec, ContainerState, EventKind, PidMode, PodSandbox, PodState, now_nanos};
-use crate::monitor::client::MonitorClient;
 use crate::monitor::protocol::{CreateRequest, Request};
 use crate::state::new_id;
 
@@ -429,7 +428,7 @@ impl ContainerService {
             self.prepare_exec(ct, &oci, self.tuning.exec_affinity(pod, ct)).await;
             tracing::debug!(prepare_exec_us = began.elapsed().as_micros() as u64, "exec prepared");
         };
-        let monitor = MonitorClient::new(&pod.monitor_socket());
+        let monitor = self.node.monitor(pod);
         let (resp, ()) = tokio::join!(monitor.request(&req), prepare_exec);
         let resp = resp?;
         let created = began.elapsed();
@@ -447,6 +446,7 @@ impl ContainerService {
             spec_beside_rootfs = beside,
             runtime_create_us = (created - ready).as_micros() as u64,
             in_runtime_us = resp.runtime_us.unwrap_or(0),
+            in_monitor_us = resp.handled_us.unwrap_or(0),
             unified_us = (began.elapsed() - created).as_micros() as u64,
             "container set up"
         );

@@ -1,10 +1,13 @@
 //! The daemon's side of a pod monitor: start one, and send it requests.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 use super::protocol::{Request, Response};
 use super::server::Holds;
@@ -54,6 +57,60 @@ const CREATE_GRACE: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct MonitorClient {
     pub socket: PathBuf,
+    /// Where a connection is taken from and given back; without one, each request connects.
+    connections: Option<Arc<Connections>>,
+}
+
+/// Idle connections a request takes at most per monitor beyond the one in use: more than
+/// requests at once to one pod's monitor is rare.
+const IDLE_PER_MONITOR: usize = 2;
+
+/// Connections to monitors kept open between requests. A request on one skips the connect
+/// and, in the monitor, the accept and the start of a thread to serve it: wake-ups on the
+/// path of every CreateContainer. A pod's first is opened while its network is set up.
+#[derive(Debug, Default)]
+pub struct Connections {
+    idle: Mutex<HashMap<PathBuf, Vec<BufReader<UnixStream>>>>,
+}
+
+impl Connections {
+    /// A client of the monitor at `socket` that reuses these connections.
+    pub fn client(self: &Arc<Self>, socket: &Path) -> MonitorClient {
+        MonitorClient { socket: socket.into(), connections: Some(self.clone()) }
+    }
+
+    /// Opens a connection to the monitor at `socket` before its first request; failing, the
+    /// request connects (and reports why it could not).
+    pub async fn open_ahead(&self, socket: &Path) {
+        if let Ok(stream) = crate::socket_path::connect_async(socket).await {
+            self.put(socket, BufReader::new(stream));
+        }
+    }
+
+    /// Closes the connections to a monitor that is going away.
+    pub fn forget(&self, socket: &Path) {
+        self.idle.lock().expect("connections poisoned").remove(socket);
+    }
+
+    fn take(&self, socket: &Path) -> Option<BufReader<UnixStream>> {
+        self.idle.lock().expect("connections poisoned").get_mut(socket)?.pop()
+    }
+
+    fn put(&self, socket: &Path, conn: BufReader<UnixStream>) {
+        let mut idle = self.idle.lock().expect("connections poisoned");
+        let list = idle.entry(socket.into()).or_default();
+        if list.len() < IDLE_PER_MONITOR {
+            list.push(conn);
+        }
+    }
+}
+
+/// How one exchange on a connection ended.
+enum Exchanged {
+    Answered(String),
+    /// The monitor had closed the connection before reading the request (it was restarted or
+    /// killed): nothing was done, and a new connection may be tried.
+    Closed,
 }
 
 /// Starts a monitor serving `socket`; it detaches into its own session and outlives us. Its
@@ -109,8 +166,9 @@ async fn last_line_after(log: &Path, offset: u64) -> Option<String> {
 }
 
 impl MonitorClient {
+    /// A client that connects for each request.
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.into() }
+        Self { socket: socket.into(), connections: None }
     }
 
     /// Joins container `id`'s stdio: the connection then carries `protocol::attach` frames.
@@ -159,12 +217,34 @@ impl MonitorClient {
 
     async fn exchange(&self, req: &Request) -> Result<Response, MonitorError> {
         let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
-        let mut stream = crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?;
         let mut line = serde_json::to_vec(req).expect("requests serialize");
         line.push(b'\n');
-        stream.write_all(&line).await.map_err(unreachable)?;
-        let mut reply = String::new();
-        BufReader::new(stream).read_line(&mut reply).await.map_err(unreachable)?;
+        let kept = self.connections.as_ref().and_then(|c| c.take(&self.socket));
+        let reply = match kept {
+            Some(mut conn) => match exchange_on(&mut conn, &line).await.map_err(unreachable)? {
+                Exchanged::Answered(reply) => Some((reply, conn)),
+                Exchanged::Closed => None,
+            },
+            None => None,
+        };
+        let (reply, conn) = match reply {
+            Some(answered) => answered,
+            None => {
+                let mut conn = BufReader::new(crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?);
+                match exchange_on(&mut conn, &line).await.map_err(unreachable)? {
+                    Exchanged::Answered(reply) => (reply, conn),
+                    Exchanged::Closed => {
+                        return Err(unreachable(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the monitor closed the connection without answering",
+                        )));
+                    }
+                }
+            }
+        };
+        if let Some(connections) = &self.connections {
+            connections.put(&self.socket, conn);
+        }
         let resp: Response =
             serde_json::from_str(&reply).map_err(|source| MonitorError::Protocol { socket: self.socket.clone(), source })?;
         if resp.timed_out {
@@ -177,9 +257,73 @@ impl MonitorClient {
     }
 }
 
+/// Writes one request line on `conn` and reads its answer line.
+async fn exchange_on(conn: &mut BufReader<UnixStream>, line: &[u8]) -> std::io::Result<Exchanged> {
+    match conn.get_mut().write_all(line).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe || e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return Ok(Exchanged::Closed);
+        }
+        Err(e) => return Err(e),
+    }
+    let mut reply = String::new();
+    match conn.read_line(&mut reply).await {
+        Ok(0) => Ok(Exchanged::Closed),
+        Ok(_) => Ok(Exchanged::Answered(reply)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(Exchanged::Closed),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A monitor stand-in answering every request line with an empty response; it counts the
+    /// connections it accepts, and hangs up each after `per_connection` answers.
+    fn answering(socket: &Path, per_connection: usize) -> Arc<AtomicUsize> {
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let conn = conn.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut writer = conn.try_clone().unwrap();
+                    let mut lines = std::io::BufReader::new(conn).lines();
+                    for _ in 0..per_connection {
+                        let Some(Ok(_)) = lines.next() else { return };
+                        writer.write_all(b"{}\n").unwrap();
+                    }
+                });
+            }
+        });
+        accepted
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_serves_the_next_request_and_one_closed_by_the_monitor_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("monitor.sock");
+        let accepted = answering(&socket, 2);
+        let connections = Arc::new(Connections::default());
+        connections.open_ahead(&socket).await;
+        let client = connections.client(&socket);
+        client.request(&Request::State).await.expect("first request, on the connection opened ahead");
+        client.request(&Request::State).await.expect("second request, on the same connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "both requests went over the connection opened ahead");
+        // The stand-in hung up after two answers: the third finds the kept connection closed
+        // and connects again, without an error.
+        client.request(&Request::State).await.expect("third request, on a new connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        connections.forget(&socket);
+        assert!(connections.take(&socket).is_none(), "a forgotten monitor's connections are closed");
+        MonitorClient::new(&socket).request(&Request::State).await.expect("a client without kept connections connects");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
 
     #[tokio::test]
     async fn a_monitor_that_dies_at_start_is_reported_with_its_status_and_last_words() {

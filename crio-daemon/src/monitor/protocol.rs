@@ -105,6 +105,10 @@ pub struct Response {
     /// what the rest of the round trip costs is the difference.
     #[serde(default)]
     pub runtime_us: Option<u64>,
+    /// How long the monitor spent on the request, from reading it to having the answer
+    /// (`Create`): the rest of the round trip is the connection and the wake-ups.
+    #[serde(default)]
+    pub handled_us: Option<u64>,
     /// The error is a runtime call that did not finish in time (and was killed).
     #[serde(default)]
     pub timed_out: bool,

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +101,7 @@ impl Monitor {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let read_at = std::time::Instant::now();
             let response = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Attach { id }) => {
                     let target = self.attach_target(&id);
@@ -119,6 +121,7 @@ impl Monitor {
                 Ok(req) => self.handle(req),
                 Err(e) => Response { error: format!("bad request: {e}"), ..Default::default() },
             };
+            let response = Response { handled_us: Some(read_at.elapsed().as_micros() as u64), ..response };
             let mut out = serde_json::to_vec(&response).expect("responses serialize");
             out.push(b'\n');
             if writer.write_all(&out).is_err() {
@@ -210,6 +213,11 @@ impl Monitor {
                 return Err(format!("opening log {}: {e}", req.log_path.display()).into());
             }
         };
+        // The thread that will record the init's exit is started now, while the runtime runs:
+        // a thread's start is off the answer's path then. It is handed the init's pid and the
+        // output pumps once they are known, and ends at once if the create fails.
+        let (hand_over, handed) = std::sync::mpsc::sync_channel(1);
+        self.record_exit_when_done(id.to_string(), handed, req.exit_file.clone());
         let mut pumps = match pipes {
             Some((out_r, err_r)) => vec![
                 spawn_pump(out_r, Stream::Stdout, log.clone(), attachers.clone()),
@@ -243,20 +251,30 @@ impl Monitor {
         };
         drop(console);
         let read = (status.code == 0).then(|| std::fs::read_to_string(&pid_file));
-        if req.pid_file.is_some() {
-            // Read once (or never, after a failed create): nothing else looks at it, and the
-            // runroot outlives the container.
-            let _ = std::fs::remove_file(&pid_file);
-        }
+        // Read once (or never, after a failed create): nothing else looks at it, and the
+        // runroot outlives the container. Removed behind the answer when the create
+        // succeeds (an unlink on a disk-backed runroot costs ~0.4 ms on a small VM).
+        let ours = req.pid_file.is_some().then(|| pid_file.clone());
+        let remove_pid_file = |file: &Option<std::path::PathBuf>| {
+            if let Some(file) = file {
+                let _ = std::fs::remove_file(file);
+            }
+        };
         let Some(read) = read else {
+            remove_pid_file(&ours);
             let msg = std::fs::read_to_string(&runtime_log).ok().and_then(|t| last_error(&t)).unwrap_or_default();
             return Err(format!("{} create {id} failed (exit {}): {msg}", req.runtime.display(), status.code).into());
         };
-        let pid: i32 = read
-            .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
+        let pid = read
+            .map_err(|e| format!("reading {}: {e}", pid_file.display()))
+            .and_then(|text| text.trim().parse().map_err(|e| format!("pid file {}: {e}", pid_file.display())));
+        let pid: i32 = match pid {
+            Ok(pid) => pid,
+            Err(e) => {
+                remove_pid_file(&ours);
+                return Err(e.into());
+            }
+        };
         self.reaper.watch(pid);
         let tty = master.is_some();
         match master {
@@ -271,13 +289,14 @@ impl Monitor {
                     rustix::process::Pid::from_raw(pid).expect("a positive pid"),
                     rustix::process::Signal::KILL,
                 );
+                remove_pid_file(&ours);
                 return Err(format!("{} create {id}: no pty master arrived on the console socket", req.runtime.display()).into());
             }
             None => {}
         }
         let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
         self.containers.lock().expect("containers poisoned").insert(id.into(), c);
-        self.record_exit_when_done(id.to_string(), pid, pumps, req.exit_file);
+        let _ = hand_over.send(Handed { pid, pumps, pid_file: ours });
         Ok((pid, runtime_us))
     }
 
@@ -294,10 +313,15 @@ impl Monitor {
     }
 
     /// Once the container's init exits and its output is drained, its exit record is written
-    /// (durably: the daemon reads it, perhaps after a restart).
-    fn record_exit_when_done(&self, id: String, pid: i32, pumps: Vec<PumpDone>, exit_file: std::path::PathBuf) {
+    /// (durably: the daemon reads it, perhaps after a restart). What it needs arrives on
+    /// `handed` once the runtime has created the container; nothing arrives if it failed.
+    fn record_exit_when_done(&self, id: String, handed: Receiver<Handed>, exit_file: std::path::PathBuf) {
         let m = self.clone();
         std::thread::spawn(move || {
+            let Ok(Handed { pid, pumps, pid_file }) = handed.recv() else { return };
+            if let Some(file) = pid_file {
+                let _ = std::fs::remove_file(file);
+            }
             let exit = m.reaper.wait(pid);
             let deadline = std::time::Instant::now() + DRAIN_GRACE;
             for p in pumps {
@@ -319,6 +343,14 @@ impl Monitor {
             }
         });
     }
+}
+
+/// What the exit-record thread of a created container is handed.
+struct Handed {
+    pid: i32,
+    pumps: Vec<PumpDone>,
+    /// The runtime's pid file, read and now to be removed.
+    pid_file: Option<std::path::PathBuf>,
 }
 
 /// Why a create failed, and whether it was the runtime's deadline.

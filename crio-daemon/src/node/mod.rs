@@ -49,6 +49,8 @@ pub struct Node {
     network: Option<NetworkConfig>,
     host: HostPaths,
     monitor_binary: PathBuf,
+    /// Open connections to the pods' monitors.
+    monitors: Arc<crate::monitor::client::Connections>,
     /// The node's pod CIDR as the kubelet last sent it (UpdateRuntimeConfig).
     pod_cidr: std::sync::RwLock<String>,
 }
@@ -87,7 +89,19 @@ impl Node {
         let unified = if systemd { None } else { Unified::detect(&cgroups, &host.proc) };
         let cni = Cni::new(c.network.plugin_dirs.clone(), c.state_dir.join("cni/results"));
         let network = pod_network(&config);
-        Self { config, cgroups, unified, systemd, runtimes, cni, network, host, monitor_binary, pod_cidr: Default::default() }
+        Self {
+            config,
+            cgroups,
+            unified,
+            systemd,
+            runtimes,
+            cni,
+            network,
+            host,
+            monitor_binary,
+            monitors: Arc::default(),
+            pod_cidr: Default::default(),
+        }
     }
 
     pub fn cgroups(&self) -> &Cgroups {
@@ -130,6 +144,16 @@ impl Node {
 
     pub fn monitor_binary(&self) -> &std::path::Path {
         &self.monitor_binary
+    }
+
+    /// The connections kept open to the pods' monitors.
+    pub fn monitors(&self) -> &Arc<crate::monitor::client::Connections> {
+        &self.monitors
+    }
+
+    /// A client of the pod's monitor on a kept connection.
+    pub fn monitor(&self, pod: &PodSandbox) -> crate::monitor::client::MonitorClient {
+        self.monitors.client(&pod.monitor_socket())
     }
 
     /// The exec helper ships beside the monitor.

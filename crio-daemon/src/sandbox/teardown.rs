@@ -42,6 +42,7 @@ impl PodService {
         if let Some(shm) = pod.shm() {
             let _ = rustix::mount::unmount(&shm, rustix::mount::UnmountFlags::DETACH);
         }
+        self.node.monitors().forget(&pod.monitor_socket());
         kill_monitor(pod.monitor_pid, &pod.monitor_socket());
         self.kernel.untrack(pod.cgroup_id, None);
         if let Some(unified) = self.node.unified()
