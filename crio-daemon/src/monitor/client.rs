@@ -105,14 +105,6 @@ impl Connections {
     }
 }
 
-/// How one exchange on a connection ended.
-enum Exchanged {
-    Answered(String),
-    /// The monitor had closed the connection before reading the request (it was restarted or
-    /// killed): nothing was done, and a new connection may be tried.
-    Closed,
-}
-
 /// Starts a monitor serving `socket`; it detaches into its own session and outlives us. Its
 /// stderr goes to `log`. It holds the pod's namespaces that `holds` names (see
 /// `server::run`). Returns its pid.
@@ -219,27 +211,23 @@ impl MonitorClient {
         let unreachable = |source| MonitorError::Unreachable { socket: self.socket.clone(), source };
         let mut line = serde_json::to_vec(req).expect("requests serialize");
         line.push(b'\n');
+        // A kept connection the monitor has closed is replaced by a new one, once.
         let kept = self.connections.as_ref().and_then(|c| c.take(&self.socket));
-        let reply = match kept {
-            Some(mut conn) => match exchange_on(&mut conn, &line).await.map_err(unreachable)? {
-                Exchanged::Answered(reply) => Some((reply, conn)),
-                Exchanged::Closed => None,
-            },
+        let answered = match kept {
+            Some(mut conn) => exchange_on(&mut conn, &line).await.map_err(unreachable)?.map(|reply| (reply, conn)),
             None => None,
         };
-        let (reply, conn) = match reply {
+        let (reply, conn) = match answered {
             Some(answered) => answered,
             None => {
                 let mut conn = BufReader::new(crate::socket_path::connect_async(&self.socket).await.map_err(unreachable)?);
-                match exchange_on(&mut conn, &line).await.map_err(unreachable)? {
-                    Exchanged::Answered(reply) => (reply, conn),
-                    Exchanged::Closed => {
-                        return Err(unreachable(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the monitor closed the connection without answering",
-                        )));
-                    }
-                }
+                let reply = exchange_on(&mut conn, &line).await.map_err(unreachable)?.ok_or_else(|| {
+                    unreachable(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor closed the connection without answering",
+                    ))
+                })?;
+                (reply, conn)
             }
         };
         if let Some(connections) = &self.connections {
@@ -257,20 +245,20 @@ impl MonitorClient {
     }
 }
 
-/// Writes one request line on `conn` and reads its answer line.
-async fn exchange_on(conn: &mut BufReader<UnixStream>, line: &[u8]) -> std::io::Result<Exchanged> {
+/// Writes one request line on `conn` and reads its answer line; `None` when the monitor had
+/// closed the connection (it is gone: a new connection finds it or fails to connect).
+async fn exchange_on(conn: &mut BufReader<UnixStream>, line: &[u8]) -> std::io::Result<Option<String>> {
+    let closed = |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset);
     match conn.get_mut().write_all(line).await {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe || e.kind() == std::io::ErrorKind::ConnectionReset => {
-            return Ok(Exchanged::Closed);
-        }
+        Err(e) if closed(&e) => return Ok(None),
         Err(e) => return Err(e),
     }
     let mut reply = String::new();
     match conn.read_line(&mut reply).await {
-        Ok(0) => Ok(Exchanged::Closed),
-        Ok(_) => Ok(Exchanged::Answered(reply)),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(Exchanged::Closed),
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(reply)),
+        Err(e) if closed(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }

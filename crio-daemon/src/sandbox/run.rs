@@ -197,7 +197,7 @@ impl PodService {
             "pod set up"
         );
         if share_pid {
-            let state = self.node.monitors().client(&socket).request(&crate::monitor::protocol::Request::State).await?;
+            let state = self.node.monitor(pod).request(&crate::monitor::protocol::Request::State).await?;
             let holder = state.pid_holder.unwrap_or(0);
             let source = PathBuf::from(format!("/proc/{holder}/ns/pid"));
             let path = pod.run_dir.join("pid");
