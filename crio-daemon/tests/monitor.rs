@@ -84,6 +84,11 @@ impl Fixture {
         let resp = self.monitor.request(&req).await.expect("create through the monitor");
         let pid = resp.pid.unwrap();
         assert!(pid > 0);
+        // Removed behind the answer, by the thread that records the exit: waited for, not raced.
+        let removed_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pid_file.exists() && std::time::Instant::now() < removed_by {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert!(!pid_file.exists(), "the pid file is read once and removed");
         assert!(!bundle_dir.join("pid").exists(), "the runtime wrote where it was told, not in the bundle");
         self.runtime.start(&id, pid).await.expect("start");
