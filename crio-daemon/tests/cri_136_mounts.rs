@@ -94,11 +94,12 @@ async fn image_volumes_recursive_read_only_user_and_refusals() {
         assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains(why), "{sub}: {err:?}");
     }
 
-    // Removing the container unmounts the volume and frees the image.
+    // Removing the container frees the image and unmounts the volume (behind RemoveContainer's
+    // answer: RemoveImage waits for that).
     rt.stop_container(cri::StopContainerRequest { container_id: reader.clone(), timeout: 0 }).await.unwrap();
     rt.remove_container(cri::RemoveContainerRequest { container_id: reader.clone() }).await.unwrap();
-    assert!(!mounted(&format!("{reader}/volumes/0")));
     images.remove_image(cri::RemoveImageRequest { image: Some(common::daemon::spec(&pulled)) }).await.expect("RemoveImage once unused");
+    assert!(!mounted(&format!("{reader}/volumes/0")));
 
     // Recursive read-only: a submount of a read-only bind is read-only too (runc "rro", this
     // kernel has mount_setattr); a plain read-only bind leaves it writable.

@@ -94,6 +94,10 @@ async fn pod_and_container_lifecycle() {
     assert!(rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers.is_empty());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(d.dir.path().to_str().unwrap()), "no mount left under the daemon's dirs");
+    // The runtime's state of each container went too (deleted without runc, behind the answer).
+    let left: Vec<_> =
+        std::fs::read_dir(d.dir.path().join("runc")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "runc state left: {left:?}");
     unmount_under(d.dir.path());
 }
 

@@ -10,36 +10,24 @@ use crate::monitor::protocol::Request;
 
 impl ContainerService {
     /// Kills if needed and deletes everything of the container; a missing one is removed.
-    /// The answer comes once the runtime's container, its cgroups, its mounts and its record
-    /// are gone; its directories and exit record go right after (see `deferred`).
+    /// The answer comes once its processes' cgroups and its record are gone (the two side by
+    /// side: neither needs the other); its root filesystem is unmounted and its runtime state,
+    /// directories and exit record are deleted right after (see `deferred`).
     pub async fn remove_container(&self, id: &str) -> Result<(), ContainerError> {
         let Some(entry) = self.stores.containers.resolve(id) else { return Ok(()) };
         self.stop_container(id, 0).await?;
         let _op = entry.op.lock().await;
         self.give_back(id).await;
         let ct = entry.get();
-        // Unmounted before the answer: nothing of the container stays mounted on the host, and
-        // its image volumes' images are free. Even lazy, an unmount waits for an RCU grace
-        // period (about a millisecond), so it runs beside the runtime's cleanup, unless that
-        // may run hooks, which may read the root filesystem.
-        let (store, cid) = (self.images.store().clone(), ct.id.clone());
-        let unmount = move || store.unmount_container(&cid);
         let handler = self.handler_of(&ct);
-        let unmounted = if has_hooks(&ct) {
-            self.release_runtime_state(&ct, &handler).await;
-            tokio::task::spawn_blocking(unmount).await
-        } else {
-            let unmounted = tokio::task::spawn_blocking(unmount);
-            self.release_runtime_state(&ct, &handler).await;
-            unmounted.await
-        };
-        warn_failed(&ct.id, "unmounting root filesystem failed", unmounted);
-        self.stores.containers.remove(&ct.id).await?;
+        // Crash-safe in either order: until the deferred work ends, the bundle is there and
+        // recovery deletes a bundle without a record through the runtime.
+        let ((), unrecorded) = tokio::join!(self.release_runtime_state(&ct, &handler), self.stores.containers.remove(&ct.id));
+        unrecorded?;
         self.stores.names.release(&ct.full_name);
         self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
         self.emit(&ct, EventKind::Deleted);
-        let files = self.files_of(&ct);
-        self.deferred.spawn(files.remove());
+        self.deferred.spawn(self.files_of(&ct, &handler).remove());
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
     }
@@ -53,11 +41,12 @@ impl ContainerService {
     /// Deletes the runtime's container, the root filesystem and the bundle; idempotent.
     pub(super) async fn tear_down_container(&self, ct: &Container, handler: &str) {
         self.release_runtime_state(ct, handler).await;
-        self.files_of(ct).remove().await;
+        self.files_of(ct, handler).remove().await;
     }
 
-    /// What must be gone before the container's record is: the runtime's container with its
-    /// cgroups (the pod's cgroup can go only after them), and what the daemon keeps for it.
+    /// What must be gone before RemoveContainer answers: the container's cgroups (the pod's
+    /// cgroup can go only after them; the runtime's own delete when it is needed), and what
+    /// the daemon keeps for it.
     async fn release_runtime_state(&self, ct: &Container, handler: &str) {
         if let Ok(rt) = self.node.runtime(handler)
             && !self.deleted_without_runtime(ct, rt).await
@@ -76,8 +65,9 @@ impl ContainerService {
     }
 
     /// The container's files, to remove with or after its record.
-    fn files_of(&self, ct: &Container) -> ContainerFiles {
+    fn files_of(&self, ct: &Container, handler: &str) -> ContainerFiles {
         ContainerFiles {
+            runtime_state: self.node.runtime(handler).ok().map(|rt| rt.root.join(&ct.id)),
             id: ct.id.clone(),
             monitor: self.stores.pods.get(&ct.pod_id).map(|p| p.get().monitor_socket()),
             store: self.images.store().clone(),
@@ -88,24 +78,17 @@ impl ContainerService {
 
     /// What `runtime delete` does for a container whose processes are all gone, done here
     /// without starting the runtime (a Go process for runc: most of RemoveContainer's time):
-    /// its cgroups removed (an rmdir fails while any process is left) and its state directory.
-    /// Anything else goes through the runtime: a container not known to have exited, one
-    /// whose spec may hold hooks the runtime runs at delete (only CDI adds hooks), systemd
-    /// scopes. Returns whether it was done.
+    /// its cgroups removed (an rmdir fails while any process is left); its state directory
+    /// goes with its files, behind the answer (an unlink on a disk-backed run dir costs a
+    /// millisecond). Anything else goes through the runtime: a container not known to have
+    /// exited, one whose spec may hold hooks the runtime runs at delete (only CDI adds hooks),
+    /// systemd scopes. Returns whether it was done.
     async fn deleted_without_runtime(&self, ct: &Container, rt: &crate::oci::OciRuntime) -> bool {
         if ct.state != ContainerState::Exited || has_hooks(ct) || rt.systemd_cgroup {
             return false;
         }
-        let (cgroups, path, state_dir) = (self.node.cgroups().clone(), ct.cgroup_path.clone(), rt.root.join(&ct.id));
-        let done = tokio::task::spawn_blocking(move || {
-            cgroups.remove(&path).is_ok()
-                && match std::fs::remove_dir_all(&state_dir) {
-                    Ok(()) => true,
-                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                }
-        })
-        .await;
-        done.unwrap_or(false)
+        let (cgroups, path) = (self.node.cgroups().clone(), ct.cgroup_path.clone());
+        tokio::task::spawn_blocking(move || cgroups.remove(&path).is_ok()).await.unwrap_or(false)
     }
 
     /// What an ended container held goes back: its IRQ CPUs, its placement, its hooks'
@@ -146,6 +129,8 @@ impl ContainerService {
 /// What is left of a removed container on disk, and in its pod's monitor.
 struct ContainerFiles {
     id: String,
+    /// The runtime's state directory of the container (gone already when the runtime deleted it).
+    runtime_state: Option<std::path::PathBuf>,
     monitor: Option<std::path::PathBuf>,
     store: std::sync::Arc<crate::storage::Store>,
     bundle: std::path::PathBuf,
@@ -154,8 +139,10 @@ struct ContainerFiles {
 
 impl ContainerFiles {
     /// The monitor lets go of the container's log and stdio (a crash-looping container would
-    /// otherwise hold one log descriptor per restart until its pod goes); the root
-    /// filesystem, bundle and exit record are deleted. Idempotent; failures are logged.
+    /// otherwise hold one log descriptor per restart until its pod goes); the runtime's state,
+    /// the root filesystem (unmounted first), bundle and exit record are deleted. The bundle
+    /// goes last of what recovery needs: while it is there, a restart deletes the container
+    /// through its runtime. Idempotent; failures are logged.
     async fn remove(self) {
         if let Some(socket) = &self.monitor {
             let req = Request::Forget { id: self.id.clone() };
@@ -166,6 +153,13 @@ impl ContainerFiles {
         }
         let (store, id) = (self.store, self.id.clone());
         warn_failed(&self.id, "removing root filesystem failed", tokio::task::spawn_blocking(move || store.remove_container(&id)).await);
+        if let Some(dir) = &self.runtime_state
+            && let Err(e) = tokio::fs::remove_dir_all(dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = %self.id, path = %dir.display(), error = %e, "removing the runtime's state failed; the bundle is kept for the next start to delete it");
+            return;
+        }
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
         let _ = tokio::fs::remove_file(&self.exit_file).await;
     }
