@@ -106,10 +106,9 @@ impl Unified {
     /// it had to be moved. A move is checked for first because it is not free: the first
     /// migration after a quiet spell waits for an RCU grace period (4.5-20 ms on an idle node).
     pub fn join(&self, cgroup_path: &str, pid: i32) -> Result<bool, CgroupError> {
-        let wanted = format!("/{}", cgroup_path.trim_start_matches('/'));
         let own = self.proc.join(pid.to_string()).join("cgroup");
         let own = std::fs::read_to_string(&own).map_err(|source| CgroupError::Read { path: own, source })?;
-        if own.lines().filter_map(|l| l.strip_prefix("0::")).any(|p| p == wanted) {
+        if own.lines().filter_map(|l| l.strip_prefix("0::")).any(|seen| Unified::is(cgroup_path, seen)) {
             return Ok(false);
         }
         let dir = self.path(cgroup_path);
@@ -117,6 +116,12 @@ impl Unified {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string()).map_err(|source| CgroupError::Write { path: procs, value: pid.to_string(), source })?;
         Ok(true)
+    }
+
+    /// Whether `seen`, a unified path as /proc/<pid>/cgroup shows it, is the cgroup at
+    /// `cgroup_path`.
+    pub fn is(cgroup_path: &str, seen: &str) -> bool {
+        seen.strip_prefix('/').is_some_and(|s| s == cgroup_path.trim_start_matches('/'))
     }
 
     /// Removes the container's v2 cgroup (empty once its processes are gone); a missing one is
@@ -171,5 +176,14 @@ mod unified_tests {
         // A process that is gone: an error, nothing made.
         assert!(u.join("/crio/pod-a/crio-c", 43).is_err());
         assert!(!u.path("/crio/pod-a/crio-c").exists());
+    }
+
+    #[test]
+    fn a_seen_path_is_the_cgroup_with_or_without_a_leading_slash_only_when_whole() {
+        assert!(Unified::is("/crio/pod-a/crio-b", "/crio/pod-a/crio-b"));
+        assert!(Unified::is("crio/pod-a/crio-b", "/crio/pod-a/crio-b"));
+        assert!(!Unified::is("/crio/pod-a/crio-b", "/crio/pod-a/crio-bc"));
+        assert!(!Unified::is("/crio/pod-a/crio-b", "/"));
+        assert!(!Unified::is("/crio/pod-a/crio-b", "crio/pod-a/crio-b"), "/proc always shows it absolute");
     }
 }

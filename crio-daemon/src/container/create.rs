@@ -145,11 +145,22 @@ impl ContainerService {
     }
 
     /// The container's record, its name reserved; nothing is made yet.
-    async fn new_record(&self, pod: &PodSandbox, spec: ContainerSpec) -> Result<(Container, spec::ImageRunConfig), ContainerError> {
+    async fn new_record(
+        &self,
+        pod: &PodSandbox,
+        spec: ContainerSpec,
+    ) -> Result<(Container, std::sync::Arc<spec::ImageRunConfig>), ContainerError> {
         let log = log_path(&pod.spec.log_directory, &spec.log_path)?;
         let image = self.images.status(&spec.image)?.ok_or_else(|| ContainerError::ImageNotFound { image: spec.image.clone() })?;
-        let config: ImageConfig = serde_json::from_slice(&self.images.config(&image.record.id).await?).unwrap_or_default();
-        let run = config.config.unwrap_or_default();
+        let run = match self.run_configs.get(&image.record.id) {
+            Some(run) => run,
+            None => {
+                let config: ImageConfig = serde_json::from_slice(&self.images.config(&image.record.id).await?).unwrap_or_default();
+                let run = std::sync::Arc::new(config.config.unwrap_or_default());
+                self.run_configs.insert(&image.record.id, run.clone());
+                run
+            }
+        };
         let id = new_id();
         let full = format!("k8s_{}_{}_{}_{}_{}", spec.name, pod.spec.name, pod.spec.namespace, pod.spec.uid, spec.attempt);
         self.stores.names.reserve(&full, &id).map_err(|holder| ContainerError::NameInUse { name: full.clone(), id: holder })?;
@@ -433,8 +444,11 @@ impl ContainerService {
         let resp = resp?;
         let created = began.elapsed();
         let pid = resp.pid.unwrap_or(0);
-        if let Some(unified) = self.node.unified().cloned() {
-            // Before start: everything the init will run inherits the cgroup.
+        // Before start: everything the init will run inherits the cgroup. Where the runtime
+        // placed it the monitor has read already; only an init elsewhere is moved.
+        if let Some(unified) = self.node.unified().cloned()
+            && !resp.init_cgroup.as_deref().is_some_and(|seen| crate::cgroups::Unified::is(&ct.cgroup_path, seen))
+        {
             let path = ct.cgroup_path.clone();
             tokio::task::spawn_blocking(move || unified.join(&path, pid)).await??;
         }

@@ -5,6 +5,7 @@
 //! and removes a pod's containers through this one, is above it.
 
 mod attach;
+mod by_image;
 mod checkpoint;
 mod create;
 mod deferred;
@@ -133,6 +134,8 @@ pub struct ContainerService {
     /// Images' parsed account files, for writing specs while root filesystems mount (bounded
     /// by images, not containers: not one of the tables that follow live objects).
     accounts: user::AccountsCache,
+    /// Images' run configs (user, environment, entrypoint, volumes): read and parsed once.
+    run_configs: by_image::ByImage<spec::ImageRunConfig>,
     /// The host's /dev, whose devices privileged containers get.
     host_dev: std::path::PathBuf,
     /// The host's AppArmor and SELinux, detected once at start.
@@ -194,6 +197,7 @@ impl ContainerService {
             held_capabilities: crate::capabilities::held(),
             abis,
             accounts: Default::default(),
+            run_configs: Default::default(),
             host_dev: "/dev".into(),
             lsm,
         })

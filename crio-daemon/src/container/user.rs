@@ -4,9 +4,8 @@
 //! them ([`Accounts::read`]) blocks: callers run it off the async workers; `resolve` only
 //! looks in what was read.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -80,8 +79,6 @@ impl Accounts {
     }
 }
 
-/// Images whose accounts are kept; beyond it one is dropped for each added.
-const CACHED_IMAGES: usize = 64;
 /// Accounts with more entries than this are not kept (real images have tens).
 const CACHED_ENTRIES: usize = 4096;
 
@@ -90,30 +87,18 @@ const CACHED_ENTRIES: usize = 4096;
 /// they let a container's spec be written while its root filesystem mounts.
 #[derive(Default)]
 pub struct AccountsCache {
-    by_image: Mutex<HashMap<String, Arc<Accounts>>>,
+    by_image: super::by_image::ByImage<Accounts>,
 }
 
 impl AccountsCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Accounts>>> {
-        self.by_image.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn get(&self, image_id: &str) -> Option<Arc<Accounts>> {
-        self.lock().get(image_id).cloned()
+        self.by_image.get(image_id)
     }
 
     pub fn insert(&self, image_id: &str, accounts: Arc<Accounts>) {
-        if accounts.passwd.len() + accounts.groups.len() > CACHED_ENTRIES {
-            return;
+        if accounts.passwd.len() + accounts.groups.len() <= CACHED_ENTRIES {
+            self.by_image.insert(image_id, accounts);
         }
-        let mut m = self.lock();
-        if m.len() >= CACHED_IMAGES
-            && !m.contains_key(image_id)
-            && let Some(k) = m.keys().next().cloned()
-        {
-            m.remove(&k);
-        }
-        m.insert(image_id.to_string(), accounts);
     }
 }
 
@@ -206,10 +191,10 @@ mod tests {
         cache.insert("sha256:a", Arc::new(Accounts::read(r.path())));
         let kept = cache.get("sha256:a").expect("kept");
         assert_eq!(resolve(&kept, "web", None, None, "", &[]).unwrap().uid, 1000);
-        for n in 0..2 * CACHED_IMAGES {
+        for n in 0..2 * super::super::by_image::CACHED_IMAGES {
             cache.insert(&format!("sha256:{n}"), Arc::new(Accounts::read(r.path())));
         }
-        assert_eq!(cache.lock().len(), CACHED_IMAGES);
+        assert_eq!(cache.by_image.len(), super::super::by_image::CACHED_IMAGES);
         // An image with an absurd number of accounts is read each time, not kept.
         let big = tempfile::tempdir().unwrap();
         std::fs::create_dir(big.path().join("etc")).unwrap();

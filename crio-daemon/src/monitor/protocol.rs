@@ -109,6 +109,11 @@ pub struct Response {
     /// (`Create`): the rest of the round trip is the connection and the wake-ups.
     #[serde(default)]
     pub handled_us: Option<u64>,
+    /// The unified (v2) cgroup the created init is in, as its /proc/<pid>/cgroup's `0::`
+    /// line names it (`Create`; none on a v1-only host): the daemon moves it only when it is
+    /// not the container's.
+    #[serde(default)]
+    pub init_cgroup: Option<String>,
     /// The error is a runtime call that did not finish in time (and was killed).
     #[serde(default)]
     pub timed_out: bool,

@@ -133,7 +133,9 @@ impl Monitor {
     fn handle(&self, req: Request) -> Response {
         let result = match req {
             Request::Create(req) => match self.create(req) {
-                Ok((pid, runtime_us)) => Ok(Response { pid: Some(pid), runtime_us: Some(runtime_us), ..Default::default() }),
+                Ok(Created { pid, runtime_us, init_cgroup }) => {
+                    Ok(Response { pid: Some(pid), runtime_us: Some(runtime_us), init_cgroup, ..Default::default() })
+                }
                 Err(Failure { error, timed_out }) => Ok(Response { error, timed_out, ..Default::default() }),
             },
             Request::ReopenLog { id } => match self.containers.lock().expect("containers poisoned").get(&id) {
@@ -187,8 +189,8 @@ impl Monitor {
         Ok(Target { attachers: c.attachers.clone(), stdin, tty: c.tty, exited: c.exit.map(|e| e.exit_code), stdin_done })
     }
 
-    /// The container's pid and how long the runtime ran (microseconds).
-    fn create(&self, req: CreateRequest) -> Result<(i32, u64), Failure> {
+    /// The container's pid, how long the runtime ran and where it placed the init.
+    fn create(&self, req: CreateRequest) -> Result<Created, Failure> {
         let id = req.id.as_str();
         if self.containers.lock().expect("containers poisoned").contains_key(id) {
             return Err(format!("container {id} already exists in this monitor").into());
@@ -297,7 +299,10 @@ impl Monitor {
         let c = Container { pid, log, exit: None, stdin, tty, stdin_once: req.stdin_once, attachers };
         self.containers.lock().expect("containers poisoned").insert(id.into(), c);
         let _ = hand_over.send(Handed { pid, pumps, pid_file: ours });
-        Ok((pid, runtime_us))
+        // Read here, where the pid is known anyway: the daemon checks it before the start
+        // without a trip of its own to a blocking thread.
+        let init_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| unified_cgroup(&t).map(str::to_string));
+        Ok(Created { pid, runtime_us, init_cgroup })
     }
 
     /// Kills and reaps a runtime whose create is given up, and wakes the console receiver
@@ -343,6 +348,19 @@ impl Monitor {
             }
         });
     }
+}
+
+/// What a successful create answers.
+struct Created {
+    pid: i32,
+    /// Microseconds from the runtime's spawn to its exit.
+    runtime_us: u64,
+    init_cgroup: Option<String>,
+}
+
+/// The unified (v2) hierarchy's path in a /proc/<pid>/cgroup text (its `0::` line).
+fn unified_cgroup(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// What the exit-record thread of a created container is handed.
@@ -428,4 +446,16 @@ fn last_error(text: &str) -> Option<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["level"] == "error")
         .and_then(|v| v["msg"].as_str().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unified_cgroup;
+
+    #[test]
+    fn the_unified_line_is_found_among_v1_controllers_and_absent_on_v1_only() {
+        assert_eq!(unified_cgroup("12:memory:/crio/p/c\n1:name=systemd:/\n0::/crio/p/c\n"), Some("/crio/p/c"));
+        assert_eq!(unified_cgroup("0::/\n"), Some("/"));
+        assert_eq!(unified_cgroup("12:memory:/crio/p/c\n"), None);
+    }
 }

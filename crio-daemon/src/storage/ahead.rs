@@ -44,15 +44,18 @@ impl Store {
     }
 
     /// Gives the directories made ahead to container `id` (each of the two sets that is
-    /// there); what is missing, its create makes.
-    pub(super) fn take_dirs_ahead(&self, id: &str) {
+    /// there); what is missing, its create makes. Returns whether both were taken: then the
+    /// container's directories are all there, and nothing is mounted on them.
+    pub(super) fn take_dirs_ahead(&self, id: &str) -> bool {
         let take = |parent: &Path| match fs::rename(parent.join(AHEAD), parent.join(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(container_id = %id, error = %e, "directories made ahead not taken"),
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::debug!(container_id = %id, error = %e, "directories made ahead not taken");
+                false
+            }
         };
-        take(&self.root.join("containers"));
-        take(&self.runroot.join("overlay"));
+        take(&self.root.join("containers")) & take(&self.runroot.join("overlay"))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::overlay::{self, Lower};
 use super::{ContainerRecord, Store, StoreError, diff_dir, io_err, short_link};
@@ -57,8 +57,8 @@ impl Store {
         })?;
         let (persisted, mounted) = std::thread::scope(|s| {
             let persisting = s.spawn(|| self.persist_unflushed());
-            self.take_dirs_ahead(id);
-            let mounted = self.mount_container(id);
+            let fresh = self.take_dirs_ahead(id);
+            let mounted = self.mount_parts(id, fresh);
             (persisting.join().expect("persisting the store index panicked"), mounted)
         });
         match (persisted, mounted) {
@@ -78,27 +78,36 @@ impl Store {
     /// Mounts an existing container's root filesystem and image volumes (again, after a
     /// reboot); idempotent.
     pub fn mount_container(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.mount_parts(id, false)
+    }
+
+    /// Mounts the container's image volumes and root filesystem; `fresh`: its root's
+    /// directories were just taken from those made ahead, so they are there, unmounted.
+    fn mount_parts(&self, id: &str, fresh: bool) -> Result<PathBuf, StoreError> {
         let index = self.snapshot();
         let c = index.containers.get(id).ok_or_else(|| StoreError::ContainerNotFound { id: id.into() })?;
         let dir = self.container_dir(id);
         for (n, image_id) in c.volume_images.iter().enumerate() {
             let layers = dir.join("volumes").join(n.to_string());
-            self.mount_image(&index, image_id, &layers, &self.volume_mountpoint(id, n))?;
+            self.mount_image(&index, image_id, &layers, &self.volume_mountpoint(id, n), false)?;
         }
         let target = self.container_mountpoint(id);
-        self.mount_image(&index, &c.image_id, &dir, &target)?;
+        self.mount_image(&index, &c.image_id, &dir, &target, fresh)?;
         Ok(target)
     }
 
-    /// An overlay of `image_id`'s layers at `target`, its writable layer under `dir`.
-    fn mount_image(&self, index: &super::Index, image_id: &str, dir: &std::path::Path, target: &std::path::Path) -> Result<(), StoreError> {
+    /// An overlay of `image_id`'s layers at `target`, its writable layer under `dir`; unless
+    /// `fresh`, a mounted target is left as it is and missing directories are made.
+    fn mount_image(&self, index: &super::Index, image_id: &str, dir: &Path, target: &Path, fresh: bool) -> Result<(), StoreError> {
         let image = index.images.get(image_id).ok_or_else(|| StoreError::ImageNotFound { id: image_id.into() })?;
-        if overlay::is_mounted(target) {
-            return Ok(());
-        }
         let (upper, work) = (dir.join("upper"), dir.join("work"));
-        for d in [&upper, &work, &target.to_path_buf()] {
-            fs::create_dir_all(d).map_err(io_err(d))?;
+        if !fresh {
+            if overlay::is_mounted(target) {
+                return Ok(());
+            }
+            for d in [&upper, &work, &target.to_path_buf()] {
+                fs::create_dir_all(d).map_err(io_err(d))?;
+            }
         }
         let paths: Vec<(PathBuf, PathBuf)> =
             image.layers.iter().rev().map(|d| (diff_dir(&self.root, d), short_link(&self.root, d))).collect();

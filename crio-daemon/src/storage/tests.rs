@@ -183,12 +183,12 @@ fn a_containers_directories_are_made_ahead_and_taken_by_rename() {
     }
     assert!(run.join("overlay/.ahead/merged").is_dir());
     let inodes: Vec<u64> = ahead.iter().map(|d| fs::metadata(d).unwrap().ino()).collect();
-    store.take_dirs_ahead("c1");
+    assert!(store.take_dirs_ahead("c1"), "both sets taken");
     assert_eq!(fs::metadata(root.join("containers/c1")).unwrap().ino(), inodes[0], "renamed, not made");
     assert_eq!(fs::metadata(run.join("overlay/c1")).unwrap().ino(), inodes[1]);
     assert!(ahead.iter().all(|d| !d.exists()), "taken");
     // Nothing ahead: a create takes nothing and makes its own.
-    store.take_dirs_ahead("c2");
+    assert!(!store.take_dirs_ahead("c2"));
     assert!(!root.join("containers/c2").exists());
     // Made again by several threads at once: one set is kept, no half-made one is left.
     std::thread::scope(|s| {
