@@ -491,3 +491,32 @@ async fn a_decompression_bomb_stops_at_the_cap_and_leaves_nothing() {
     assert!(layers.len() <= 1, "at most busybox's layer: {layers:?}");
     assert!(d.list().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_remove_containers_answer_and_its_files_leaves_nothing_after_restart() {
+    let (_reg, mut d, image) = host_network_env("").await;
+    let pc = host_network_pod_config("gone", &d.dir.path().join("logs/gone"));
+    let pod = run_pod(&d, pc.clone()).await.expect("RunPodSandbox");
+    let id = start(&d, &pod, &pc, container_config("app", &image, "exec sleep 1000")).await;
+    d.runtime().await.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.expect("StopContainer");
+    // The daemon dies once the record is gone, before the work RemoveContainer leaves for
+    // after its answer: runc's state, the bundle and the mounted root filesystem are all left.
+    d.env = vec![("CRIO_CRASH_AT".into(), "remove:unrecorded".into())];
+    d.restart().await;
+    let removed = d.runtime().await.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await;
+    assert!(removed.is_err(), "the daemon died in RemoveContainer");
+    assert!(!d.wait_exit().success());
+    let (runc_state, bundle) = (d.dir.path().join("runc").join(&id), d.dir.path().join("state/containers").join(&id));
+    let rootfs = d.runroot.join("overlay").join(&id).join("merged");
+    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(rootfs.to_str().unwrap());
+    assert!(runc_state.exists() && bundle.exists() && mounted(), "left by the crash");
+    d.env.clear();
+    d.restart().await;
+    let listed = d.runtime().await.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    assert!(listed.iter().all(|c| c.id != id), "unrecorded, so gone: {listed:?}");
+    assert!(!runc_state.exists(), "runc's state deleted through runc at start");
+    assert!(!bundle.exists(), "bundle gone");
+    assert!(!mounted(), "root filesystem unmounted");
+    assert!(!d.dir.path().join("root/containers").join(&id).exists(), "writable layer gone");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

@@ -24,6 +24,7 @@ impl ContainerService {
         // recovery deletes a bundle without a record through the runtime.
         let ((), unrecorded) = tokio::join!(self.release_runtime_state(&ct, &handler), self.stores.containers.remove(&ct.id));
         unrecorded?;
+        self.tuning.crash_point("remove:unrecorded");
         self.stores.names.release(&ct.full_name);
         self.creations.forget(&super::create::creation_key(&ct.pod_id, &ct.spec.name, ct.spec.attempt));
         self.emit(&ct, EventKind::Deleted);
