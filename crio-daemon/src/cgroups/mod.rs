@@ -108,7 +108,7 @@ impl Unified {
     pub fn join(&self, cgroup_path: &str, pid: i32) -> Result<bool, CgroupError> {
         let own = self.proc.join(pid.to_string()).join("cgroup");
         let own = std::fs::read_to_string(&own).map_err(|source| CgroupError::Read { path: own, source })?;
-        if own.lines().filter_map(|l| l.strip_prefix("0::")).any(|seen| Unified::is(cgroup_path, seen)) {
+        if unified_path_in(&own).is_some_and(|seen| Unified::is(cgroup_path, seen)) {
             return Ok(false);
         }
         let dir = self.path(cgroup_path);
@@ -132,6 +132,12 @@ impl Unified {
             _ => Ok(()),
         }
     }
+}
+
+/// The unified (v2) hierarchy's path in a /proc/<pid>/cgroup text (its `0::` line; none on a
+/// v1-only host).
+pub fn unified_path_in(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// The value of `key` in a "key value" per line file.
@@ -176,6 +182,13 @@ mod unified_tests {
         // A process that is gone: an error, nothing made.
         assert!(u.join("/crio/pod-a/crio-c", 43).is_err());
         assert!(!u.path("/crio/pod-a/crio-c").exists());
+    }
+
+    #[test]
+    fn the_unified_line_is_found_among_v1_controllers_and_absent_on_v1_only() {
+        assert_eq!(unified_path_in("12:memory:/crio/p/c\n1:name=systemd:/\n0::/crio/p/c\n"), Some("/crio/p/c"));
+        assert_eq!(unified_path_in("0::/\n"), Some("/"));
+        assert_eq!(unified_path_in("12:memory:/crio/p/c\n"), None);
     }
 
     #[test]

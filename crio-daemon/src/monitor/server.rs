@@ -301,7 +301,9 @@ impl Monitor {
         let _ = hand_over.send(Handed { pid, pumps, pid_file: ours });
         // Read here, where the pid is known anyway: the daemon checks it before the start
         // without a trip of its own to a blocking thread.
-        let init_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| unified_cgroup(&t).map(str::to_string));
+        let init_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|t| crate::cgroups::unified_path_in(&t).map(str::to_string));
         Ok(Created { pid, runtime_us, init_cgroup })
     }
 
@@ -356,11 +358,6 @@ struct Created {
     /// Microseconds from the runtime's spawn to its exit.
     runtime_us: u64,
     init_cgroup: Option<String>,
-}
-
-/// The unified (v2) hierarchy's path in a /proc/<pid>/cgroup text (its `0::` line).
-fn unified_cgroup(text: &str) -> Option<&str> {
-    text.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// What the exit-record thread of a created container is handed.
@@ -446,16 +443,4 @@ fn last_error(text: &str) -> Option<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["level"] == "error")
         .and_then(|v| v["msg"].as_str().map(str::to_string))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unified_cgroup;
-
-    #[test]
-    fn the_unified_line_is_found_among_v1_controllers_and_absent_on_v1_only() {
-        assert_eq!(unified_cgroup("12:memory:/crio/p/c\n1:name=systemd:/\n0::/crio/p/c\n"), Some("/crio/p/c"));
-        assert_eq!(unified_cgroup("0::/\n"), Some("/"));
-        assert_eq!(unified_cgroup("12:memory:/crio/p/c\n"), None);
-    }
 }
