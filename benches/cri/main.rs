@@ -1,6 +1,7 @@
 //! `cargo xtask bench cri`: this daemon and containerd (Debian's, with its CRI plugin) side by
 //! side on this machine, in one run. Each runtime runs alone, in alternating rounds (ours,
-//! peer, ours, peer ...) so the machine's drift hits both alike; both use runc, the same CNI
+//! ours without eBPF, peer; the next round starts one further on) so the machine's drift and
+//! the order hit all alike; both use runc, the same CNI
 //! plugins and network shape, and images from the same local registry. Prints and writes
 //! `target/bench/cri.md` and `.json` with p50/p95/p99 and ours/peer ratios.
 
@@ -108,6 +109,75 @@ fn side_by_side() -> bool {
     SCENARIOS.iter().filter(|s| **s != "sched_cost").any(|s| selected(s))
 }
 
+/// The runtimes a round runs, each alone.
+#[derive(Clone, Copy)]
+enum Leg {
+    Ours,
+    Untraced,
+    Peer,
+}
+
+impl Leg {
+    /// Round `round`'s order: the three turned by one each round.
+    fn order(round: usize) -> [Leg; 3] {
+        let all = [Leg::Ours, Leg::Untraced, Leg::Peer];
+        std::array::from_fn(|i| all[(i + round) % 3])
+    }
+}
+
+/// containerd's part of a round: a daemon of its own, the images pulled, the scenarios.
+#[expect(clippy::too_many_arguments, reason = "the round's shared set-up, passed as it is")]
+async fn peer_round(
+    reg: &Registry,
+    peer_net: &str,
+    cgroup_parent: &str,
+    image: &str,
+    work: &Path,
+    calls: &std::sync::Arc<timing::Calls>,
+    peer: &mut Results,
+    round: usize,
+    rounds: usize,
+) {
+    let c = containerd::Containerd::start(&reg.addr, &format!("{}/pause:1", reg.addr), peer_net, calls);
+    let ch = common::daemon::unix_channel(&c.socket).await;
+    let dir = c.dir.path().display().to_string();
+    let t = Target {
+        cgroup_parent: cgroup_parent.to_string(),
+        rt: RuntimeServiceClient::new(ch.clone()),
+        socket: c.socket.clone(),
+        img: ImageServiceClient::new(ch),
+        image: image.to_string(),
+        logs: work.join("logs-peer"),
+        daemon: c.pid(),
+        calls: calls.clone(),
+        added: Box::new(move || {
+            procs::matching(|a| {
+                let shim = a.first().is_some_and(|x| x.ends_with("containerd-shim-runc-v2")) && a.iter().any(|x| x.starts_with(&dir));
+                shim || a.first().is_some_and(|x| x == "/pause")
+            })
+        }),
+    };
+    let mut img = t.img.clone();
+    for i in [image, &format!("{}/pause:1", reg.addr)] {
+        let spec = Some(cri::ImageSpec { image: i.to_string(), ..Default::default() });
+        // Its socket answers before its CRI plugin is up ("server is not initialized
+        // yet"): wait for that, up to 30 s.
+        let mut tries = 0;
+        loop {
+            let req = cri::PullImageRequest { image: spec.clone(), auth: None, sandbox_config: None };
+            match img.pull_image(req).await {
+                Ok(_) => break,
+                Err(e) if e.message().contains("not initialized") && tries < 300 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("containerd pull: {e}"),
+            }
+        }
+    }
+    run_round(&t, peer, round, rounds).await;
+}
+
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
     if selected("pod_start") {
         scenarios::pod_start(t, r, round, POD_STARTS / n).await;
@@ -211,27 +281,38 @@ async fn main() {
     let pingpong = selected("sched_cost").then(|| sched_cost::build_pingpong(work.path()));
     let calls = std::sync::Arc::new(timing::watch());
     for round in 0..rounds {
-        eprintln!("round {}/{rounds}: crio", round + 1);
-        if side_by_side() {
-            let d = ours_daemon(&reg, &ours_net, "", &calls).await;
-            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours"), &calls).await;
-            run_round(&t, &mut ours, round, rounds).await;
-            if std::env::var("CRIO_BENCH_LOG").is_ok() {
-                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-                let _ = std::fs::create_dir_all(&dir);
-                std::fs::write(dir.join(format!("crio-round-{}.log", round + 1)), d.log()).unwrap();
-            }
-        }
-        // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
-        if selected("pod_start") || selected("exec_storm") {
-            eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
-            let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n", &calls).await;
-            let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced"), &calls).await;
-            if selected("pod_start") {
-                scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
-            }
-            if selected("exec_storm") {
-                scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
+        // Which runtime goes first turns each round, so none always follows another's
+        // teardown (or the machine's quiet after start-up).
+        for leg in Leg::order(round) {
+            match leg {
+                Leg::Ours if side_by_side() => {
+                    eprintln!("round {}/{rounds}: crio", round + 1);
+                    let d = ours_daemon(&reg, &ours_net, "", &calls).await;
+                    let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-ours"), &calls).await;
+                    run_round(&t, &mut ours, round, rounds).await;
+                    if std::env::var("CRIO_BENCH_LOG").is_ok() {
+                        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+                        let _ = std::fs::create_dir_all(&dir);
+                        std::fs::write(dir.join(format!("crio-round-{}.log", round + 1)), d.log()).unwrap();
+                    }
+                }
+                // What the kernel programs cost: the same daemon with [crio.ebpf] enable = false.
+                Leg::Untraced if selected("pod_start") || selected("exec_storm") => {
+                    eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
+                    let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n", &calls).await;
+                    let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced"), &calls).await;
+                    if selected("pod_start") {
+                        scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
+                    }
+                    if selected("exec_storm") {
+                        scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
+                    }
+                }
+                Leg::Peer if side_by_side() => {
+                    eprintln!("round {}/{rounds}: containerd", round + 1);
+                    peer_round(&reg, &peer_net, &cgroup_parent, &image, work.path(), &calls, &mut peer, round, rounds).await;
+                }
+                _ => {}
             }
         }
         // What scheduling tracing costs: ours with it on and off, alternately, under storms.
@@ -247,51 +328,6 @@ async fn main() {
                 let port = (on && stats).then(|| d.metrics_port());
                 sched_cost::sched_cost(&t, results, round, pingpong, port, STORM / rounds).await;
             }
-        }
-        if !side_by_side() {
-            continue;
-        }
-        eprintln!("round {}/{rounds}: containerd", round + 1);
-        {
-            let c = containerd::Containerd::start(&reg.addr, &format!("{}/pause:1", reg.addr), &peer_net, &calls);
-            let ch = common::daemon::unix_channel(&c.socket).await;
-            let dir = c.dir.path().display().to_string();
-            let t = Target {
-                cgroup_parent: cgroup_parent.clone(),
-                rt: RuntimeServiceClient::new(ch.clone()),
-                socket: c.socket.clone(),
-                img: ImageServiceClient::new(ch),
-                image: image.clone(),
-                logs: work.path().join("logs-peer"),
-                daemon: c.pid(),
-                calls: calls.clone(),
-                added: Box::new(move || {
-                    procs::matching(|a| {
-                        let shim =
-                            a.first().is_some_and(|x| x.ends_with("containerd-shim-runc-v2")) && a.iter().any(|x| x.starts_with(&dir));
-                        shim || a.first().is_some_and(|x| x == "/pause")
-                    })
-                }),
-            };
-            let mut img = t.img.clone();
-            for i in [&image, &format!("{}/pause:1", reg.addr)] {
-                let spec = Some(cri::ImageSpec { image: i.clone(), ..Default::default() });
-                // Its socket answers before its CRI plugin is up ("server is not initialized
-                // yet"): wait for that, up to 30 s.
-                let mut tries = 0;
-                loop {
-                    let req = cri::PullImageRequest { image: spec.clone(), auth: None, sandbox_config: None };
-                    match img.pull_image(req).await {
-                        Ok(_) => break,
-                        Err(e) if e.message().contains("not initialized") && tries < 300 => {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                        Err(e) => panic!("containerd pull: {e}"),
-                    }
-                }
-            }
-            run_round(&t, &mut peer, round, rounds).await;
         }
     }
     let machine = report::Machine {
