@@ -34,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::blocking;
 use crate::config::Config;
 use crate::image::{ImageError, ImageService};
 use crate::kernel::Kernel;
@@ -97,15 +98,6 @@ pub enum ContainerError {
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ContainerError + 'a {
     move |source| ContainerError::Io { what, path: path.into(), source }
-}
-
-/// Runs blocking host I/O (IRQ steering reads and writes every /proc/irq entry) without
-/// stalling the other tasks of a runtime thread.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// Output kept per stream of an ExecSync, as CRI-O caps it.

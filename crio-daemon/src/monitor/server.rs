@@ -202,7 +202,8 @@ impl Monitor {
         cmd.arg(id);
         let receiver = console.clone().map(|c| std::thread::spawn(move || c.receive()));
         let spawned = std::time::Instant::now();
-        let runtime_pid = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
+        let runtime = self.reaper.spawn(&mut cmd).map_err(|e| format!("running {}: {e}", req.runtime.display()))?;
+        let runtime_pid = runtime.pid;
         // Our copies of the write ends must close, or the pumps would never see EOF.
         drop(cmd);
         // The log is opened and the output pumps started while the runtime runs: a new file's
@@ -227,18 +228,15 @@ impl Monitor {
             ],
             None => Vec::new(),
         };
-        let status = if req.timeout_ms == 0 {
-            self.reaper.wait(runtime_pid)
-        } else {
-            let limit = Duration::from_millis(req.timeout_ms);
-            match self.reaper.wait_timeout(runtime_pid, limit) {
-                Some(status) => status,
-                None => {
-                    // A hung runtime: killed and reaped, and the daemon told it was a deadline.
-                    self.abandon(runtime_pid, console.as_deref());
-                    let error = format!("{} create {id} did not finish within {limit:?}; killed", req.runtime.display());
-                    return Err(Failure { error, timed_out: true });
-                }
+        let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
+        let status = match self.reaper.wait_spawned(&runtime, limit) {
+            Some(status) => status,
+            None => {
+                // A hung runtime: killed and reaped, and the daemon told it was a deadline.
+                let limit = limit.expect("only a deadline ends the wait without an exit");
+                self.abandon(runtime_pid, console.as_deref());
+                let error = format!("{} create {id} did not finish within {limit:?}; killed", req.runtime.display());
+                return Err(Failure { error, timed_out: true });
             }
         };
         let runtime_us = spawned.elapsed().as_micros() as u64;

@@ -298,9 +298,14 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Records<T>
             Flush::Now => slots::update,
             Flush::Later => slots::update_unflushed,
         };
-        let (written, next) = tokio::task::spawn_blocking(move || (write(&p, &mut next, &bytes, flags), next))
-            .await
-            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        let (written, next) = match flush {
+            // Waits for the disk (milliseconds): on the blocking pool.
+            Flush::Now => tokio::task::spawn_blocking(move || (write(&p, &mut next, &bytes, flags), next))
+                .await
+                .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?,
+            // One write to the page cache: shorter than a pool thread's wake-up.
+            Flush::Later => crate::blocking(move || (write(&p, &mut next, &bytes, flags), next)),
+        };
         *at = next;
         written.map_err(|source| StateError::Write { path, source })
     }

@@ -183,10 +183,8 @@ impl Cni {
         let CacheEntry { path, mut at, mut cached } = entry;
         cached.result = added.result.clone();
         let (p, bytes) = (path.clone(), serde_json::to_vec(&cached).map_err(|e| CniError::Cache { path: path.clone(), source: e.into() })?);
-        tokio::task::spawn_blocking(move || slots::update_unflushed(&p, &mut at, &bytes, 0))
-            .await
-            .map_err(|e| CniError::Cache { path: path.clone(), source: std::io::Error::other(e) })?
-            .map_err(|source| CniError::Cache { path, source })?;
+        // One write to the page cache, shorter than a blocking-pool thread's wake-up.
+        crate::blocking(move || slots::update_unflushed(&p, &mut at, &bytes, 0)).map_err(|source| CniError::Cache { path, source })?;
         tracing::debug!(cache_us = began.elapsed().as_micros() as u64, "CNI result cached");
         Ok(())
     }
