@@ -124,6 +124,7 @@ impl ContainerService {
             Ok(p) => ct.placement = p,
             Err(e) => {
                 self.stores.names.release(&ct.full_name);
+                self.images.store().unclaim_ready(&ct.id);
                 return Err(e.into());
             }
         }
@@ -161,9 +162,14 @@ impl ContainerService {
                 run
             }
         };
-        let id = new_id();
+        // The root filesystem made ready for this image names the container.
+        let store = self.images.store();
+        let id = store.claim_ready(&image.record.id).unwrap_or_else(new_id);
         let full = format!("k8s_{}_{}_{}_{}_{}", spec.name, pod.spec.name, pod.spec.namespace, pod.spec.uid, spec.attempt);
-        self.stores.names.reserve(&full, &id).map_err(|holder| ContainerError::NameInUse { name: full.clone(), id: holder })?;
+        if let Err(holder) = self.stores.names.reserve(&full, &id) {
+            store.unclaim_ready(&id);
+            return Err(ContainerError::NameInUse { name: full, id: holder });
+        }
         let ct = Container {
             id: id.clone(),
             full_name: full,
@@ -350,14 +356,19 @@ impl ContainerService {
         }
         let store = self.images.store();
         let vols_asked = !volume_images.is_empty();
-        // The root filesystem, with the image's VOLUME directories made in it. Mounted on this
-        // thread (`blocking`): a trip to the blocking pool and back took half as long as the
-        // mount itself.
+        // The root filesystem (its overlay made ready ahead, or mounted now), with the image's
+        // VOLUME directories made in it, then the spec: on this thread (`blocking`), one after
+        // the other, as a trip to the blocking pool and back or a thread's start took longer
+        // than either.
         let mount_root = || -> Result<PathBuf, ContainerError> {
             let rootfs = store.create_container_with_volumes(&ct.id, &ct.image_id, &volume_images);
-            // The next container's directories, made while this one's runtime creates.
-            let ahead = store.clone();
+            // The next container's root filesystem and directories, made while this one's
+            // runtime creates.
+            let (ahead, image_id) = (store.clone(), ct.image_id.clone());
             drop(tokio::task::spawn_blocking(move || {
+                if let Err(e) = ahead.make_ready(&image_id, &new_id()) {
+                    tracing::debug!(error = %crate::error_chain(&e), "root filesystem made ready");
+                }
                 if let Err(e) = ahead.make_dirs_ahead() {
                     tracing::debug!(error = %crate::error_chain(&e), "directories made ahead");
                 }
@@ -368,55 +379,31 @@ impl ContainerService {
             }
             Ok(rootfs)
         };
-        // With the image's accounts known (an earlier container of it), the spec is written on
-        // a thread of its own while this one mounts; image volumes' sources are known only
-        // once mounted.
-        let known = self.accounts.get(&ct.image_id);
-        let beside = !vols_asked && known.is_some();
-        let (oci, rootfs_took, spec_took) = if let Some(accounts) = known.as_ref().filter(|_| beside) {
-            let rootfs = self.rootfs_of(&ct.id);
-            let (mounted, rootfs_took, (oci, spec_took)) = blocking(|| {
-                std::thread::scope(|s| {
-                    let spec = s.spawn(|| {
-                        let at = std::time::Instant::now();
-                        (self.write_spec(ct, pod, run, &rootfs, accounts), at.elapsed())
-                    });
-                    let mounted = mount_root();
-                    let took = began.elapsed();
-                    (mounted, took, spec.join().expect("writing the OCI spec panicked"))
-                })
-            });
-            mounted?;
-            (oci?, rootfs_took, spec_took)
+        let rootfs = blocking(mount_root)?;
+        let rootfs_took = began.elapsed();
+        // The spec binds each image volume from where it is mounted (its sub path inside); a
+        // container without one is used as it is, not copied.
+        let with_sources;
+        let ct = if vols_asked {
+            let mut copy = ct.clone();
+            for (n, m) in copy.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
+                m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
+            }
+            with_sources = copy;
+            &with_sources
         } else {
-            let rootfs = blocking(mount_root)?;
-            let rootfs_took = began.elapsed();
-            // The spec binds each image volume from where it is mounted (its sub path inside);
-            // a container without one is used as it is, not copied.
-            let with_sources;
-            let ct = if vols_asked {
-                let mut copy = ct.clone();
-                let store = self.images.store();
-                for (n, m) in copy.spec.mounts.iter_mut().filter(|m| !m.image.is_empty()).enumerate() {
-                    m.host_path = blocking(|| volume_source(&store.volume_mountpoint(&ct.id, n), &m.image_sub_path))?;
-                }
-                with_sources = copy;
-                &with_sources
-            } else {
-                ct
-            };
-            // Reads the image's account files (the first container of it) and writes the
-            // bundle: blocking work.
-            let oci = blocking(|| {
-                let accounts = known.unwrap_or_else(|| {
-                    let read = std::sync::Arc::new(user::Accounts::read(&rootfs));
-                    self.accounts.insert(&ct.image_id, read.clone());
-                    read
-                });
-                self.write_spec(ct, pod, run, &rootfs, &accounts)
-            })?;
-            (oci, rootfs_took, began.elapsed() - rootfs_took)
+            ct
         };
+        // Reads the image's account files (the first container of it) and writes the bundle.
+        let oci = blocking(|| {
+            let accounts = self.accounts.get(&ct.image_id).unwrap_or_else(|| {
+                let read = std::sync::Arc::new(user::Accounts::read(&rootfs));
+                self.accounts.insert(&ct.image_id, read.clone());
+                read
+            });
+            self.write_spec(ct, pod, run, &rootfs, &accounts)
+        })?;
+        let spec_took = began.elapsed() - rootfs_took;
         let user = oci.process().as_ref().map(|p| crate::model::RunUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
@@ -464,7 +451,6 @@ impl ContainerService {
             container_id = %ct.id,
             rootfs_us = rootfs_took.as_micros() as u64,
             spec_us = spec_took.as_micros() as u64,
-            spec_beside_rootfs = beside,
             runtime_create_us = (created - ready).as_micros() as u64,
             in_runtime_us = resp.runtime_us.unwrap_or(0),
             in_monitor_us = resp.handled_us.unwrap_or(0),

@@ -1,21 +1,32 @@
 //! Container root filesystems: an overlay of the image's layers under a writable upper that
 //! belongs to the container. The record is in the index (in memory) before any directory is
 //! made, so an image in use cannot be removed under the mount, and it is persisted (unflushed:
-//! see `persist_unflushed`) while the directories are made and mounted; a crash between leaves
-//! directories the index does not name, which the store removes when it opens.
+//! see `persist_unflushed`) before the directories are taken and mounted; a power failure that
+//! loses it leaves directories the index does not name, which the store removes when it opens.
 //! Image volumes are the same kind of overlay of another image, mounted beside the root
 //! filesystem (`<runroot>/overlay/<id>/volumes/<n>`); the container bind-mounts them
 //! read-only, so their writable layers stay empty.
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::overlay::{self, Lower};
 use super::{ContainerRecord, Store, StoreError, diff_dir, io_err, short_link};
 
+/// What a container's root filesystem is mounted from.
+enum Root {
+    /// The ready set's overlay, made ahead and detached: attached.
+    Ready(OwnedFd),
+    /// Directories just taken from those made ahead: there, unmounted.
+    Fresh,
+    /// Directories that may be missing or mounted already (a remount after a reboot).
+    Made,
+}
+
 impl Store {
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(super) fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }
 
@@ -55,35 +66,46 @@ impl Store {
             index.containers.insert(id.into(), record);
             Ok(())
         })?;
-        let (persisted, mounted) = std::thread::scope(|s| {
-            let persisting = s.spawn(|| self.persist_unflushed());
-            let fresh = self.take_dirs_ahead(id);
-            let mounted = self.mount_parts(id, fresh);
-            (persisting.join().expect("persisting the store index panicked"), mounted)
-        });
-        match (persisted, mounted) {
-            (Ok(()), Ok(p)) => Ok(p),
-            (persisted, mounted) => {
-                // Undo: nothing of a failed create may remain, on disk or in memory.
-                let _ = self.remove_container(id);
-                let _ = self.apply(|index| {
-                    index.containers.remove(id);
-                    Ok(())
-                });
-                Err(persisted.err().or(mounted.err()).expect("one of the two failed"))
+        // The ready set this create claimed, if its image is the one asked for (a claim
+        // checks that).
+        let ready = match self.take_ready(id) {
+            Some(r) if r.image_id == image_id => r.mount,
+            Some(other) => {
+                drop(other);
+                let _ = self.remove_container_dirs(id);
+                None
             }
+            None => None,
+        };
+        // The index is written (to the page cache: one write, shorter than a thread's start)
+        // before the directories are taken or mounted.
+        let made = self.persist_unflushed().and_then(|()| {
+            let root = match ready {
+                Some(mount) => Root::Ready(mount),
+                None if self.take_dirs_ahead(id) => Root::Fresh,
+                None => Root::Made,
+            };
+            self.mount_parts(id, root)
+        });
+        if made.is_err() {
+            // Undo: nothing of a failed create may remain, on disk or in memory.
+            let _ = self.remove_container(id);
+            let _ = self.apply(|index| {
+                index.containers.remove(id);
+                Ok(())
+            });
         }
+        made
     }
 
     /// Mounts an existing container's root filesystem and image volumes (again, after a
     /// reboot); idempotent.
     pub fn mount_container(&self, id: &str) -> Result<PathBuf, StoreError> {
-        self.mount_parts(id, false)
+        self.mount_parts(id, Root::Made)
     }
 
-    /// Mounts the container's image volumes and root filesystem; `fresh`: its root's
-    /// directories were just taken from those made ahead, so they are there, unmounted.
-    fn mount_parts(&self, id: &str, fresh: bool) -> Result<PathBuf, StoreError> {
+    /// Mounts the container's image volumes and root filesystem.
+    fn mount_parts(&self, id: &str, root: Root) -> Result<PathBuf, StoreError> {
         let index = self.snapshot();
         let c = index.containers.get(id).ok_or_else(|| StoreError::ContainerNotFound { id: id.into() })?;
         let dir = self.container_dir(id);
@@ -92,7 +114,11 @@ impl Store {
             self.mount_image(&index, image_id, &layers, &self.volume_mountpoint(id, n), false)?;
         }
         let target = self.container_mountpoint(id);
-        self.mount_image(&index, &c.image_id, &dir, &target, fresh)?;
+        match root {
+            Root::Ready(mount) => overlay::attach(&mount, &target)?,
+            Root::Fresh => self.mount_image(&index, &c.image_id, &dir, &target, true)?,
+            Root::Made => self.mount_image(&index, &c.image_id, &dir, &target, false)?,
+        }
         Ok(target)
     }
 
@@ -109,11 +135,15 @@ impl Store {
                 fs::create_dir_all(d).map_err(io_err(d))?;
             }
         }
-        let paths: Vec<(PathBuf, PathBuf)> =
-            image.layers.iter().rev().map(|d| (diff_dir(&self.root, d), short_link(&self.root, d))).collect();
+        let paths = self.layer_paths(image);
         let lowers: Vec<Lower<'_>> = paths.iter().map(|(diff, short)| Lower { diff, short }).collect();
         overlay::mount(&lowers, &upper, &work, target)?;
         Ok(())
+    }
+
+    /// Each layer of `image`'s diff directory and short link, topmost first.
+    pub(super) fn layer_paths(&self, image: &super::ImageRecord) -> Vec<(PathBuf, PathBuf)> {
+        image.layers.iter().rev().map(|d| (diff_dir(&self.root, d), short_link(&self.root, d))).collect()
     }
 
     /// Unmounts the root filesystem and every image volume (found on disk, so a volume whose
@@ -147,6 +177,8 @@ impl Store {
 
     /// Unmounts a container's root filesystem and image volumes and deletes their directories.
     pub(super) fn remove_container_dirs(&self, id: &str) -> Result<(), StoreError> {
+        // A create that claimed the ready set and failed before attaching it.
+        drop(self.take_ready(id));
         self.unmount_container(id)?;
         for dir in [self.container_mountpoint(id).parent().map(PathBuf::from), Some(self.container_dir(id))].into_iter().flatten() {
             match fs::remove_dir_all(&dir) {

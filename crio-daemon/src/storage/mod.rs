@@ -7,7 +7,7 @@
 //! images/<id>/{manifest,config}.json
 //! index.record                     images and container root filesystems: the truth on restart
 //!                                  (a two-slot file; earlier versions' index.json is converted)
-//! containers/<id>/{upper,work}     a container's writable layer
+//! containers/<id>/{upper,work}     a container's writable layer (`ready`: made ahead, see ready.rs)
 //! tmp/                             downloads and layers being unpacked; emptied on start
 //! ```
 //! Every commit is a rename or an atomic rewrite, so a daemon killed at any point leaves either
@@ -19,6 +19,7 @@ mod containers;
 pub mod digest;
 mod layers;
 pub mod overlay;
+mod ready;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -122,6 +123,10 @@ pub struct Store {
     layers: RwLock<BTreeMap<Digest, LayerRecord>>,
     layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<Digest, usize>>,
+    /// The next container's root filesystem, mounted ahead (see `ready`).
+    ready: Mutex<Option<ready::Ready>>,
+    /// Making one failed in the kernel: no more are tried.
+    ready_unsupported: std::sync::atomic::AtomicBool,
 }
 
 const INDEX: &str = "index.record";
@@ -171,6 +176,8 @@ impl Store {
             layers: RwLock::new(layers),
             layer_locks: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
+            ready: Mutex::new(None),
+            ready_unsupported: Default::default(),
         };
         store.collect_garbage()?;
         if let Err(e) = store.make_dirs_ahead() {
@@ -246,6 +253,8 @@ impl Store {
     /// Removes one tag; the image itself stays.
     /// Removes an image and every layer no other image needs. Refused while a container uses it.
     pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
+        // A root filesystem made ready would hold the image's layers.
+        self.drop_ready_of(id);
         self.update(|index| {
             let users: Vec<String> = index
                 .containers
@@ -336,13 +345,14 @@ impl Store {
         for dir in [self.root.join("containers"), self.runroot.join("overlay")] {
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
-                if !index.containers.contains_key(&id) {
+                if !index.containers.contains_key(&id) && !self.is_ready_id(&id) {
                     orphans.insert(id);
                 }
             }
         }
         for id in orphans {
-            if !ahead::is_ahead(&id) {
+            let ready = self.root.join("containers").join(&id).join(ready::READY_MARK).exists();
+            if !ahead::is_ahead(&id) && !ready {
                 tracing::warn!(container_id = %id, "removing a root filesystem the store index does not name (a create cut short)");
             }
             self.remove_container_dirs(&id)?;

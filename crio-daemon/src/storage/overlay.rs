@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,13 @@ pub fn mount(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path) -> 
 }
 
 fn mount_new_api(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path) -> Result<(), (&'static str, Errno)> {
+    let mnt = detached_new_api(lowers, upper, work)?;
+    attach_fd(&mnt, target)
+}
+
+/// The overlay as a mount of its own, attached nowhere yet: it lives as long as its
+/// descriptor.
+fn detached_new_api(lowers: &[Lower<'_>], upper: &Path, work: &Path) -> Result<OwnedFd, (&'static str, Errno)> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| ("fsopen", e))?;
     for l in lowers {
         rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", l.diff).map_err(|e| ("lowerdir+", e))?;
@@ -60,9 +67,23 @@ fn mount_new_api(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path)
     rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper).map_err(|e| ("upperdir", e))?;
     rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work).map_err(|e| ("workdir", e))?;
     rustix::mount::fsconfig_create(fs.as_fd()).map_err(|e| ("fsconfig create", e))?;
-    let mnt = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(|e| ("fsmount", e))?;
+    rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(|e| ("fsmount", e))
+}
+
+fn attach_fd(mnt: &OwnedFd, target: &Path) -> Result<(), (&'static str, Errno)> {
     rustix::mount::move_mount(mnt.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| ("move_mount", e))
+}
+
+/// An overlay of `lowers` (topmost first) under `upper`/`work`, made but not attached (see
+/// [`attach`]); needs the new mount API and `lowerdir+` (Linux 6.8).
+pub fn detached(lowers: &[Lower<'_>], upper: &Path, work: &Path, target: &Path) -> Result<OwnedFd, OverlayError> {
+    detached_new_api(lowers, upper, work).map_err(|(step, e)| OverlayError::Mount { target: target.into(), step, source: e.into() })
+}
+
+/// Attaches a mount made by [`detached`] at `target`.
+pub fn attach(mnt: &OwnedFd, target: &Path) -> Result<(), OverlayError> {
+    attach_fd(mnt, target).map_err(|(step, e)| OverlayError::Mount { target: target.into(), step, source: e.into() })
 }
 
 /// mount(2) with short links; used where `lowerdir+` is missing (public so tests can exercise it on new kernels).

@@ -207,3 +207,49 @@ fn a_containers_directories_are_made_ahead_and_taken_by_rename() {
     assert!(!root.join("containers/.ahead-x1").exists());
     assert!(root.join("containers/.ahead/work").is_dir());
 }
+
+#[test]
+fn a_root_filesystem_made_ready_is_claimed_by_a_create_of_its_image_and_attached() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, run) = (t.path().join("root"), t.path().join("run"));
+    let store = Store::open(&root, &run).unwrap();
+    let l = add_layer(&store, b"l");
+    let a = store.commit_image(record(b"a", vec![l.clone()], &["r/a:1"]), b"{}", b"{}").unwrap().id;
+    let b = store.commit_image(record(b"b", vec![l], &["r/b:1"]), b"{}", b"{}").unwrap().id;
+    store.make_ready(&a, "r1").unwrap();
+    assert!(root.join("containers/r1/ready").exists(), "marked as made ahead");
+    assert!(!overlay::is_mounted(&store.container_mountpoint("r1")), "detached until a create attaches it");
+    assert_eq!(store.claim_ready(&b), None, "a create of another image makes its own");
+    assert_eq!(store.claim_ready(&a).as_deref(), Some("r1"));
+    assert_eq!(store.claim_ready(&a), None, "claimed once");
+    store.unclaim_ready("r1");
+    assert_eq!(store.claim_ready(&a).as_deref(), Some("r1"), "given back by a create that failed first");
+    // A collection (RemoveImage runs one) while the set is claimed leaves it alone.
+    store.collect_garbage().unwrap();
+    let rootfs = store.create_container("r1", &a).unwrap();
+    assert!(overlay::is_mounted(&rootfs));
+    assert_eq!(fs::read(rootfs.join("file")).unwrap(), b"l");
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(info.contains(&format!("upperdir={}", root.join("containers/r1/upper").display())), "the container's own paths");
+    // A set of another image replaces an unclaimed one, whose directories go.
+    store.make_ready(&a, "r2").unwrap();
+    store.make_ready(&a, "r3").unwrap();
+    assert!(!root.join("containers/r3").exists(), "one set per image");
+    store.make_ready(&b, "r4").unwrap();
+    assert!(!root.join("containers/r2").exists() && !run.join("overlay/r2").exists());
+    // Removing its image drops it.
+    store.remove_image(&b).unwrap();
+    assert!(!root.join("containers/r4").exists() && !run.join("overlay/r4").exists());
+    // A create that claimed a set and failed: its removal drops the set.
+    store.make_ready(&a, "r5").unwrap();
+    assert_eq!(store.claim_ready(&a).as_deref(), Some("r5"));
+    store.remove_container("r5").unwrap();
+    assert!(!root.join("containers/r5").exists() && store.claim_ready(&a).is_none());
+    // A set left by a daemon that died (its mount went with it) is removed at the next open.
+    store.make_ready(&a, "r6").unwrap();
+    drop(store);
+    let store = Store::open(&root, &run).unwrap();
+    assert!(!root.join("containers/r6").exists() && !run.join("overlay/r6").exists());
+    assert!(root.join("containers/r1/upper").exists(), "the container's layer stays");
+    store.remove_container("r1").unwrap();
+}
