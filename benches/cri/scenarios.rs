@@ -142,6 +142,7 @@ pub async fn pod_start(t: &Target, r: &mut Results, round: usize, n: usize) {
         }
     }
     let (calls, cc) = (t.calls.clone(), container_config(t, "c"));
+    let _timing = calls.timing();
     let samples = on_lean_client(&t.socket, move |direct| async move {
         let mut rt = RuntimeServiceClient::with_origin(direct, origin());
         let mut out = Samples::new();
