@@ -18,7 +18,7 @@ use std::path::Path;
 use rustix::process::{Pid, Resource, Rlimit};
 use rustix::thread::{CapabilitySet, CapabilitySets, ThreadNameSpaceType};
 
-use super::{ExecProfile, FILTER_FILE};
+use super::ExecProfile;
 use crate::sys::exec as sys;
 
 /// Exit status for a failure of the helper itself, as runc uses.
@@ -74,11 +74,7 @@ fn run(bundle: &Path, id: &str, pid: &str, cmd: &[String], opts: &Options) -> Re
     // From the start: the daemon's SIGTERM (ExecSync's timeout) must end the command and
     // reap it, never leave it running or a zombie in the container.
     sys::block_helper_signals(true).map_err(fail("blocking signals"))?;
-    let profile = ExecProfile::load(bundle).map_err(fail("reading the exec profile"))?;
-    let filter = match profile.seccomp_flags {
-        Some(_) => Some(fs::read(bundle.join(FILTER_FILE)).map_err(fail("reading the seccomp filter"))?),
-        None => None,
-    };
+    let (profile, filter) = ExecProfile::load(bundle).map_err(fail("reading the exec profile and its seccomp filter"))?;
     let one_thread = sys::single_threaded().map_err(fail("fork"))?;
     // Nothing in the container may read this process's memory or open its descriptors.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).map_err(fail("PR_SET_DUMPABLE"))?;

@@ -21,9 +21,13 @@ pub use process::Process;
 pub use profile::ExecProfile;
 pub use run::{Session, SessionStdio, exec_sync, exit_code, spawn_session, stop};
 
-/// The profile's file in a bundle.
+/// The profile's file in a bundle: the profile as one line of JSON and, for a container with a
+/// seccomp filter, a newline and the compiled program (raw `struct sock_filter` array). One
+/// file per container, not two: each new file is an inode and a directory entry on the
+/// state disk at every create.
 pub const PROFILE_FILE: &str = "exec.json";
-/// The compiled seccomp filter's file in a bundle (raw `struct sock_filter` array).
+/// Where earlier versions kept the compiled filter; read for their containers, whose profile
+/// file carries no program.
 pub const FILTER_FILE: &str = "seccomp.bpf";
 
 #[derive(Debug, thiserror::Error)]

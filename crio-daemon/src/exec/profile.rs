@@ -123,27 +123,38 @@ impl ExecProfile {
         })
     }
 
-    pub fn load(bundle: &Path) -> std::io::Result<ExecProfile> {
+    /// The profile saved in `bundle` and its seccomp program, if the container has a filter.
+    pub fn load(bundle: &Path) -> std::io::Result<(ExecProfile, Option<Vec<u8>>)> {
         let bytes = std::fs::read(bundle.join(PROFILE_FILE))?;
-        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+        // Compact JSON has no raw newline: the first one ends the profile.
+        let (json, program) = match bytes.iter().position(|b| *b == b'\n') {
+            Some(end) => (&bytes[..end], Some(bytes[end + 1..].to_vec())),
+            None => (&bytes[..], None),
+        };
+        let profile: ExecProfile = serde_json::from_slice(json).map_err(std::io::Error::other)?;
+        let program = match (profile.seccomp_flags, program) {
+            (None, _) => None,
+            (Some(_), Some(p)) => Some(p),
+            (Some(_), None) => Some(std::fs::read(bundle.join(FILTER_FILE))?),
+        };
+        Ok((profile, program))
     }
 }
 
-/// Writes `profile` and `filter` into `bundle`. No fsync: after a crash a missing or torn
-/// profile only sends that container's execs back through the runtime.
+/// Writes `profile` and `filter` into `bundle`'s one profile file. No fsync: after a crash a
+/// missing or torn profile only sends that container's execs back through the runtime.
 pub fn save(bundle: &Path, profile: &ExecProfile, filter: Option<&[u8]>) -> Result<(), ExecError> {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = bundle.join(name);
-        let tmp = bundle.join(format!(".{name}.tmp"));
-        // The profile carries the container's environment: readable by root alone.
-        crate::secret_files::write_private(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| ExecError::Write { path, source })
-    };
+    let mut bytes = serde_json::to_vec(profile).expect("profiles serialize");
     if let Some(f) = filter {
-        write(FILTER_FILE, f)?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(f);
     }
-    write(PROFILE_FILE, &serde_json::to_vec(profile).expect("profiles serialize"))
+    let path = bundle.join(PROFILE_FILE);
+    let tmp = bundle.join(format!(".{PROFILE_FILE}.tmp"));
+    // The profile carries the container's environment: readable by root alone.
+    crate::secret_files::write_private(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| ExecError::Write { path, source })
 }
 
 #[cfg(test)]
@@ -205,9 +216,23 @@ mod tests {
     #[test]
     fn saved_profiles_load_back() {
         let dir = tempfile::tempdir().unwrap();
-        let p = ExecProfile::from_spec(&spec(serde_json::json!({}))).unwrap();
-        save(dir.path(), &p, Some(&[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
-        assert_eq!(ExecProfile::load(dir.path()).unwrap(), p);
-        assert_eq!(std::fs::read(dir.path().join(FILTER_FILE)).unwrap().len(), 8);
+        let p = ExecProfile { seccomp_flags: Some(0), ..ExecProfile::from_spec(&spec(serde_json::json!({}))).unwrap() };
+        // A program is bytes of any value, newlines included.
+        let program = [b'\n', 2, 3, b'\n', 5, 6, 7, 0];
+        save(dir.path(), &p, Some(&program)).unwrap();
+        assert_eq!(ExecProfile::load(dir.path()).unwrap(), (p.clone(), Some(program.to_vec())));
+        assert!(!dir.path().join(FILTER_FILE).exists(), "one file per container");
+        let unfiltered = ExecProfile { seccomp_flags: None, ..p };
+        save(dir.path(), &unfiltered, None).unwrap();
+        assert_eq!(ExecProfile::load(dir.path()).unwrap(), (unfiltered, None));
+    }
+
+    #[test]
+    fn profiles_of_earlier_versions_read_their_filter_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ExecProfile { seccomp_flags: Some(0), ..ExecProfile::from_spec(&spec(serde_json::json!({}))).unwrap() };
+        std::fs::write(dir.path().join(PROFILE_FILE), serde_json::to_vec(&p).unwrap()).unwrap();
+        std::fs::write(dir.path().join(FILTER_FILE), [1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(ExecProfile::load(dir.path()).unwrap(), (p, Some(vec![1, 2, 3, 4, 5, 6, 7, 8])));
     }
 }
