@@ -18,10 +18,20 @@ pub fn matching(pred: impl Fn(&[String]) -> bool) -> Vec<u32> {
 
 /// Seconds of CPU a process used, with its reaped children's (the runc calls it waited for).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    times(pid, 4)
+}
+
+/// Seconds of CPU a process used itself, without any child's.
+pub fn own_cpu_seconds(pid: u32) -> f64 {
+    times(pid, 2)
+}
+
+/// The sum of the first `n` of utime, stime, cutime and cstime, in seconds.
+fn times(pid: u32, n: usize) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     // Fields after the parenthesised command: state is field 3; utime..cstime are 14..17.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<u64> = rest.split_whitespace().skip(11).take(4).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(n).filter_map(|v| v.parse().ok()).collect();
     let ticks = rustix::param::clock_ticks_per_second() as f64;
     f.iter().sum::<u64>() as f64 / ticks
 }
