@@ -178,47 +178,43 @@ async fn peer_round(
     run_round(&t, peer, round, rounds).await;
 }
 
-/// Before each scenario: what the one before left dirty (logs, state, inode tables) is written
-/// back now, not by the kernel's flusher during the next scenario, maybe another runtime's.
-/// On ext4 without a journal (this CI's VM), a new inode skips every inode of its group freed
-/// in the last minute, or six while their inode table block is dirty: a scan each file a
-/// runtime creates pays, longer after another runtime's teardown (2-6% of the node in
-/// profiled bursts).
-fn settle() {
-    rustix::fs::sync();
+/// Whether scenario `name` runs; if it does, what the one before left dirty (logs, state,
+/// inode tables) is written back first, not by the kernel's flusher during it, maybe another
+/// runtime's. On ext4 without a journal (this CI's VM), a new inode skips every inode of its
+/// group freed in the last minute, or six while their inode table block is dirty: a scan each
+/// file a runtime creates pays, growing with the inodes freed shortly before (2-6% of the node
+/// in profiled bursts).
+fn begin(name: &str) -> bool {
+    let on = selected(name);
+    if on {
+        rustix::fs::sync();
+    }
+    on
 }
 
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
-    if selected("pod_start") {
-        settle();
+    if begin("pod_start") {
         scenarios::pod_start(t, r, round, POD_STARTS / n).await;
     }
-    if selected("probes") {
-        settle();
+    if begin("probes") {
         scenarios::probes(t, r, round, PROBES / n).await;
     }
-    if selected("exec_storm") {
-        settle();
+    if begin("exec_storm") {
         scenarios::exec_storm(t, r, round, STORM / n, STORM_WORKERS).await;
     }
-    if selected("burst") {
-        settle();
+    if begin("burst") {
         scenarios::burst(t, r, round, BURST).await;
     }
-    if selected("density") {
-        settle();
+    if begin("density") {
         scenarios::density(t, r, round, DENSITY).await;
     }
-    if selected("streaming") {
-        settle();
+    if begin("streaming") {
         streaming::streaming(t, r, round, STREAM_SESSIONS / n, IDLE_SESSIONS).await;
     }
-    if selected("image") {
-        settle();
+    if begin("image") {
         scenarios::image(t, r).await;
     }
-    if selected("list_streams") {
-        settle();
+    if begin("list_streams") {
         list_streams::list_streams(t, r, round, MANY).await;
     }
 }
@@ -319,12 +315,10 @@ async fn main() {
                     eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
                     let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n", &calls).await;
                     let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced"), &calls).await;
-                    if selected("pod_start") {
-                        settle();
+                    if begin("pod_start") {
                         scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
                     }
-                    if selected("exec_storm") {
-                        settle();
+                    if begin("exec_storm") {
                         scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
                     }
                 }

@@ -57,9 +57,10 @@ async fn an_exec_is_the_process_the_runtime_would_make() {
     d.runtime().await.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
     wait_state(d, &id, cri::ContainerState::ContainerRunning).await;
     let bundle = d.dir.path().join("state/containers").join(&id);
-    let profile = std::fs::read(bundle.join("exec.json")).expect("the exec profile is prepared at create");
-    let program = profile.split(|b| *b == b'\n').nth(1).expect("the seccomp program follows the profile's line");
-    assert!(!program.is_empty() && !bundle.join("seccomp.bpf").exists(), "the program is in the profile's file");
+    let (_, program) = crio::exec::ExecProfile::load(&bundle).expect("the exec profile is prepared at create");
+    let program = program.expect("the container's seccomp program");
+    assert!(!program.is_empty() && program.len() % 8 == 0, "a whole number of BPF instructions: {} bytes", program.len());
+    assert!(!bundle.join("seccomp.bpf").exists(), "the program is in the profile's file");
 
     let out =
         exec(d, &id, &["/bin/sh", "-c", "cat /proc/self/status; echo ===; cat /proc/$(pidof sleep)/status"], 5).await.expect("ExecSync");
