@@ -178,43 +178,47 @@ async fn peer_round(
     run_round(&t, peer, round, rounds).await;
 }
 
-/// Whether scenario `name` runs; if it does, what the one before left dirty (logs, state,
-/// inode tables) is written back first, not by the kernel's flusher during it, maybe another
-/// runtime's. On ext4 without a journal (this CI's VM), a new inode skips every inode of its
-/// group freed in the last minute, or six while their inode table block is dirty: a scan each
-/// file a runtime creates pays, growing with the inodes freed shortly before (2-6% of the node
-/// in profiled bursts).
-fn begin(name: &str) -> bool {
+/// Whether scenario `name` runs; if it does, what the one before left behind is finished
+/// first, not during it, maybe in another runtime's turn: dirty logs, state and inode tables
+/// are written back, and the node is let go quiet (see `procs::quiet`). On ext4 without a
+/// journal (this CI's VM), a new inode skips every inode of its group freed in the last
+/// minute, or six while their inode table block is dirty: a scan each file a runtime creates
+/// pays, growing with the inodes freed shortly before (2-6% of the node in profiled bursts).
+async fn begin(name: &str) -> bool {
     let on = selected(name);
     if on {
         rustix::fs::sync();
+        let waited = procs::quiet(std::time::Duration::from_secs(10)).await;
+        if waited > std::time::Duration::from_millis(500) {
+            eprintln!("{name}: the node went quiet after {} ms", waited.as_millis());
+        }
     }
     on
 }
 
 async fn run_round(t: &Target, r: &mut Results, round: usize, n: usize) {
-    if begin("pod_start") {
+    if begin("pod_start").await {
         scenarios::pod_start(t, r, round, POD_STARTS / n).await;
     }
-    if begin("probes") {
+    if begin("probes").await {
         scenarios::probes(t, r, round, PROBES / n).await;
     }
-    if begin("exec_storm") {
+    if begin("exec_storm").await {
         scenarios::exec_storm(t, r, round, STORM / n, STORM_WORKERS).await;
     }
-    if begin("burst") {
+    if begin("burst").await {
         scenarios::burst(t, r, round, BURST).await;
     }
-    if begin("density") {
+    if begin("density").await {
         scenarios::density(t, r, round, DENSITY).await;
     }
-    if begin("streaming") {
+    if begin("streaming").await {
         streaming::streaming(t, r, round, STREAM_SESSIONS / n, IDLE_SESSIONS).await;
     }
-    if begin("image") {
+    if begin("image").await {
         scenarios::image(t, r).await;
     }
-    if begin("list_streams") {
+    if begin("list_streams").await {
         list_streams::list_streams(t, r, round, MANY).await;
     }
 }
@@ -315,10 +319,10 @@ async fn main() {
                     eprintln!("round {}/{rounds}: crio without eBPF tracing", round + 1);
                     let d = ours_daemon(&reg, &ours_net, "[crio.ebpf]\nenable = false\n", &calls).await;
                     let t = ours_target(&d, &cgroup_parent, &image, work.path().join("logs-untraced"), &calls).await;
-                    if begin("pod_start") {
+                    if begin("pod_start").await {
                         scenarios::pod_start(&t, &mut untraced, round, POD_STARTS / rounds).await;
                     }
-                    if begin("exec_storm") {
+                    if begin("exec_storm").await {
                         scenarios::exec_storm(&t, &mut untraced, round, STORM / rounds, STORM_WORKERS).await;
                     }
                 }

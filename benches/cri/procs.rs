@@ -56,3 +56,22 @@ pub fn node_ticks() -> (u64, u64) {
     let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
     (total - idle, total)
 }
+
+/// Waits until the node has been nearly idle (under 5% busy) for a tenth of a second, at most
+/// `limit`; answers how long that took. What a scenario leaves the kernel to finish after its
+/// last answer (network namespaces torn down, mounts released) then runs before the next one
+/// and not among its samples, for both runtimes alike.
+pub async fn quiet(limit: std::time::Duration) -> std::time::Duration {
+    let began = std::time::Instant::now();
+    let mut last = node_ticks();
+    while began.elapsed() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = node_ticks();
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && busy * 20 < total {
+            break;
+        }
+        last = now;
+    }
+    began.elapsed()
+}
