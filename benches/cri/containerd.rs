@@ -22,6 +22,10 @@ impl Containerd {
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni")).unwrap();
         std::fs::write(d.join("cni/10-bench.conflist"), conflist).unwrap();
+        // Its state and runc's root on a tmpfs each, as /run/containerd is on a node.
+        for volatile in ["state", "runc"] {
+            crate::common::daemon::mount_tmpfs(&d.join(volatile));
+        }
         let socket = d.join("containerd.sock");
         let config = format!(
             r#"version = 2

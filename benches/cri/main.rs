@@ -233,6 +233,7 @@ async fn ours_daemon(reg: &Registry, net: &str, extra: &str, calls: &timing::Cal
     cfg.cni_conflist = Some(net.into());
     cfg.extra = extra.into();
     cfg.log_filter = Some(std::env::var("CRIO_BENCH_LOG").unwrap_or_else(|_| "info".into()));
+    cfg.volatile_on_tmpfs = true;
     Daemon::start(cfg).await
 }
 

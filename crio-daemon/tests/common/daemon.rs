@@ -35,6 +35,9 @@ pub struct DaemonConfig {
     /// /usr/lib/cni): benchmarks give timing wrappers.
     pub runc: Option<PathBuf>,
     pub cni_plugin_dir: Option<PathBuf>,
+    /// The runroot and runc's root each on a tmpfs of their own, as a node's /run is
+    /// (benchmarks; tests keep them in the temp dir).
+    pub volatile_on_tmpfs: bool,
 }
 
 /// A runroot path under `dir` as deep as real nodes have: with a pod's id and `monitor.sock`
@@ -111,6 +114,11 @@ impl Daemon {
         let socket = d.join("crio.sock");
         let log_filter = cfg.log_filter.clone().unwrap_or_else(|| "debug".into());
         let runroot = if cfg.long_runroot { long_runroot(d) } else { d.join("run") };
+        if cfg.volatile_on_tmpfs {
+            for dir in [&runroot, &d.join("runc")] {
+                mount_tmpfs(dir);
+            }
+        }
         let mut daemon = Daemon { socket, runroot, child: None, dir, log_filter, env: Vec::new() };
         daemon.spawn().await;
         daemon
@@ -355,6 +363,13 @@ fn remove_pod_cgroups(records: &Path) {
             }
         }
     }
+}
+
+/// A fresh tmpfs at `dir` (made if missing); `unmount_under` of a parent detaches it.
+pub fn mount_tmpfs(dir: &Path) {
+    use rustix::mount::{MountFlags, mount};
+    fs::create_dir_all(dir).expect("tmpfs mount point");
+    mount("tmpfs", dir, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, c"mode=0755").expect("mounting a tmpfs");
 }
 
 /// Detaches every mount below `dir`, deepest first, so the temp dir can be removed.
