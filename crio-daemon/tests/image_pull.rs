@@ -72,6 +72,32 @@ async fn pull_list_status_remove_round_trip() {
     assert_eq!(layers, 0, "unreferenced layers collected");
 }
 
+/// critest's image benchmark runs pull, status and remove of one image from several clients at
+/// once: a RemoveImage that finds the image already removed by another succeeds, as the CRI
+/// asks of it, instead of failing with NotFound.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_lifecycles_of_one_image_all_succeed() {
+    let reg = Registry::start();
+    reg.push("team/app", "v1", &ImageBuilder::new().layer(Layer::busybox())).await;
+    let d = daemon(&reg).await;
+    let name = format!("{}/team/app:v1", reg.addr);
+    for round in 0..4 {
+        let lifecycles = (0..4).map(|_| async {
+            d.pull(&name).await.map_err(|e| format!("pull: {e}"))?;
+            d.images()
+                .await
+                .image_status(cri::ImageStatusRequest { image: Some(common::daemon::spec(&name)), verbose: false })
+                .await
+                .map_err(|e| format!("status: {e}"))?;
+            d.remove(&name).await.map_err(|e| format!("remove: {e}"))
+        });
+        for outcome in futures::future::join_all(lifecycles).await {
+            outcome.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+    assert!(d.list().await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_arch_index_selects_host_platform() {
     let reg = Registry::start();

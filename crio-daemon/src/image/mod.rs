@@ -21,7 +21,7 @@ pub use error::ImageError;
 pub use pull::PullOutcome;
 
 use crate::config;
-use crate::storage::{ImageRecord, Store};
+use crate::storage::{ImageRecord, Store, StoreError};
 use auth::AuthStore;
 use policy::Policy;
 use registries::Registries;
@@ -122,8 +122,11 @@ impl ImageService {
         let Some(found) = lookup::find(&index, &self.registries, name)? else { return Ok(()) };
         let id = found.record.id.clone();
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.remove_image(&id)).await.map_err(ImageError::Task)??;
-        Ok(())
+        match tokio::task::spawn_blocking(move || store.remove_image(&id)).await.map_err(ImageError::Task)? {
+            // Another RemoveImage took it since the lookup: it is gone, as asked.
+            Ok(()) | Err(StoreError::ImageNotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn fs_usage(&self) -> Result<FsUsage, ImageError> {

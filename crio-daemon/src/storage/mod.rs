@@ -123,6 +123,9 @@ pub struct Store {
     layers: RwLock<BTreeMap<Digest, LayerRecord>>,
     layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<Digest, usize>>,
+    /// Images whose directory is being written ahead of their record (pulls in flight, by
+    /// image id, counted): a collection leaves those directories alone.
+    committing: Mutex<HashMap<String, usize>>,
     /// The next container's root filesystem, mounted ahead (see `ready`).
     ready: Mutex<Option<ready::Ready>>,
     /// Making one failed in the kernel: no more are tried.
@@ -176,6 +179,7 @@ impl Store {
             layers: RwLock::new(layers),
             layer_locks: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
+            committing: Mutex::new(HashMap::new()),
             ready: Mutex::new(None),
             ready_unsupported: Default::default(),
         };
@@ -221,6 +225,9 @@ impl Store {
         if let Some(existing) = self.unchanged(&record) {
             return Ok(existing);
         }
+        // Until the record is in the index, a collection (RemoveImage of another image) would
+        // take the directory for an orphan and delete it under this commit.
+        let _committing = Committing::new(self, &record.id);
         let dir = self.root.join("images").join(&record.id);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         for (name, bytes) in [("manifest.json", manifest), ("config.json", config)] {
@@ -253,8 +260,6 @@ impl Store {
     /// Removes one tag; the image itself stays.
     /// Removes an image and every layer no other image needs. Refused while a container uses it.
     pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
-        // A root filesystem made ready would hold the image's layers.
-        self.drop_ready_of(id);
         self.update(|index| {
             let users: Vec<String> = index
                 .containers
@@ -268,6 +273,9 @@ impl Store {
             index.images.remove(id).ok_or_else(|| StoreError::ImageNotFound { id: id.into() })?;
             Ok(())
         })?;
+        // A root filesystem made ready would hold the image's layers. Dropped after the image
+        // left the index: a set being made now is not published (see `make_ready`).
+        self.drop_ready_of(id);
         self.collect_garbage()
     }
 
@@ -331,10 +339,11 @@ impl Store {
     fn collect_garbage(&self) -> Result<(), StoreError> {
         let _writer = self.writer.lock().expect("index writer lock poisoned");
         let index = self.snapshot();
+        let committing = self.committing.lock().expect("committing lock poisoned").clone();
         let images_dir = self.root.join("images");
         for entry in fs::read_dir(&images_dir).map_err(io_err(&images_dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !index.images.contains_key(&name) {
+            if !index.images.contains_key(&name) && !committing.contains_key(&name) {
                 let p = entry.path();
                 fs::remove_dir_all(&p).map_err(io_err(&p))?;
             }
@@ -367,6 +376,31 @@ impl Store {
             layers.remove(&d);
         }
         Ok(())
+    }
+}
+
+/// An image id in [`Store::committing`] while it lives.
+struct Committing<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl<'a> Committing<'a> {
+    fn new(store: &'a Store, id: &str) -> Self {
+        *store.committing.lock().expect("committing lock poisoned").entry(id.into()).or_default() += 1;
+        Committing { store, id: id.into() }
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        let mut committing = self.store.committing.lock().expect("committing lock poisoned");
+        if let Some(n) = committing.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                committing.remove(&self.id);
+            }
+        }
     }
 }
 

@@ -78,32 +78,52 @@ impl Store {
         if let Some(old) = replaced {
             self.drop_ready(old);
         }
-        match self.mount_ready(image_id, id) {
-            Ok(mount) => {
-                if let Some(r) = self.ready.lock().expect("ready lock poisoned").as_mut().filter(|r| r.id == id) {
-                    r.mount = Some(mount);
-                }
-                Ok(())
-            }
+        let mut mount = match self.mount_ready(image_id, id) {
+            Ok(mount) => Some(mount),
             Err(e) => {
-                if let Some(r) = self.take_ready(id) {
-                    self.drop_ready(r);
-                }
-                Err(e)
+                self.discard_ready(id, image_id, None);
+                return Err(e);
+            }
+        };
+        {
+            // Published only while its image is in the index: RemoveImage drops the set after
+            // it removes the image, so a set mounted from a snapshot taken before the removal
+            // is either published in time to be dropped or found orphaned here. A set of a
+            // removed image would hold its deleted layers for a create of the image pulled
+            // again.
+            let mut slot = self.ready.lock().expect("ready lock poisoned");
+            if let Some(r) = slot.as_mut().filter(|r| r.id == id && self.snapshot().images.contains_key(image_id)) {
+                r.mount = mount.take();
             }
         }
+        if mount.is_some() {
+            // Dropped while it was being made (its image removed, or another image's set made).
+            self.discard_ready(id, image_id, mount);
+        }
+        Ok(())
+    }
+
+    /// Drops the set named `id` whether or not the slot still names it: nothing of a set that
+    /// failed or was dropped while being made may stay behind.
+    fn discard_ready(&self, id: &str, image_id: &str, mount: Option<OwnedFd>) {
+        let r = self.take_ready(id).unwrap_or_else(|| Ready { id: id.into(), image_id: image_id.into(), mount: None, claimed: false });
+        drop(mount);
+        self.drop_ready(r);
     }
 
     fn mount_ready(&self, image_id: &str, id: &str) -> Result<OwnedFd, StoreError> {
         let index = self.snapshot();
         let image = index.images.get(image_id).ok_or_else(|| StoreError::ImageNotFound { id: image_id.into() })?;
         let dir = self.container_dir(id);
+        // The mark first: a collection that finds these directories while they are being made
+        // (the set dropped meanwhile) removes them quietly, not as a create cut short.
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mark = dir.join(READY_MARK);
+        fs::write(&mark, b"").map_err(io_err(&mark))?;
         let (upper, work, target) = (dir.join("upper"), dir.join("work"), self.container_mountpoint(id));
         for d in [&upper, &work, &target] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let mark = dir.join(READY_MARK);
-        fs::write(&mark, b"").map_err(io_err(&mark))?;
         let paths: Vec<(PathBuf, PathBuf)> = self.layer_paths(image);
         let lowers: Vec<Lower<'_>> = paths.iter().map(|(diff, short)| Lower { diff, short }).collect();
         overlay::detached(&lowers, &upper, &work, &target).map_err(|e| {

@@ -253,3 +253,55 @@ fn a_root_filesystem_made_ready_is_claimed_by_a_create_of_its_image_and_attached
     assert!(root.join("containers/r1/upper").exists(), "the container's layer stays");
     store.remove_container("r1").unwrap();
 }
+
+/// A set made ready while its image is removed (a create's follow-up racing RemoveImage) is
+/// never left holding the removed image's layers, and leaves no directories behind.
+#[test]
+fn a_root_filesystem_made_ready_while_its_image_is_removed_is_not_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, run) = (t.path().join("root"), t.path().join("run"));
+    let store = Store::open(&root, &run).unwrap();
+    for n in 0..40 {
+        let l = add_layer(&store, b"l");
+        let a = store.commit_image(record(b"a", vec![l], &["r/a:1"]), b"{}", b"{}").unwrap().id;
+        let id = format!("r{n}");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = store.make_ready(&a, &id);
+            });
+            s.spawn(|| store.remove_image(&a).unwrap());
+        });
+        assert!(!store.is_ready_id(&id) && store.claim_ready(&a).is_none(), "round {n}: a set of a removed image is kept");
+        for parent in [root.join("containers"), run.join("overlay")] {
+            let left: Vec<String> = fs::read_dir(&parent)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".ahead"))
+                .collect();
+            assert!(left.is_empty(), "round {n}: {} holds {left:?}", parent.display());
+        }
+    }
+}
+
+/// A pull's commit racing RemoveImage of another image (critest's image benchmark does both at
+/// once): the collection RemoveImage runs leaves the directory being committed alone.
+#[test]
+fn an_image_being_committed_survives_a_collection() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, run) = (t.path().join("root"), t.path().join("run"));
+    let store = Arc::new(Store::open(&root, &run).unwrap());
+    let l = add_layer(&store, b"l");
+    // As a pull holds the layers it commits.
+    let _lease = store.lease_layers(std::slice::from_ref(&l));
+    let config = vec![b'x'; 64 << 10];
+    for n in 0..40 {
+        let other = store.commit_image(record(b"other", vec![l.clone()], &["r/o:1"]), b"{}", b"{}").unwrap().id;
+        let committed = std::thread::scope(|s| {
+            s.spawn(|| store.remove_image(&other).unwrap());
+            s.spawn(|| store.commit_image(record(b"a", vec![l.clone()], &["r/a:1"]), b"{}", &config)).join().unwrap()
+        });
+        let id = committed.unwrap_or_else(|e| panic!("round {n}: {e}")).id;
+        assert_eq!(fs::read(root.join("images").join(&id).join("config.json")).unwrap().len(), config.len(), "round {n}");
+        store.remove_image(&id).unwrap();
+    }
+}
