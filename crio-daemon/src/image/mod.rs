@@ -123,7 +123,8 @@ impl ImageService {
         let id = found.record.id.clone();
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.remove_image(&id)).await.map_err(ImageError::Task)? {
-            // Another RemoveImage took it since the lookup: it is gone, as asked.
+            // CRI: RemoveImage is idempotent and succeeds for an image already removed, here by
+            // another RemoveImage since the lookup.
             Ok(()) | Err(StoreError::ImageNotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
