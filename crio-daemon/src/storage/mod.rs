@@ -257,7 +257,6 @@ impl Store {
         (has_all && old.layers == record.layers).then(|| old.clone())
     }
 
-    /// Removes one tag; the image itself stays.
     /// Removes an image and every layer no other image needs. Refused while a container uses it.
     pub fn remove_image(&self, id: &str) -> Result<(), StoreError> {
         self.update(|index| {
