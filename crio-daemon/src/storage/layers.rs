@@ -1,6 +1,6 @@
 //! Layer records: one directory per diff id, committed by a rename so it is whole or absent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -103,15 +103,8 @@ impl Store {
 
     /// Keeps layers from garbage collection while a pull that needs them is in flight.
     pub fn lease_layers(self: &Arc<Self>, diff_ids: &[Digest]) -> LayerLease {
-        let mut leases = self.leases.lock().expect("leases poisoned");
-        for d in diff_ids {
-            *leases.entry(d.clone()).or_default() += 1;
-        }
+        self.leases.take(diff_ids);
         LayerLease { store: self.clone(), diff_ids: diff_ids.to_vec() }
-    }
-
-    pub(super) fn leased(&self) -> HashMap<Digest, usize> {
-        self.leases.lock().expect("leases poisoned").clone()
     }
 }
 
@@ -122,14 +115,6 @@ pub struct LayerLease {
 
 impl Drop for LayerLease {
     fn drop(&mut self) {
-        let mut leases = self.store.leases.lock().expect("leases poisoned");
-        for d in &self.diff_ids {
-            if let Some(n) = leases.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    leases.remove(d);
-                }
-            }
-        }
+        self.store.leases.release(&self.diff_ids);
     }
 }

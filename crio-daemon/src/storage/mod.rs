@@ -17,6 +17,7 @@
 mod ahead;
 mod containers;
 pub mod digest;
+mod holds;
 mod layers;
 pub mod overlay;
 mod ready;
@@ -122,10 +123,11 @@ pub struct Store {
     disk: Mutex<Slots>,
     layers: RwLock<BTreeMap<Digest, LayerRecord>>,
     layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
-    leases: Mutex<HashMap<Digest, usize>>,
+    /// Layers pulls in flight will commit.
+    leases: holds::Holds<Digest>,
     /// Images whose directory is being written ahead of their record (pulls in flight, by
     /// image id, counted): a collection leaves those directories alone.
-    committing: Mutex<HashMap<String, usize>>,
+    committing: holds::Holds<String>,
     /// The next container's root filesystem, mounted ahead (see `ready`).
     ready: Mutex<Option<ready::Ready>>,
     /// Making one failed in the kernel: no more are tried.
@@ -178,8 +180,8 @@ impl Store {
             disk: Mutex::new(at),
             layers: RwLock::new(layers),
             layer_locks: Mutex::new(HashMap::new()),
-            leases: Mutex::new(HashMap::new()),
-            committing: Mutex::new(HashMap::new()),
+            leases: holds::Holds::new(),
+            committing: holds::Holds::new(),
             ready: Mutex::new(None),
             ready_unsupported: Default::default(),
         };
@@ -338,11 +340,11 @@ impl Store {
     fn collect_garbage(&self) -> Result<(), StoreError> {
         let _writer = self.writer.lock().expect("index writer lock poisoned");
         let index = self.snapshot();
-        let committing = self.committing.lock().expect("committing lock poisoned").clone();
+        let committing = self.committing.held();
         let images_dir = self.root.join("images");
         for entry in fs::read_dir(&images_dir).map_err(io_err(&images_dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !index.images.contains_key(&name) && !committing.contains_key(&name) {
+            if !index.images.contains_key(&name) && !committing.contains(&name) {
                 let p = entry.path();
                 fs::remove_dir_all(&p).map_err(io_err(&p))?;
             }
@@ -365,9 +367,9 @@ impl Store {
             }
             self.remove_container_dirs(&id)?;
         }
-        let leased = self.leased();
+        let leased = self.leases.held();
         let mut used: BTreeSet<&Digest> = index.images.values().flat_map(|i| &i.layers).collect();
-        used.extend(leased.keys());
+        used.extend(&leased);
         let mut layers = self.layers.write().expect("layers lock poisoned");
         let unused: Vec<Digest> = layers.keys().filter(|d| !used.contains(d)).cloned().collect();
         for d in unused {
@@ -386,20 +388,15 @@ struct Committing<'a> {
 
 impl<'a> Committing<'a> {
     fn new(store: &'a Store, id: &str) -> Self {
-        *store.committing.lock().expect("committing lock poisoned").entry(id.into()).or_default() += 1;
-        Committing { store, id: id.into() }
+        let id = id.to_string();
+        store.committing.take([&id]);
+        Committing { store, id }
     }
 }
 
 impl Drop for Committing<'_> {
     fn drop(&mut self) {
-        let mut committing = self.store.committing.lock().expect("committing lock poisoned");
-        if let Some(n) = committing.get_mut(&self.id) {
-            *n -= 1;
-            if *n == 0 {
-                committing.remove(&self.id);
-            }
-        }
+        self.store.committing.release([&self.id]);
     }
 }
 
