@@ -45,16 +45,45 @@ pub fn memory(pid: u32) -> (u64, u64) {
     (kb("Rss:") * 1024, kb("Pss:") * 1024)
 }
 
-/// The node's CPU time so far, from /proc/stat's first line: (busy, total) in ticks, busy being
-/// all but idle and iowait. Two readings tell whether a stretch was bound by CPU.
-pub fn node_ticks() -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
-    let Some(line) = stat.lines().next() else { return (0, 0) };
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user already).
-    let total: u64 = f.iter().take(8).sum();
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+/// The node's CPU time so far, from /proc/stat's first line, in ticks. Two readings tell
+/// whether a stretch was bound by CPU, and how much of it the VM's host took: steal is time a
+/// virtual CPU wanted to run and the hypervisor ran something else, so a run with much of it
+/// measured a disturbed machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeTicks {
+    /// All but idle, iowait and steal.
+    pub busy: u64,
+    pub steal: u64,
+    pub total: u64,
+}
+
+impl NodeTicks {
+    pub fn now() -> NodeTicks {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return NodeTicks::default() };
+        let Some(line) = stat.lines().next() else { return NodeTicks::default() };
+        // user nice system idle iowait irq softirq steal (guest time is inside user already).
+        let f: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        let total: u64 = f.iter().sum();
+        NodeTicks { busy: total - at(3) - at(4) - at(7), steal: at(7), total }
+    }
+
+    /// What went by between `earlier` and this reading.
+    pub fn since(self, earlier: NodeTicks) -> NodeTicks {
+        NodeTicks {
+            busy: self.busy.saturating_sub(earlier.busy),
+            steal: self.steal.saturating_sub(earlier.steal),
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+
+    pub fn busy_percent(&self) -> f64 {
+        self.busy as f64 * 100.0 / self.total.max(1) as f64
+    }
+
+    pub fn steal_percent(&self) -> f64 {
+        self.steal as f64 * 100.0 / self.total.max(1) as f64
+    }
 }
 
 /// Waits until the node has been nearly idle (under 5% busy) for a tenth of a second, at most
@@ -63,12 +92,12 @@ pub fn node_ticks() -> (u64, u64) {
 /// and not among its samples, for both runtimes alike.
 pub async fn quiet(limit: std::time::Duration) -> std::time::Duration {
     let began = std::time::Instant::now();
-    let mut last = node_ticks();
+    let mut last = NodeTicks::now();
     while began.elapsed() < limit {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let now = node_ticks();
-        let (busy, total) = (now.0 - last.0, now.1 - last.1);
-        if total > 0 && busy * 20 < total {
+        let now = NodeTicks::now();
+        let went = now.since(last);
+        if went.total > 0 && went.busy * 20 < went.total {
             break;
         }
         last = now;

@@ -204,7 +204,7 @@ async fn teardown_timed<S: Transport>(
 /// `n` pods with one container each, started concurrently: time until all run.
 pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
     let (cpu, own) = (runtime_cpu(t), runtime_own_cpu(t));
-    let node = super::procs::node_ticks();
+    let node = super::procs::NodeTicks::now();
     // Marks the window on stderr, for a profiler watching the run.
     eprintln!("burst of {n}: begins");
     let at = Instant::now();
@@ -226,10 +226,10 @@ pub async fn burst(t: &Target, r: &mut Results, round: usize, n: usize) {
         "burst: runtime CPU ms per pod started, its own processes alone (no runc, no plugins)",
         (runtime_own_cpu(t) - own) * 1000.0 / n as f64,
     );
-    // How busy the node's CPUs were: near 100 means the burst is bound by CPU, not by waiting.
-    let after = super::procs::node_ticks();
-    let (busy, total) = (after.0 - node.0, after.1 - node.1);
-    r.value("burst: node CPU busy %", busy as f64 * 100.0 / total.max(1) as f64);
+    // How busy the node's CPUs were: near 100 means the burst is bound by CPU, not by waiting;
+    // what the VM's host took is apart, in the round's steal row.
+    let went = super::procs::NodeTicks::now().since(node);
+    r.value("burst: node CPU busy %", went.busy_percent());
     remove_all(t, started.into_iter().map(|(p, _, _)| p).collect()).await;
 }
 
