@@ -1,7 +1,7 @@
 //! What a node operator trusts the daemon with, checked against the real thing: files holding a
 //! container's secrets are root's alone, an image cannot make the daemon read host files, a
 //! crash-looping container leaks nothing in its pod's monitor, and request values cannot
-//! overflow.
+//! overflow; a stop whose client gave up runs to its end.
 
 mod common;
 
@@ -519,4 +519,70 @@ async fn a_crash_between_remove_containers_answer_and_its_files_leaves_nothing_a
     assert!(!mounted(), "root filesystem unmounted");
     assert!(!d.dir.path().join("root/containers").join(&id).exists(), "writable layer gone");
     d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}
+
+/// A client that gives up on StopPodSandbox (crictl's 2 s deadline, a kubelet's) does not cut
+/// the teardown short: the CNI DEL it began runs to its end and the pod is recorded stopped
+/// with no further call. A plugin killed halfway can leave what no retry removes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_stop_whose_client_gave_up_runs_to_its_end() {
+    let plugins = tempfile::tempdir().unwrap();
+    for p in ["bridge", "host-local"] {
+        std::os::unix::fs::symlink(std::path::Path::new("/usr/lib/cni").join(p), plugins.path().join(p)).unwrap();
+    }
+    // Chained after bridge, so DEL runs it first; its DEL outlasts the client.
+    let tally = plugins.path().join("tally.log");
+    let script = format!(
+        "#!/usr/bin/env python3\nimport json, os, sys, time\nconf = json.load(sys.stdin)\ncmd = os.environ['CNI_COMMAND']\n\
+         if cmd == 'DEL':\n    time.sleep(1.5)\nopen('{}', 'a').write(cmd + ' done\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n",
+        tally.display()
+    );
+    let slow = plugins.path().join("slow");
+    std::fs::write(&slow, script).unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bridge = format!("crh{}", std::process::id() % 100_000);
+    let _bridge_gone = BridgeGuard(bridge.clone());
+    let ipam = tempfile::tempdir().unwrap();
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": format!("slow-{bridge}"), "plugins": [
+        {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.230.{}.0/24", std::process::id() % 200)}]], "dataDir": ipam.path()}},
+        {"type": "slow"}]});
+    let cfg = common::daemon::DaemonConfig {
+        cni_conflist: Some(conflist.to_string()),
+        cni_plugin_dir: Some(plugins.path().into()),
+        ..Default::default()
+    };
+    let d = common::Daemon::start(cfg).await;
+    let pod = run_pod(&d, pod_config("impatient", &d.dir.path().join("logs/impatient"))).await.expect("RunPodSandbox");
+    let leases = || -> Vec<String> {
+        let dir = std::fs::read_dir(ipam.path().join(format!("slow-{bridge}"))).expect("the IPAM directory");
+        let names = dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect()
+    };
+    assert_eq!(leases().len(), 1, "the pod's address is leased");
+
+    let mut rt = d.runtime().await;
+    let stop = rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() });
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(300), stop).await;
+    assert!(gave_up.is_err(), "the stop outlasts its client (its DEL takes 1.5 s)");
+    drop(rt);
+
+    let status = cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false };
+    let began = std::time::Instant::now();
+    loop {
+        let st = d.runtime().await.pod_sandbox_status(status.clone()).await.expect("PodSandboxStatus").into_inner();
+        if st.status.expect("a status").state == cri::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(began.elapsed() < std::time::Duration::from_secs(20), "the pod is still ready: its stop was cut short\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let calls = std::fs::read_to_string(&tally).unwrap();
+    assert_eq!(calls.lines().collect::<Vec<_>>(), ["ADD done", "DEL done"], "the slow DEL ran to its end");
+    assert!(leases().is_empty(), "the bridge plugin's DEL ran after it and released the address: {:?}", leases());
+
+    // The retry the client would make finds the work done and runs no plugin again.
+    d.runtime().await.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
+    d.runtime().await.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    assert_eq!(std::fs::read_to_string(&tally).unwrap().lines().count(), 2, "one DEL in all");
 }

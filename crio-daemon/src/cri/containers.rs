@@ -10,7 +10,7 @@ use tracing::{Instrument, info_span, instrument};
 
 use super::container_config::{resources, to_spec};
 use super::pods::{selector_matches, to_hash_map};
-use super::{Services, container_status as status_of};
+use super::{Services, container_status as status_of, to_the_end};
 use crate::model::{Container, ContainerEvent, ContainerState, EventKind};
 
 pub(super) fn state(c: &Container) -> i32 {
@@ -111,7 +111,8 @@ pub async fn create_container(s: &Services, req: cri::CreateContainerRequest) ->
 
 #[instrument(skip_all, fields(container_id = %req.container_id))]
 pub async fn start_container(s: &Services, req: cri::StartContainerRequest) -> Result<cri::StartContainerResponse, Status> {
-    s.containers.start_container(&req.container_id).await.map_err(|e| status_of(&e))?;
+    let containers = s.containers.clone();
+    to_the_end(async move { containers.start_container(&req.container_id).await }).await.map_err(|e| status_of(&e))?;
     Ok(cri::StartContainerResponse {})
 }
 
@@ -123,7 +124,8 @@ pub async fn stop_container(s: &Services, req: cri::StopContainerRequest) -> Res
 
 #[instrument(skip_all, fields(container_id = %req.container_id))]
 pub async fn remove_container(s: &Services, req: cri::RemoveContainerRequest) -> Result<cri::RemoveContainerResponse, Status> {
-    s.containers.remove_container(&req.container_id).await.map_err(|e| status_of(&e))?;
+    let containers = s.containers.clone();
+    to_the_end(async move { containers.remove_container(&req.container_id).await }).await.map_err(|e| status_of(&e))?;
     Ok(cri::RemoveContainerResponse {})
 }
 

@@ -43,6 +43,20 @@ pub use runtime_status::RUNTIME_NAME;
 
 pub use crate::services::Services;
 
+/// Runs a call that changes the host to its end even when its client goes away (a deadline
+/// passed, a connection closed), which drops the handler's future. Dropped halfway, a
+/// teardown can leave what no retry removes: a CNI plugin killed between two of its steps
+/// (the bridge plugin's masquerade chain, once its link is gone, is skipped by every later
+/// DEL). A retry waits on the object's lock and finds the work done.
+async fn to_the_end<T, E>(work: impl std::future::Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<tokio::task::JoinError> + Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(work.in_current_span()).await?
+}
+
 /// The CRI RuntimeService and ImageService as one tonic route set.
 pub fn routes(services: &Services) -> tonic::service::Routes {
     let api = &services.config.crio.api;

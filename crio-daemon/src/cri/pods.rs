@@ -6,7 +6,7 @@ use crate::cri::v1 as cri;
 use tonic::Status;
 use tracing::{Instrument, info_span, instrument};
 
-use super::{Services, pod_status};
+use super::{Services, pod_status, to_the_end};
 use crate::model::{Dns, PodSandbox, PodSpec, PodState};
 use crate::network::cni::PortMapping;
 
@@ -148,13 +148,15 @@ pub async fn update_pod_sandbox_resources(
 
 #[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]
 pub async fn stop_pod_sandbox(s: &Services, req: cri::StopPodSandboxRequest) -> Result<cri::StopPodSandboxResponse, Status> {
-    s.pods.stop_pod(&req.pod_sandbox_id).await.map_err(|e| pod_status(&e))?;
+    let pods = s.pods.clone();
+    to_the_end(async move { pods.stop_pod(&req.pod_sandbox_id).await }).await.map_err(|e| pod_status(&e))?;
     Ok(cri::StopPodSandboxResponse {})
 }
 
 #[instrument(skip_all, fields(pod_sandbox_id = %req.pod_sandbox_id))]
 pub async fn remove_pod_sandbox(s: &Services, req: cri::RemovePodSandboxRequest) -> Result<cri::RemovePodSandboxResponse, Status> {
-    s.pods.remove_pod(&req.pod_sandbox_id).await.map_err(|e| pod_status(&e))?;
+    let pods = s.pods.clone();
+    to_the_end(async move { pods.remove_pod(&req.pod_sandbox_id).await }).await.map_err(|e| pod_status(&e))?;
     Ok(cri::RemovePodSandboxResponse {})
 }
 
