@@ -192,7 +192,8 @@ pub async fn update_container_resources(
     req: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
     let r = req.linux.ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
-    s.containers.update_resources(&req.container_id, &resources(r, "linux")?).await.map_err(|e| status_of(&e))?;
+    let (containers, resources) = (s.containers.clone(), resources(r, "linux")?);
+    to_the_end(async move { containers.update_resources(&req.container_id, &resources).await }).await.map_err(|e| status_of(&e))?;
     Ok(cri::UpdateContainerResourcesResponse {})
 }
 

@@ -142,7 +142,8 @@ pub async fn update_pod_sandbox_resources(
     let convert = |r: Option<cri::LinuxContainerResources>, at: &str| r.map(|r| super::container_config::resources(r, at)).transpose();
     let resources = convert(req.resources, "resources")?;
     let overhead = convert(req.overhead, "overhead")?;
-    s.pods.update_resources(&req.pod_sandbox_id, resources, overhead).await.map_err(|e| pod_status(&e))?;
+    let pods = s.pods.clone();
+    to_the_end(async move { pods.update_resources(&req.pod_sandbox_id, resources, overhead).await }).await.map_err(|e| pod_status(&e))?;
     Ok(cri::UpdatePodSandboxResourcesResponse {})
 }
 
