@@ -68,3 +68,37 @@ pub fn routes(services: &Services) -> tonic::service::Routes {
         .max_encoding_message_size(api.grpc_max_send_msg_size);
     tonic::service::Routes::new(runtime).add_service(images).add_service(crate::api::kernel::server(services.kernel.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::to_the_end;
+
+    #[tokio::test]
+    async fn work_whose_caller_went_away_still_ends() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let call = to_the_end(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+            Ok::<_, tokio::task::JoinError>(())
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(5), call).await.is_err(), "the caller gives up first");
+        for _ in 0..200 {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the work was dropped with its caller");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_an_error_not_a_lost_call() {
+        let r = to_the_end(async { if true { panic!("the work failed") } else { Ok::<(), tokio::task::JoinError>(()) } }).await;
+        assert!(r.expect_err("a panic is reported").is_panic());
+    }
+}
