@@ -526,20 +526,14 @@ async fn a_crash_between_remove_containers_answer_and_its_files_leaves_nothing_a
 /// with no further call. A plugin killed halfway can leave what no retry removes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_stop_whose_client_gave_up_runs_to_its_end() {
-    let plugins = tempfile::tempdir().unwrap();
-    for p in ["bridge", "host-local"] {
-        std::os::unix::fs::symlink(std::path::Path::new("/usr/lib/cni").join(p), plugins.path().join(p)).unwrap();
-    }
     // Chained after bridge, so DEL runs it first; its DEL outlasts the client.
-    let tally = plugins.path().join("tally.log");
-    let script = format!(
-        "#!/usr/bin/env python3\nimport json, os, sys, time\nconf = json.load(sys.stdin)\ncmd = os.environ['CNI_COMMAND']\n\
-         if cmd == 'DEL':\n    time.sleep(1.5)\nopen('{}', 'a').write(cmd + ' done\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n",
+    let log = tempfile::tempdir().unwrap();
+    let tally = log.path().join("tally.log");
+    let body = format!(
+        "if cmd == 'DEL':\n    time.sleep(1.5)\nopen('{}', 'a').write(cmd + ' done\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n",
         tally.display()
     );
-    let slow = plugins.path().join("slow");
-    std::fs::write(&slow, script).unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plugins = plugin_dir_with("slow", &body);
     let bridge = format!("crh{}", std::process::id() % 100_000);
     let _bridge_gone = BridgeGuard(bridge.clone());
     let ipam = tempfile::tempdir().unwrap();

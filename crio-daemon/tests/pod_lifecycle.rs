@@ -706,20 +706,11 @@ async fn devices_and_swap_limits() {
 async fn a_stopped_pod_is_removed_without_a_second_cni_del() {
     let reg = common::Registry::start();
     reg.push("busybox", "1", &common::ImageBuilder::new().layer(common::Layer::busybox())).await;
-    let plugins = tempfile::tempdir().unwrap();
-    for p in ["bridge", "host-local"] {
-        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(p), plugins.path().join(p)).unwrap();
-    }
-    let tally = plugins.path().join("tally.log");
-    let script = format!(
-        "#!/usr/bin/env python3\nimport json, os, sys\nconf = json.load(sys.stdin)\ncmd = os.environ['CNI_COMMAND']\n\
-         open('{}', 'a').write(cmd + '\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n",
-        tally.display()
-    );
-    std::fs::write(plugins.path().join("tally"), script).unwrap();
-    let mut perms = std::fs::metadata(plugins.path().join("tally")).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(plugins.path().join("tally"), perms).unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let tally = log.path().join("tally.log");
+    let body =
+        format!("open('{}', 'a').write(cmd + '\\n')\nif cmd == 'ADD':\n    print(json.dumps(conf['prevResult']))\n", tally.display());
+    let plugins = common::pods::plugin_dir_with("tally", &body);
     let bridge = format!("crd{}", std::process::id() % 100_000);
     let _bridge_gone = common::pods::BridgeGuard(bridge.clone());
     let ipam = tempfile::tempdir().unwrap();

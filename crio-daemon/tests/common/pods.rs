@@ -221,3 +221,19 @@ pub fn on_cpu1(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
     });
     c
 }
+
+/// A CNI plugin directory holding the real bridge and host-local plugins and one more, `name`,
+/// whose Python `body` a test writes (to log its calls, to be slow). The body has `conf` (the
+/// plugin's stdin) and `cmd` (`CNI_COMMAND`); on ADD it must print a result.
+pub fn plugin_dir_with(name: &str, body: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for p in ["bridge", "host-local"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(p), dir.path().join(p)).unwrap();
+    }
+    let script =
+        format!("#!/usr/bin/env python3\nimport json, os, sys, time\nconf = json.load(sys.stdin)\ncmd = os.environ['CNI_COMMAND']\n{body}");
+    let path = dir.path().join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
